@@ -1,0 +1,3 @@
+from exotrace.cli import main
+
+main()
