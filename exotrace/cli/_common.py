@@ -1,0 +1,59 @@
+"""Helpers shared by CLI commands: error handling, consoles, common options."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from exotrace.errors import ExotraceError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Messages and summaries go to stderr so stdout stays clean for data (`--out -`, `--format ndjson`).
+err_console = Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int) -> None:
+    """Print ``Error: message`` on stderr and exit with ``code``."""
+    err_console.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn exotrace errors into one ``Error: ...`` line and the documented exit code (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ExotraceError as exc:
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("Interrupted.")
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_logging(verbose: int = 0) -> None:
+    """Warnings by default; -v for INFO, -vv for DEBUG; to stderr."""
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+def archive_option(func: F) -> F:
+    return click.option(
+        "--archive",
+        "archive_path",
+        default="exotrace.db",
+        show_default=True,
+        type=click.Path(dir_okay=False),
+        envvar="EXOTRACE_ARCHIVE",
+        help="SQLite archive file (env EXOTRACE_ARCHIVE).",
+    )(func)

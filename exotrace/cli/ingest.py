@@ -1,0 +1,156 @@
+"""``exotrace ingest``: read message-trace exports into the archive and/or NDJSON."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import click
+
+from exotrace.cli._common import archive_option, err_console, handle_errors, setup_logging
+from exotrace.errors import ConfigError
+from exotrace.ingest import IngestStats, RejectWriter, open_output
+from exotrace.ingest import ingest as run_ingest
+from exotrace.normalize import NormalizeOptions, Normalizer
+
+MAX_REJECT_LINES = 20
+PROGRESS_MIN_BYTES = 1 << 20
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@archive_option
+@click.option("--no-archive", is_flag=True, help="Do not write the archive (use with --out).")
+@click.option("--out", "out", metavar="FILE|-", help="Also write ECS documents as NDJSON ('-' for stdout).")
+@click.option("--local-domain", "local_domains", multiple=True, metavar="DOMAIN",
+              help="A domain of your organisation, for email.direction (repeatable).")
+@click.option("--geoip-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder with GeoLite2/GeoIP2 City and ASN .mmdb files.")
+@click.option("--no-geoip", is_flag=True, help="Skip GeoIP/ASN enrichment.")
+@click.option("--preserve-original", is_flag=True, help="Keep the raw record in event.original.")
+@click.option("--tenant", help="Label written to organization.name.")
+@click.option("--format", "fmt", default="auto", show_default=True,
+              help="Input format (auto-detected); see docs/sources-file.md.")
+@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False),
+              help="Append rejected records (with file, line and reason) to this NDJSON file.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="TOML config: [[sink]] tables receive the documents too.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+@click.option("-v", "--verbose", count=True, help="More logging (-v, -vv).")
+@handle_errors
+def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: str | None,
+           local_domains: tuple[str, ...], geoip_dir: Path | None, no_geoip: bool, preserve_original: bool,
+           tenant: str | None, fmt: str, rejects_path: str | None, config_path: Path | None, quiet: bool,
+           verbose: int) -> None:
+    """Normalize message-trace files or folders into the archive and/or NDJSON.
+
+    Reads Graph JSON, Reporting Web Service pages, PowerShell exports (NDJSON, JSON arrays, CSV, any
+    encoding, gzip) and the admin center's CSV reports; the format is detected. Rows are upserted by
+    (MessageTraceId, RecipientAddress): reading the same file twice changes nothing.
+
+    Exit codes: 0 everything read, 1 some records rejected, 2 usage or config error.
+
+    \b
+    Example:
+      exotrace ingest exports/ --local-domain contoso.com
+      exotrace ingest trace.json --no-archive --out - | jq .email.subject
+    """
+    setup_logging(verbose)
+    from exotrace.sources.file import FORMATS, read_paths, total_bytes
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown --format {fmt!r}; use one of: {', '.join(FORMATS)}", key="format")
+    if no_archive and out is None and config_path is None:
+        raise ConfigError("--no-archive needs --out FILE|- (or --config with sinks): nothing would be written")
+
+    normalizer = Normalizer(
+        NormalizeOptions(
+            local_domains=local_domains,
+            geoip_dir=geoip_dir,
+            geoip=not no_geoip,
+            preserve_original=preserve_original,
+            tenant=tenant,
+        )
+    )
+    shown = 0
+
+    def on_reject(message: str) -> None:
+        nonlocal shown
+        shown += 1
+        if shown <= MAX_REJECT_LINES:
+            err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    with ExitStack() as stack:
+        archive = None
+        if not no_archive:
+            from exotrace.archive import Archive
+
+            archive = stack.enter_context(Archive.open(archive_path))
+        stream, to_stdout = open_output(out)
+        if stream is not None and not to_stdout:
+            stack.callback(stream.close)
+        rejects_file = RejectWriter(rejects_path) if rejects_path else None
+        if rejects_file is not None:
+            stack.callback(rejects_file.close)
+        deliver = _sink_delivery(config_path, stack)
+
+        size = total_bytes(paths)
+        show_progress = not quiet and sys.stderr.isatty() and size >= PROGRESS_MIN_BYTES
+        if show_progress:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+            progress = stack.enter_context(
+                Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                         TimeRemainingColumn(), console=err_console, transient=True)
+            )
+            task = progress.add_task("Ingesting", total=size)
+            items = read_paths(paths, format=fmt, on_progress=lambda n: progress.advance(task, n))
+        else:
+            items = read_paths(paths, format=fmt)
+        stats = run_ingest(items, normalizer, archive=archive, out=stream, rejects_file=rejects_file,
+                       deliver=deliver, on_reject=on_reject)
+        if stream is not None:
+            stream.flush()
+
+    if shown > MAX_REJECT_LINES:
+        err_console.print(f"... and {shown - MAX_REJECT_LINES} more rejected records", highlight=False)
+    if not quiet:
+        _summary(stats, None if no_archive else archive_path, rejects_path)
+    sys.exit(stats.exit_code)
+
+
+def _summary(stats: IngestStats, archive_path: str | None, rejects_path: str | None) -> None:
+    parts = [f"read {stats.read}"]
+    if archive_path:
+        parts += [f"new {stats.new}", f"updated {stats.updated}", f"unchanged {stats.unchanged}"]
+    if stats.written:
+        parts.append(f"written {stats.written}")
+    parts.append(f"rejected {stats.rejected}")
+    line = ", ".join(parts)
+    where = f" -> {archive_path}" if archive_path else ""
+    err_console.print(f"Ingested: {line}{where}", highlight=False)
+    if stats.rejected:
+        kept = f"the archive's rejects table{' and ' + rejects_path if rejects_path else ''}"
+        if not archive_path:
+            kept = rejects_path or "nowhere but the lines above (use --rejects FILE)"
+        err_console.print(f"Rejected records are kept in {kept}.", highlight=False)
+
+
+def _sink_delivery(config_path: Path | None, stack: ExitStack):  # type: ignore[no-untyped-def]
+    """Deliver to the [[sink]] tables of a config file, if one is given."""
+    if config_path is None:
+        return None
+    import tomllib
+
+    try:
+        data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: invalid TOML: {exc}") from None
+    tables = data.get("sink") or []
+    if not tables:
+        raise ConfigError(f"{config_path}: no [[sink]] table; add one (see docs/sinks.md)", key="sink")
+    from exotrace.sinks import open_sync_pipeline
+
+    pipeline = stack.enter_context(open_sync_pipeline(tables, config_path=config_path))
+    return pipeline.deliver

@@ -1,0 +1,135 @@
+"""File ingestion: read exports, normalize, upsert into the archive, write NDJSON, count everything.
+
+This is the library behind ``exotrace ingest``; the command only parses options and prints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from exotrace.model import Document, RawRecord, Reject
+from exotrace.normalize import Normalizer
+
+BATCH_SIZE = 5000
+
+
+@dataclass
+class IngestStats:
+    """What one ingest run did."""
+
+    read: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    written: int = 0
+    reject_messages: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.rejected else 0
+
+
+class RejectWriter:
+    """Appends rejected records as NDJSON (origin, line, reason, field, raw) to a file the user chose."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._fh = open(path, "ab")  # noqa: SIM115 - closed in close()
+
+    def write(self, reject: Reject) -> None:
+        row = {"origin": reject.origin, "line": reject.line, "reason": reject.reason, "field": reject.field,
+               "raw": reject.raw}
+        self._fh.write(orjson.dumps(row) + b"\n")
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def document_reject(doc: Document) -> Reject:
+    """A pipeline_error document described as a reject (for messages and the rejects file)."""
+    messages = doc.doc.get("error", {}).get("message") or ["cannot normalize"]
+    return Reject(
+        origin=doc.origin,
+        line=doc.line,
+        reason="; ".join(messages) if isinstance(messages, list) else str(messages),
+        raw=doc.doc.get("event", {}).get("original", ""),
+    )
+
+
+def ingest(
+    items: Iterable[RawRecord | Reject],
+    normalizer: Normalizer,
+    *,
+    archive: Any | None = None,
+    out: IO[bytes] | None = None,
+    rejects_file: RejectWriter | None = None,
+    deliver: Callable[[list[Document]], None] | None = None,
+    on_reject: Callable[[str], None] | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> IngestStats:
+    """Normalize ``items`` in batches into the archive, an NDJSON stream and/or sinks.
+
+    Rejected input lines and pipeline_error documents are counted, reported through ``on_reject`` as
+    ``FILE:LINE: reason``, stored in the archive's rejects table and appended to ``rejects_file``.
+    """
+    stats = IngestStats()
+    docs: list[Document] = []
+    rejects: list[Reject] = []
+
+    def flush() -> None:
+        if archive is not None and (docs or rejects):
+            with archive.transaction():
+                result = archive.upsert(docs, source="ingest")
+                if rejects:
+                    archive.add_rejects(rejects, source="ingest")
+            stats.new += result.new
+            stats.updated += result.updated
+            stats.unchanged += result.unchanged
+        if out is not None:
+            out.write(b"".join(orjson.dumps(d.doc) + b"\n" for d in docs))
+            stats.written += len(docs)
+        if deliver is not None and docs:
+            deliver(docs)
+        docs.clear()
+        rejects.clear()
+
+    def reject(item: Reject) -> None:
+        stats.rejected += 1
+        if rejects_file is not None:
+            rejects_file.write(item)
+        if on_reject is not None:
+            on_reject(item.describe())
+
+    for item in items:
+        if isinstance(item, Reject):
+            stats.read += 1
+            rejects.append(item)
+            reject(item)
+        else:
+            stats.read += 1
+            doc = normalizer.normalize(item)
+            if doc.is_error:
+                reject(document_reject(doc))
+            docs.append(doc)
+        if len(docs) + len(rejects) >= batch_size:
+            flush()
+    flush()
+    return stats
+
+
+def open_output(target: str | None) -> tuple[IO[bytes] | None, bool]:
+    """(stream, is_stdout) for ``--out``: ``-`` is standard output, a path is opened for writing."""
+    if target is None:
+        return None, False
+    if target == "-":
+        import sys
+
+        return sys.stdout.buffer, True
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    return open(target, "wb"), False  # noqa: SIM115 - the caller closes it
