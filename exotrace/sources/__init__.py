@@ -1,0 +1,1 @@
+"""Sources: where message-trace rows come from (files, Graph, the Reporting Web Service)."""

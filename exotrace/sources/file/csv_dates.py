@@ -1,0 +1,55 @@
+"""Dates in CSV exports: culture-formatted strings -> ISO 8601 the normalizer understands.
+
+``Export-Csv`` writes a DateTime with the machine culture's ``ToString()``: ``10/21/2022 5:25:30 PM``
+(en-US), ``21/10/2022 17:25:30`` (en-GB, fr-FR), ``21.10.2022 17:25:30`` (de-DE), ``2022/10/21
+17:25:30`` (ja-JP). Message-trace times are UTC, so the result carries no zone (the normalizer reads
+"no zone" as UTC). ISO strings and ``/Date(..)/`` are returned unchanged; anything unrecognised is
+returned unchanged too, so the normalizer reports it instead of this reader guessing.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+__all__ = ["to_iso"]
+
+_TIME = r"(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?P<F>\.\d{1,7})?)?"
+_ISO_SPACE = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)$")
+_US = re.compile(r"^(?P<a>\d{1,2})/(?P<b>\d{1,2})/(?P<y>\d{4}) " + _TIME + r"\s*(?P<ampm>[AaPp][Mm])$")
+_SLASH = re.compile(r"^(?P<a>\d{1,2})/(?P<b>\d{1,2})/(?P<y>\d{4}) " + _TIME + r"$")
+_YMD = re.compile(r"^(?P<y>\d{4})/(?P<a>\d{1,2})/(?P<b>\d{1,2}) " + _TIME + r"$")
+_DOTTED = re.compile(r"^(?P<a>\d{1,2})[.-](?P<b>\d{1,2})[.-](?P<y>\d{4}) " + _TIME + r"$")
+
+
+def to_iso(value: str) -> str:
+    """``value`` as ``YYYY-MM-DDTHH:MM:SS[.f]`` when it is a recognised culture format, else unchanged."""
+    s = value.strip()
+    if not s or s[0] == "/" or "T" in s:
+        return value
+    m = _ISO_SPACE.match(s)
+    if m:
+        return f"{m.group(1)}T{m.group(2)}"
+    if m := _US.match(s):
+        month, day = int(m["a"]), int(m["b"])
+        hour = int(m["H"]) % 12 + (12 if m["ampm"].lower() == "pm" else 0)
+        return _build(value, int(m["y"]), month, day, hour, m)
+    if m := _YMD.match(s):
+        return _build(value, int(m["y"]), int(m["a"]), int(m["b"]), int(m["H"]), m)
+    if m := _SLASH.match(s):
+        a, b = int(m["a"]), int(m["b"])
+        # 24-hour clocks with slashes are day-first cultures; a day > 12 settles it either way.
+        day, month = (b, a) if b > 12 else (a, b)
+        return _build(value, int(m["y"]), month, day, int(m["H"]), m)
+    if m := _DOTTED.match(s):
+        return _build(value, int(m["y"]), int(m["b"]), int(m["a"]), int(m["H"]), m)
+    return value
+
+
+def _build(value: str, year: int, month: int, day: int, hour: int, m: re.Match[str]) -> str:
+    minute, second = int(m["M"]), int(m["S"] or 0)
+    try:
+        datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        return value
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}{m['F'] or ''}"

@@ -1,0 +1,232 @@
+"""CSV inputs: ``Export-Csv`` of Get-MessageTrace(V2) and the admin center's message-trace reports.
+
+Columns are mapped onto the legacy field names by a forgiving alias table (case, spaces, underscores
+and a ``(UTC...)`` suffix are ignored), so ``RecipientAddress``, ``recipient_address`` and
+``Recipient address`` all become ``RecipientAddress``. Unmapped columns keep their own names.
+Each record's ``original`` is its exact CSV text (several physical lines when a quoted field holds
+line breaks).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from exotrace.model import STATUSES, RawRecord, Reject
+from exotrace.sources.file.csv_dates import to_iso
+from exotrace.sources.file.encoding import TextSource, strip_eol
+
+__all__ = ["CsvRow", "csv_rows", "detect_csv_shape", "header_key", "map_header", "read_csv", "split_header"]
+
+Item = RawRecord | Reject
+
+#: compact header name -> legacy field (for Export-Csv, EAC summary and snake_case exports).
+ALIASES: dict[str, str] = {
+    "organization": "Organization",
+    "messageid": "MessageId",
+    "received": "Received",
+    "receiveddatetime": "Received",
+    "date": "Received",
+    "datetime": "Received",
+    "origintimestamp": "Received",
+    "senderaddress": "SenderAddress",
+    "sender": "SenderAddress",
+    "from": "SenderAddress",
+    "recipientaddress": "RecipientAddress",
+    "recipient": "RecipientAddress",
+    "to": "RecipientAddress",
+    "subject": "Subject",
+    "messagesubject": "Subject",
+    "status": "Status",
+    "deliverystatus": "Status",
+    "toip": "ToIP",
+    "fromip": "FromIP",
+    "originalclientip": "FromIP",
+    "size": "Size",
+    "sizebytes": "Size",
+    "messagesize": "Size",
+    "totalbytes": "Size",
+    "messagetraceid": "MessageTraceId",
+    "networkmessageid": "MessageTraceId",
+    "id": "MessageTraceId",
+    "startdate": "StartDate",
+    "enddate": "EndDate",
+    "index": "Index",
+}
+_DATE_FIELDS = ("Received", "StartDate", "EndDate")
+_INT_FIELDS = ("Size", "Index")
+_NULLABLE = ("ToIP", "FromIP", "MessageId")
+#: PowerShell property names: their presence marks an Export-Csv of the cmdlets.
+_PS_NAMES = frozenset({"Received", "SenderAddress", "RecipientAddress", "MessageTraceId"})
+_STATUS_BY_COMPACT = {s.lower(): s for s in STATUSES}
+
+
+def header_key(name: str) -> str:
+    """Compact form of a column name: ``"Date (UTC+01:00)"`` -> ``date``, ``sender_address`` -> ``senderaddress``."""
+    name = re.sub(r"\(.*?\)", "", name.strip().lstrip("\ufeff"))
+    name = re.sub(r"_utc$", "", name.strip().lower())
+    return re.sub(r"[^0-9a-z]", "", name)
+
+
+def map_header(names: list[str]) -> list[str]:
+    """Legacy names for mapped columns, the original name for the others (first mapping wins)."""
+    out: list[str] = []
+    used: set[str] = set()
+    for name in names:
+        target = ALIASES.get(header_key(name))
+        if target is None or target in used:
+            out.append(name.strip().lstrip("\ufeff"))
+        else:
+            used.add(target)
+            out.append(target)
+    return out
+
+
+def detect_csv_shape(names: list[str]) -> str | None:
+    """``csv`` | ``eac-summary`` | ``eac-enhanced`` | ``eac-extended``, or None (not a trace CSV)."""
+    keys = {header_key(n) for n in names}
+    if "eventid" in keys and ("datetime" in keys or "date" in keys) and "recipientaddress" in keys:
+        return "eac-extended"
+    if "recipientstatus" in keys and ("origintimestamp" in keys or "senderaddress" in keys):
+        return "eac-enhanced"
+    stripped = {n.strip().strip("\ufeff") for n in names}
+    if len(_PS_NAMES & stripped) >= 2:
+        return "csv"
+    mapped = {ALIASES[k] for k in keys if k in ALIASES}
+    if "RecipientAddress" in mapped and len(mapped) >= 3:
+        return "eac-summary"
+    return None
+
+
+def split_header(line: str) -> tuple[list[str], str]:
+    """Parse a header line; returns the column names and the delimiter (``,`` ``;`` or tab)."""
+    text = strip_eol(line).lstrip("\ufeff")
+    counts = {d: text.count(d) for d in (",", ";", "\t")}
+    delimiter = max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
+    names = next(csv.reader([text], delimiter=delimiter), [])
+    return names, delimiter
+
+
+@dataclass(slots=True)
+class CsvRow:
+    """One CSV record: its first line number, exact text (no final terminator) and values."""
+
+    line: int
+    text: str
+    values: list[str]
+
+
+def csv_rows(src: TextSource, origin: str) -> Iterator[tuple[list[str], str] | CsvRow | Reject]:
+    """Yield the header ``(names, delimiter)`` once, then each record (or a reject)."""
+    header: tuple[list[str], str] | None = None
+    pending: list[str] = []
+    start = 0
+    quotes = 0
+    for n, raw in src.raw_lines():
+        if not pending:
+            if not raw.strip():
+                continue
+            if header is None and raw.lstrip("\ufeff").startswith("#"):
+                continue  # "#TYPE Deserialized.…" (Windows PowerShell 5.1) and other comments
+            start = n
+        pending.append(raw)
+        quotes += raw.count('"')
+        if quotes % 2:
+            continue  # a quoted field continues on the next line
+        text = strip_eol("".join(pending))
+        pending, quotes = [], 0
+        if header is None:
+            header = split_header(text)
+            yield header
+            continue
+        try:
+            values = next(csv.reader([text], delimiter=header[1], strict=True), [])
+        except csv.Error as exc:
+            yield Reject(origin, start, f"malformed CSV record: {exc}", raw=text)
+            continue
+        yield CsvRow(start, text, values)
+    if pending:
+        yield Reject(origin, start, "unterminated quoted field at end of file", raw="".join(pending))
+
+
+def convert_value(name: str, value: str) -> tuple[Any, str | None]:
+    """Typed value for a mapped legacy field; second item is an error reason or None."""
+    if name in _INT_FIELDS:
+        text = value.strip()
+        if not text:
+            return None, None
+        try:
+            return int(text.replace(",", "").replace(" ", "")), None
+        except ValueError:
+            return value, f"{name} is not a whole number: {value!r}"
+    if name in _DATE_FIELDS:
+        return to_iso(value), None
+    if name in _NULLABLE and not value.strip():
+        return None, None
+    if name == "Status":
+        return canonical_csv_status(value), None
+    return value, None
+
+
+def canonical_csv_status(value: str) -> str:
+    """``Filtered as spam`` / ``Getting status`` (admin-center display names) -> canonical names."""
+    compact = re.sub(r"[\s_-]", "", value).lower()
+    return _STATUS_BY_COMPACT.get(compact, value)
+
+
+def row_fields(names: list[str], row: CsvRow) -> tuple[dict[str, Any], Reject | None]:
+    """Map one row to fields; a reject when the column count or a typed value is wrong."""
+    if len(row.values) != len(names):
+        return {}, Reject("", row.line, f"expected {len(names)} columns, found {len(row.values)}",
+                          raw=row.text)
+    fields: dict[str, Any] = {}
+    for name, value in zip(names, row.values, strict=True):
+        converted, error = convert_value(name, value)
+        if error:
+            return {}, Reject("", row.line, error, raw=row.text, field=name)
+        fields[name] = converted
+    return fields, None
+
+
+def read_csv(src: TextSource, origin: str, shape: str | None = None) -> Iterator[Item]:
+    """Records from a CSV export; ``shape`` forces the variant (else detected from the header)."""
+    rows = csv_rows(src, origin)
+    header: tuple[list[str], str] | None = None
+    for item in rows:
+        if isinstance(item, tuple):
+            header = item
+            break
+        if isinstance(item, Reject):
+            yield item
+    if header is None:
+        return
+    names, _ = header
+    variant = shape or detect_csv_shape(names)
+    if variant is None:
+        yield Reject(origin, src.lineno, "CSV header has no message-trace columns "
+                     f"({', '.join(names[:6])})", raw=",".join(names))
+        for item in rows:
+            if isinstance(item, CsvRow):
+                yield Reject(origin, item.line, "row of an unrecognised CSV file", raw=item.text)
+        return
+    if variant in ("eac-enhanced", "eac-extended"):
+        from exotrace.sources.file import eac
+
+        reader = eac.read_enhanced if variant == "eac-enhanced" else eac.read_extended
+        yield from reader(names, rows, origin)
+        return
+    mapped = map_header(names)
+    for item in rows:
+        if isinstance(item, Reject):
+            yield item
+            continue
+        if not isinstance(item, CsvRow):
+            continue
+        fields, reject = row_fields(mapped, item)
+        if reject is not None:
+            yield Reject(origin, reject.line, reject.reason, raw=reject.raw, field=reject.field)
+            continue
+        yield RawRecord(fields=fields, original=item.text, origin=origin, line=item.line, shape=variant)

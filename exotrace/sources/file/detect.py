@@ -1,0 +1,68 @@
+"""Which reader a file needs, decided from its content (never from its name alone), and which
+files a list of paths stands for."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from exotrace.sources.file.csv_shapes import detect_csv_shape, split_header
+from exotrace.sources.file.json_shapes import parses_standalone
+
+__all__ = ["FORMATS", "detect_format", "iter_files"]
+
+#: Accepted ``--format`` values. ``auto`` detects; the others force a reader (and a shape label).
+FORMATS: tuple[str, ...] = (
+    "auto",
+    "ndjson",
+    "json",
+    "graph",
+    "rws",
+    "powershell",
+    "csv",
+    "eac-summary",
+    "eac-enhanced",
+    "eac-extended",
+)
+
+
+def detect_format(head: list[str]) -> str | None:
+    """``ndjson`` | ``json`` | a CSV shape, from the first lines of a file; None when unknown.
+
+    JSON: NDJSON when the first or second non-blank line is a complete JSON value on its own (so a
+    bad first line does not turn an NDJSON file into one broken document); otherwise a document
+    (pretty-printed array, page or object). CSV: a header whose columns map onto trace fields,
+    after an optional ``#TYPE`` line.
+    """
+    nonblank = [h for h in head if h.strip()]
+    if not nonblank:
+        return None
+    first = nonblank[0].lstrip("\ufeff").lstrip()
+    if first[:1] in ("{", "["):
+        if any(parses_standalone(h) for h in nonblank[:2]):
+            return "ndjson"
+        return "json"
+    lines = [h for h in nonblank if not h.lstrip("\ufeff").startswith("#")]
+    if lines:
+        names, _ = split_header(lines[0])
+        if len(names) > 1:
+            return detect_csv_shape(names)
+    return None
+
+
+def iter_files(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...]) -> Iterator[str]:
+    """Files named by ``paths``: files as given, folders recursed (sorted, hidden entries skipped).
+
+    A path that does not exist is passed through, so the reader reports it as a reject.
+    """
+    for given in paths:
+        path = Path(given)
+        if not path.is_dir():
+            yield os.fspath(given)
+            continue
+        for root, dirs, files in os.walk(path, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if not name.startswith("."):
+                    yield os.path.join(root, name)

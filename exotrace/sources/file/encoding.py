@@ -1,0 +1,203 @@
+"""Open a message-trace file as text: gzip by magic bytes, encoding by BOM or NUL-byte pattern.
+
+:func:`open_text` returns a :class:`TextSource` that streams lines (a 1 GB NDJSON file is never
+held in memory), can hand back the whole text for JSON documents, and reports the raw bytes it
+consumes to an ``on_progress`` callback.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import io
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+__all__ = ["TextSource", "UnreadableFile", "detect_encoding", "looks_binary", "open_text", "strip_eol"]
+
+_SAMPLE = 4096
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGIC = b"PK\x03\x04"
+#: Control characters that do not occur in text exports (everything below 0x20 except \t \n \f \r).
+_BINARY_CHARS = frozenset(chr(c) for c in range(32)) - {"\t", "\n", "\f", "\r"}
+
+
+class UnreadableFile(Exception):
+    """The file cannot be read as text at all (missing, binary, bad gzip); the message says why."""
+
+
+class _Counting(io.RawIOBase):
+    """A raw reader that reports every byte it reads to ``on_progress``."""
+
+    def __init__(self, raw: io.BufferedIOBase, on_progress: Callable[[int], None] | None) -> None:
+        self._raw = raw
+        self._on_progress = on_progress
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = self._raw.readinto(buffer)
+        if n:
+            self.consumed += n
+            if self._on_progress is not None:
+                self._on_progress(n)
+        return n or 0
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def detect_encoding(sample: bytes) -> str:
+    """Pick a Python codec for ``sample``, the first bytes of the (decompressed) content.
+
+    BOMs win (UTF-8, UTF-16 LE/BE). Without a BOM, a NUL in every other byte means UTF-16 (LE when
+    the NULs sit at odd offsets, as the admin center's CSV exports do). Valid UTF-8 is UTF-8;
+    anything else falls back to Windows-1252 (``Export-Csv -Encoding Default``). Raises
+    :class:`UnreadableFile` for content with NUL bytes in no UTF-16 pattern (binary data).
+    """
+    if sample.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    head = sample[:1024]
+    pairs = len(head) // 2
+    if pairs:
+        even = sum(1 for i in range(0, pairs * 2, 2) if head[i] == 0)
+        odd = sum(1 for i in range(1, pairs * 2, 2) if head[i] == 0)
+        if odd >= pairs * 0.4 and even <= pairs * 0.05:
+            return "utf-16-le"
+        if even >= pairs * 0.4 and odd <= pairs * 0.05:
+            return "utf-16-be"
+    if b"\x00" in sample:
+        raise UnreadableFile("binary content (NUL bytes), not a text export")
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+    except UnicodeDecodeError:
+        return "cp1252"
+    return "utf-8"
+
+
+def looks_binary(text: str) -> bool:
+    """True when decoded text holds control characters no text export contains."""
+    return any(ch in _BINARY_CHARS for ch in text)
+
+
+def strip_eol(line: str) -> str:
+    """Remove one trailing line terminator (``\\n``, ``\\r\\n`` or ``\\r``)."""
+    if line.endswith("\n"):
+        line = line[:-1]
+    if line.endswith("\r"):
+        line = line[:-1]
+    return line
+
+
+class TextSource:
+    """Decoded text of one file, read line by line; ``lineno`` is the last line handed out."""
+
+    def __init__(self, text: io.TextIOWrapper, counting: _Counting, size: int, encoding: str,
+                 compressed: bool, on_progress: Callable[[int], None] | None) -> None:
+        self._text = text
+        self._counting = counting
+        self._size = size
+        self._on_progress = on_progress
+        self._head: list[str] = []
+        self._head_used = False
+        self.encoding = encoding
+        self.compressed = compressed
+        self.lineno = 0
+
+    def head(self, nonblank: int = 2, max_lines: int = 200) -> list[str]:
+        """The first lines (terminators kept) up to ``nonblank`` non-blank ones, without consuming them."""
+        if not self._head_used:
+            count = sum(1 for h in self._head if h.strip())
+            while count < nonblank and len(self._head) < max_lines:
+                line = self._text.readline()
+                if not line:
+                    break
+                self._head.append(line)
+                if line.strip():
+                    count += 1
+        return list(self._head)
+
+    def raw_lines(self) -> Iterator[tuple[int, str]]:
+        """Yield ``(line_number, line)`` with the line terminator kept."""
+        self._head_used = True
+        pending, self._head = self._head, []
+        for line in pending:
+            self.lineno += 1
+            yield self.lineno, line
+        for line in self._text:
+            self.lineno += 1
+            yield self.lineno, line
+
+    def lines(self) -> Iterator[tuple[int, str]]:
+        """Yield ``(line_number, line)`` without the line terminator."""
+        for n, line in self.raw_lines():
+            yield n, strip_eol(line)
+
+    def read_all(self) -> str:
+        """The rest of the text in one string (for JSON documents, which are parsed whole)."""
+        self._head_used = True
+        pending, self._head = self._head, []
+        return "".join(pending) + self._text.read()
+
+    def finish(self) -> None:
+        """Report bytes not read through the stream (after an error) so progress ends at 100%."""
+        rest = self._size - self._counting.consumed
+        if rest > 0 and self._on_progress is not None:
+            self._counting.consumed += rest
+            self._on_progress(rest)
+
+    def close(self) -> None:
+        try:
+            self._text.close()
+        except OSError:
+            pass
+
+    def __enter__(self) -> TextSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish()
+        self.close()
+
+
+def open_text(path: str | os.PathLike[str], on_progress: Callable[[int], None] | None = None) -> TextSource:
+    """Open ``path`` for reading as text; raises :class:`UnreadableFile` with a one-line reason."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        raw = open(p, "rb")  # noqa: SIM115 - closed by TextSource
+    except FileNotFoundError as exc:
+        raise UnreadableFile("no such file") from exc
+    except IsADirectoryError as exc:
+        raise UnreadableFile("is a directory") from exc
+    except OSError as exc:
+        raise UnreadableFile(f"cannot open: {exc.strerror or exc}") from exc
+    counting = _Counting(raw, on_progress)
+    buffered = io.BufferedReader(counting, buffer_size=65536)
+    try:
+        magic = buffered.peek(4)[:4]
+        if magic.startswith(_ZIP_MAGIC):
+            raise UnreadableFile("zip archive: extract it first (gzip files are read directly)")
+        compressed = magic.startswith(_GZIP_MAGIC)
+        stream: io.BufferedIOBase = buffered
+        if compressed:
+            stream = io.BufferedReader(gzip.GzipFile(fileobj=buffered, mode="rb"), buffer_size=65536)
+        sample = stream.peek(_SAMPLE)[:_SAMPLE]  # type: ignore[attr-defined]
+        encoding = detect_encoding(sample)
+    except UnreadableFile:
+        buffered.close()
+        raise
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        buffered.close()
+        raise UnreadableFile(f"corrupt gzip data: {exc}") from exc
+    except Exception as exc:  # zlib.error
+        buffered.close()
+        raise UnreadableFile(f"cannot decompress: {exc}") from exc
+    text = io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline="")
+    return TextSource(text, counting, size, encoding, compressed, on_progress)

@@ -1,0 +1,283 @@
+"""JSON inputs: NDJSON (streamed), JSON documents (arrays, pages, concatenated objects).
+
+Every decoded value goes through :func:`items_from_value`, which knows the envelopes:
+
+* a record: an object with message-trace keys (legacy PascalCase or Graph camelCase);
+* a page: ``{"value": [...]}`` (Graph ``@odata.context``, RWS JSON light ``odata.metadata``) or
+  RWS verbose ``{"d": {"results": [...]}}`` / ``{"d": [...]}``; an empty page yields nothing;
+* an array of records or of pages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from exotrace.model import GRAPH_TO_LEGACY, LEGACY_FIELDS, RawRecord, Reject
+from exotrace.sources.file.encoding import TextSource
+
+__all__ = ["items_from_value", "read_document", "read_ndjson", "record_shape", "unwrap_fields"]
+
+Item = RawRecord | Reject
+
+_TRACE_KEYS = frozenset(LEGACY_FIELDS) | frozenset(GRAPH_TO_LEGACY)
+#: camelCase keys that only Graph uses (``id``/``status``/``subject``/``size`` are too generic alone).
+_GRAPH_ONLY = frozenset(k for k in GRAPH_TO_LEGACY if k not in {"id", "status", "subject", "size"})
+#: Raw text kept in a reject for an unreadable rest of a document.
+_MAX_REJECT_RAW = 1 << 20
+
+
+def unwrap_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """Fields of a record: PowerShell 5.1 ``{"value": "/Date(..)/", "DisplayHint": ..}`` -> the string,
+    ``__metadata`` (RWS verbose) dropped; everything else as given."""
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        if key == "__metadata":
+            continue
+        if isinstance(value, dict) and "value" in value and "DisplayHint" in value:
+            value = value["value"]
+        out[key] = value
+    return out
+
+
+def record_shape(obj: dict[str, Any], default: str) -> str:
+    """``graph`` when Graph-only camelCase keys are present, else ``default``."""
+    return "graph" if any(k in _GRAPH_ONLY for k in obj) else default
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _page_elements(obj: dict[str, Any]) -> tuple[list[Any], str] | None:
+    """``(elements, shape)`` when ``obj`` is a page envelope, else None."""
+    d = obj.get("d")
+    if isinstance(d, dict) and isinstance(d.get("results"), list):
+        return d["results"], "rws-verbose"
+    if isinstance(d, list):
+        return d, "rws-verbose"
+    value = obj.get("value")
+    if isinstance(value, list) and not _TRACE_KEYS.intersection(obj):
+        if "@odata.context" in obj or "@odata.nextLink" in obj:
+            return value, "graph"
+        return value, "rws"
+    return None
+
+
+def items_from_value(
+    value: Any,
+    *,
+    origin: str,
+    line: int,
+    original: str | None = None,
+    shape: str | None = None,
+    default_shape: str = "powershell",
+    positions: dict[int, list[int]] | None = None,
+    line_of: Any = None,
+) -> Iterator[Item]:
+    """Records (or rejects) from one decoded JSON value found at ``line``.
+
+    ``original`` is the exact input text of ``value`` when known (an NDJSON line); otherwise each
+    record's original is ``orjson.dumps(element)``. ``shape`` forces the shape label. ``positions``
+    and ``line_of`` (from :func:`_parse_positions`) give array elements their own start lines.
+    """
+    if isinstance(value, list):
+        offsets = positions.get(id(value)) if positions else None
+        for i, element in enumerate(value):
+            el_line = line_of(offsets[i]) if offsets and line_of else line
+            yield from items_from_value(element, origin=origin, line=el_line, shape=shape,
+                                        default_shape=default_shape, positions=positions, line_of=line_of)
+        return
+    if not isinstance(value, dict):
+        yield Reject(origin, line, f"expected a JSON object, found {_type_name(value)}",
+                     raw=original if original is not None else _dumps(value))
+        return
+    page = _page_elements(value)
+    if page is not None:
+        elements, page_shape = page
+        offsets = positions.get(id(elements)) if positions else None
+        for i, element in enumerate(elements):
+            el_line = line_of(offsets[i]) if offsets and line_of else line
+            if not isinstance(element, dict):
+                yield Reject(origin, el_line, f"page element {i} is {_type_name(element)}, not an object",
+                             raw=_dumps(element))
+                continue
+            label = shape or record_shape(element, page_shape)
+            yield from _record(element, origin=origin, line=el_line, original=_dumps(element), shape=label)
+        return
+    label = shape or record_shape(value, default_shape)
+    yield from _record(value, origin=origin, line=line,
+                       original=original if original is not None else _dumps(value), shape=label)
+
+
+def _record(obj: dict[str, Any], *, origin: str, line: int, original: str, shape: str) -> Iterator[Item]:
+    if not _TRACE_KEYS.intersection(obj):
+        keys = ", ".join(list(obj)[:5]) or "none"
+        yield Reject(origin, line, f"not a message-trace record (keys: {keys})", raw=original)
+        return
+    yield RawRecord(fields=unwrap_fields(obj), original=original, origin=origin, line=line, shape=shape)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "an array"}.get(
+        type(value), type(value).__name__)
+
+
+# ---------------------------------------------------------------------------------------------- NDJSON
+
+
+def read_ndjson(src: TextSource, origin: str, shape: str | None = None) -> Iterator[Item]:
+    """One JSON value per line, streamed; a bad line is rejected and reading goes on."""
+    for n, line in src.lines():
+        if not line.strip():
+            continue
+        text = line[1:] if n == 1 and line.startswith("\ufeff") else line
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            yield Reject(origin, n, f"invalid JSON: {_short(exc)}", raw=line)
+            continue
+        yield from items_from_value(value, origin=origin, line=n, original=line, shape=shape)
+
+
+def parses_standalone(line: str) -> bool:
+    """True when ``line`` alone is a JSON object or array (an NDJSON line)."""
+    text = line.strip().lstrip("\ufeff")
+    if not text or text[0] not in "{[":
+        return False
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).split("\n")[0][:200]
+
+
+# ---------------------------------------------------------------------------------------------- documents
+
+_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+class _ParseError(ValueError):
+    def __init__(self, msg: str, pos: int) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.pos = pos
+
+
+def _skip(text: str, pos: int) -> int:
+    m = _WS.match(text, pos)
+    return m.end() if m else pos
+
+
+def _parse(text: str, pos: int, depth: int, positions: dict[int, list[int]]) -> tuple[Any, int]:
+    """Decode the JSON value at ``pos``; arrays within ``depth`` levels record element offsets."""
+    ch = text[pos:pos + 1]
+    if depth > 0 and ch == "[":
+        items: list[Any] = []
+        offsets: list[int] = []
+        pos = _skip(text, pos + 1)
+        if text[pos:pos + 1] == "]":
+            return items, pos + 1
+        while True:
+            offsets.append(pos)
+            value, pos = _parse(text, pos, depth - 1, positions)
+            items.append(value)
+            pos = _skip(text, pos)
+            c = text[pos:pos + 1]
+            if c == ",":
+                pos = _skip(text, pos + 1)
+                continue
+            if c == "]":
+                positions[id(items)] = offsets
+                return items, pos + 1
+            raise _ParseError("expected ',' or ']'", pos)
+    if depth > 0 and ch == "{":
+        obj: dict[str, Any] = {}
+        pos = _skip(text, pos + 1)
+        if text[pos:pos + 1] == "}":
+            return obj, pos + 1
+        while True:
+            if text[pos:pos + 1] != '"':
+                raise _ParseError("expected a property name in double quotes", pos)
+            key, pos = _raw_decode(text, pos)
+            pos = _skip(text, pos)
+            if text[pos:pos + 1] != ":":
+                raise _ParseError("expected ':'", pos)
+            pos = _skip(text, pos + 1)
+            obj[key], pos = _parse(text, pos, depth - 1, positions)
+            pos = _skip(text, pos)
+            c = text[pos:pos + 1]
+            if c == ",":
+                pos = _skip(text, pos + 1)
+                continue
+            if c == "}":
+                return obj, pos + 1
+            raise _ParseError("expected ',' or '}'", pos)
+    return _raw_decode(text, pos)
+
+
+def _raw_decode(text: str, pos: int) -> tuple[Any, int]:
+    try:
+        return _DECODER.raw_decode(text, pos)
+    except json.JSONDecodeError as exc:
+        raise _ParseError(exc.msg, exc.pos) from exc
+
+
+class _Lines:
+    """Offset -> 1-based line number, for offsets visited in increasing order (cheap)."""
+
+    def __init__(self, text: str, first_line: int) -> None:
+        self._text = text
+        self._pos = 0
+        self._line = first_line
+
+    def __call__(self, offset: int) -> int:
+        if offset >= self._pos:
+            self._line += self._text.count("\n", self._pos, offset)
+        else:
+            self._line -= self._text.count("\n", offset, self._pos)
+        self._pos = offset
+        return self._line
+
+
+def read_document(src: TextSource, origin: str, shape: str | None = None) -> Iterator[Item]:
+    """A whole JSON document (or several concatenated ones), loaded at once.
+
+    Pretty-printed ``ConvertTo-Json`` arrays, pages and back-to-back objects are all accepted. When
+    the text stops being valid JSON, the values before are kept and the rest of the file becomes one
+    reject naming the line where it fails.
+    """
+    text = src.read_all()
+    first_line = src.lineno + 1
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    line_of = _Lines(text, first_line)
+    pos = _skip(text, 0)
+    while pos < len(text):
+        start = pos
+        positions: dict[int, list[int]] = {}
+        try:
+            value, pos = _parse(text, pos, 3, positions)
+        except _ParseError as exc:
+            where = _Lines(text, first_line)(exc.pos)
+            start_line = line_of(start)
+            raw = text[start:start + _MAX_REJECT_RAW]
+            rest = f" (line {start_line} onwards was not read)" if where != start_line else ""
+            yield Reject(origin, where, f"invalid JSON: {exc.msg}{rest}", raw=raw)
+            return
+        yield from items_from_value(value, origin=origin, line=line_of(start), shape=shape,
+                                    positions=positions, line_of=line_of)
+        pos = _skip(text, pos)
+        if text[pos:pos + 1] == ",":  # tolerate "{...},\n{...}" exports
+            pos = _skip(text, pos + 1)
