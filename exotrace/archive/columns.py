@@ -1,0 +1,125 @@
+"""Pull the archive's search columns out of an ECS document, and hash its content.
+
+Pure functions, no I/O. The column order here is the order of :data:`SEARCH_COLUMNS` in the
+``messages`` table.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from hashlib import blake2b
+from typing import Any
+
+import orjson
+
+from exotrace.model import Document, canonical_status
+from exotrace.timeparse import normalize_ts
+
+__all__ = ["SEARCH_COLUMNS", "content_hash", "extract", "normalize_ip", "reverse_domain", "split_address"]
+
+SEARCH_COLUMNS: tuple[str, ...] = (
+    "trace_id",
+    "recipient",
+    "recipient_rdomain",
+    "sender",
+    "sender_rdomain",
+    "received",
+    "status",
+    "subject",
+    "message_id",
+    "from_ip",
+    "to_ip",
+    "direction",
+    "tenant",
+    "size",
+    "fingerprint",
+)
+
+#: Fields that differ between two fetches of the same row without the row changing: the query window
+#: (StartDate, EndDate, Index) and anything derived from it or from the fetch time.
+VOLATILE_EVENT_FIELDS = frozenset({"original", "ingested", "created"})
+VOLATILE_TRACE_FIELDS = frozenset({"StartDate", "EndDate", "Index"})
+
+
+def reverse_domain(domain: str | None) -> str | None:
+    """``Mail.Contoso.com`` -> ``com.contoso.mail`` (lower-cased, labels reversed), for suffix ranges."""
+    if not domain:
+        return None
+    return ".".join(reversed(domain.strip().strip(".").lower().split(".")))
+
+
+def split_address(address: str | None) -> tuple[str | None, str | None]:
+    """Lower-cased address and its label-reversed domain; ``(None, None)`` for empty or ``<>``."""
+    if not address or not isinstance(address, str):
+        return None, None
+    text = address.strip().lower()
+    if not text or text == "<>":
+        return None, None
+    _, at, domain = text.rpartition("@")
+    return text, reverse_domain(domain) if at else None
+
+
+def normalize_ip(value: Any) -> str | None:
+    """IPv6 in compressed lower-case form so ``--ip`` matches however it was written; IPv4 as is."""
+    if not value or not isinstance(value, str):
+        return None
+    if ":" in value:
+        try:
+            return ipaddress.ip_address(value.strip()).compressed
+        except ValueError:
+            return value.strip().lower()
+    return value.strip()
+
+
+def _first(values: Any) -> str | None:
+    if isinstance(values, list):
+        return values[0] if values else None
+    return values if isinstance(values, str) else None
+
+
+def extract(document: Document) -> tuple[Any, ...]:
+    """The :data:`SEARCH_COLUMNS` values of ``document``, in order."""
+    doc = document.doc
+    email = doc.get("email") or {}
+    trace_id = email.get("local_id") or document.key.partition("|")[0]
+    recipient, recipient_rdomain = split_address(_first((email.get("to") or {}).get("address")))
+    if recipient is None:
+        recipient = document.key.partition("|")[2]
+        recipient_rdomain = reverse_domain(recipient.rpartition("@")[2]) if "@" in recipient else None
+    sender, sender_rdomain = split_address(_first((email.get("from") or {}).get("address")))
+    size = ((email.get("attachments") or {}).get("file") or {}).get("size")
+    return (
+        str(trace_id).strip().lower(),
+        recipient,
+        recipient_rdomain,
+        sender,
+        sender_rdomain,
+        normalize_ts(doc.get("@timestamp")),
+        canonical_status(document.status),
+        email.get("subject"),
+        email.get("message_id"),
+        normalize_ip((doc.get("source") or {}).get("ip")),
+        normalize_ip((doc.get("destination") or {}).get("ip")),
+        email.get("direction"),
+        (doc.get("organization") or {}).get("name"),
+        size if isinstance(size, int) else None,
+        document.fingerprint or None,
+    )
+
+
+def content_hash(doc: dict[str, Any]) -> bytes:
+    """16-byte digest of the document without its volatile fields (see :data:`VOLATILE_EVENT_FIELDS`)."""
+    event = doc.get("event")
+    microsoft = doc.get("microsoft")
+    trace = microsoft.get("online_message_trace") if isinstance(microsoft, dict) else None
+    stable = doc
+    if isinstance(event, dict) and not VOLATILE_EVENT_FIELDS.isdisjoint(event):
+        stable = dict(stable)
+        stable["event"] = {k: v for k, v in event.items() if k not in VOLATILE_EVENT_FIELDS}
+    if isinstance(trace, dict) and not VOLATILE_TRACE_FIELDS.isdisjoint(trace):
+        stable = dict(stable)
+        stable["microsoft"] = {
+            **microsoft,  # type: ignore[dict-item]
+            "online_message_trace": {k: v for k, v in trace.items() if k not in VOLATILE_TRACE_FIELDS},
+        }
+    return blake2b(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()

@@ -1,0 +1,90 @@
+"""The archive's own tables, as forward migrations of component ``archive``.
+
+``messages`` holds one narrow row per (MessageTraceId, RecipientAddress) with the search columns, and
+``documents`` the ECS JSON of that row (same ``id``), so scans for stats and subject searches stay small.
+Addresses, trace ids and domains are stored lower-cased; domains are stored label-reversed
+(``mail.contoso.com`` -> ``com.contoso.mail``) so "this domain and its subdomains" is an index range.
+Times are ``YYYY-MM-DDTHH:MM:SS.mmmZ`` strings (see :mod:`exotrace.timeparse`).
+"""
+
+from __future__ import annotations
+
+from exotrace.archive.migrations import Migration
+
+__all__ = ["COMPONENT", "MIGRATIONS"]
+
+COMPONENT = "archive"
+
+V1_TABLES = """
+-- tables: messages, documents, history, rejects
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    seq INTEGER NOT NULL,
+    trace_id TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    recipient_rdomain TEXT,
+    sender TEXT,
+    sender_rdomain TEXT,
+    received TEXT,
+    status TEXT NOT NULL,
+    subject TEXT,
+    message_id TEXT,
+    from_ip TEXT,
+    to_ip TEXT,
+    direction TEXT,
+    tenant TEXT,
+    size INTEGER,
+    fingerprint TEXT,
+    content_hash BLOB NOT NULL,
+    observed_at TEXT,
+    first_seen TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    origin TEXT,
+    line INTEGER,
+    source TEXT
+);
+CREATE TABLE documents (
+    id INTEGER PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+CREATE TABLE history (
+    id INTEGER PRIMARY KEY,
+    message INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    old_status TEXT,
+    new_status TEXT NOT NULL,
+    observed_at TEXT,
+    recorded_at TEXT NOT NULL,
+    source TEXT
+);
+CREATE INDEX history_message ON history (message);
+CREATE TABLE rejects (
+    id INTEGER PRIMARY KEY,
+    origin TEXT NOT NULL DEFAULT '',
+    line INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL,
+    field TEXT,
+    raw TEXT NOT NULL DEFAULT '',
+    doc TEXT,
+    source TEXT,
+    recorded_at TEXT NOT NULL,
+    digest BLOB NOT NULL UNIQUE
+);
+"""
+
+V2_SEARCH_INDEXES = """
+-- search indexes: newest-first per recipient, sender, domain, time, ids and IPs
+CREATE UNIQUE INDEX messages_seq ON messages (seq);
+CREATE INDEX messages_received ON messages (received);
+CREATE INDEX messages_recipient ON messages (recipient, received);
+CREATE INDEX messages_recipient_rdomain ON messages (recipient_rdomain, received);
+CREATE INDEX messages_sender ON messages (sender, received);
+CREATE INDEX messages_sender_rdomain ON messages (sender_rdomain, received);
+CREATE INDEX messages_message_id ON messages (message_id);
+CREATE INDEX messages_from_ip ON messages (from_ip);
+CREATE INDEX messages_to_ip ON messages (to_ip);
+"""
+
+#: Append-only. Version n is ``MIGRATIONS[n - 1]``.
+MIGRATIONS: list[Migration] = [V1_TABLES, V2_SEARCH_INDEXES]
