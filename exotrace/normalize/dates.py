@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 
 _ISO = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?"
@@ -39,6 +40,23 @@ def parse_timestamp(value: object) -> datetime:
     if m:
         return _from_us(m)
     raise ValueError(f"unrecognised timestamp {text!r}")
+
+
+@lru_cache(maxsize=4096)
+def iso_text(value: str) -> str:
+    """Any accepted timestamp text rewritten as full-precision ISO 8601 UTC (cached: window bounds repeat)."""
+    return format_iso(parse_timestamp(value))
+
+
+def millis_text(value: str) -> str:
+    """``@timestamp`` text for a timestamp string; fast for ISO text in UTC (the common case)."""
+    m = _ISO.fullmatch(value)
+    if m is not None:
+        year, month, day, hh, mm, ss, frac, zone = m.groups()
+        if hh is not None and (zone is None or zone in ("Z", "z")):
+            datetime(int(year), int(month), int(day), int(hh), int(mm), int(ss or 0))  # validates the fields
+            return f"{year}-{month}-{day}T{hh}:{mm}:{ss or '00'}.{(frac or '')[:3].ljust(3, '0')}Z"
+    return format_millis(parse_timestamp(value))
 
 
 def is_iso(value: object) -> bool:

@@ -13,15 +13,18 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from exotrace.model import Document, RawRecord, canonical_status, legacy_fields, row_key
-from exotrace.normalize.dates import format_iso, format_millis, is_iso, parse_timestamp
+from exotrace.model import GRAPH_TO_LEGACY, Document, RawRecord, canonical_status, legacy_fields, row_key
+from exotrace.normalize.dates import format_iso, format_millis, is_iso, iso_text, millis_text, parse_timestamp
 from exotrace.normalize.domains import domain_parts
-from exotrace.normalize.fingerprint import fingerprint
+from exotrace.normalize.fingerprint import fingerprint_values
 from exotrace.normalize.geo import GeoEnricher
 
 ECS_VERSION = "8.11.0"
 _FAILURE_STATUSES = frozenset({"failed", "quarantined", "filteredasspam"})
 _DATE_FIELDS = ("Received", "StartDate", "EndDate")
+_DIRECTIONS = {
+    (True, True): "internal", (False, False): "external", (True, False): "outbound", (False, True): "inbound"
+}
 #: Extra fields exotrace adds beyond Elastic's document (documented in the README).
 EXTRA_FIELDS = ("event.action", "organization.name", "related.ip")
 
@@ -69,7 +72,7 @@ class Normalizer:
         if self.options.preserve_original and "preserve_original_event" not in tags:
             tags.append("preserve_original_event")
         self._tags = tags
-        self._address_cache: dict[str, tuple[str, str, dict[str, str]] | None] = {}
+        self._address_cache: dict[str, tuple[str, dict[str, Any], bool]] = {}
 
     # -- public -----------------------------------------------------------------------------------
     def normalize(self, record: RawRecord) -> Document:
@@ -83,9 +86,10 @@ class Normalizer:
 
     # -- building ---------------------------------------------------------------------------------
     def _build(self, record: RawRecord) -> Document:
-        if not isinstance(record.fields, dict):
+        fields = record.fields
+        if not isinstance(fields, dict):
             raise NormalizeError("json", "record is not a JSON object")
-        m = legacy_fields(record.fields)
+        m = dict(fields) if fields.keys().isdisjoint(GRAPH_TO_LEGACY) else legacy_fields(fields)
         status_raw = m.get("Status")
         status = canonical_status(status_raw) if status_raw not in (None, "") else ""
         status_lower = status.lower()
@@ -95,109 +99,104 @@ class Normalizer:
         event: dict[str, Any] = {"category": ["email"], "outcome": outcome, "type": ["info"]}
         if self.options.extras and status:
             event["action"] = _action(status)
-        email: dict[str, Any] = {}
-        doc: dict[str, Any] = {"ecs": {"version": ECS_VERSION}, "event": event, "email": email}
 
         # Dates: keep ISO text verbatim (as Elastic does); rewrite other shapes (/Date(ms)/, US culture) as ISO.
         received = m.get("Received")
         if received in (None, ""):
             raise NormalizeError("date", "field [email.delivery_timestamp] not present as part of path")
         try:
-            received_at = parse_timestamp(received)
+            timestamp = millis_text(received) if isinstance(received, str) else format_millis(
+                parse_timestamp(received))
         except ValueError as exc:
             raise NormalizeError("date", f"unable to parse date [{received}]: {exc}") from None
         for name in _DATE_FIELDS:
             value = m.get(name)
-            if value not in (None, "") and not is_iso(value):
+            if value not in (None, "") and not (isinstance(value, str) and is_iso(value)):
                 try:
-                    m[name] = format_iso(parse_timestamp(value))
+                    m[name] = iso_text(value) if isinstance(value, str) else format_iso(parse_timestamp(value))
                 except ValueError:
-                    if name == "Received":
-                        raise
-        doc["@timestamp"] = format_millis(received_at)
-        email["delivery_timestamp"] = m["Received"]
+                    pass  # StartDate/EndDate are informational; Received parsed above
 
         sender = _text(m.get("SenderAddress"))
         if sender == "<>":
             sender = ""
         recipient = _text(m.get("RecipientAddress"))
         trace_id = _text(m.get("MessageTraceId"))
+        subject = _text(m.get("Subject"))
+        message_id = _text(m.get("MessageId"))
+        size = m.get("Size")
+        if size is not None and size != "":
+            size = _int(size)
+        else:
+            size = None
+
+        email: dict[str, Any] = {}
+        if size is not None:
+            email["attachments"] = {"file": {"size": size}}
+        email["delivery_timestamp"] = m["Received"]
         if sender:
             email["from"] = {"address": [sender]}
         if trace_id:
             email["local_id"] = trace_id
-        size = m.get("Size")
-        if size not in (None, ""):
-            email["attachments"] = {"file": {"size": _int(size)}}
-        if subject := _text(m.get("Subject")):
-            email["subject"] = subject
-        if message_id := _text(m.get("MessageId")):
+        if message_id:
             email["message_id"] = message_id
+        if subject:
+            email["subject"] = subject
         if recipient:
             email["to"] = {"address": [recipient]}
+        doc: dict[str, Any] = {"@timestamp": timestamp, "ecs": {"version": ECS_VERSION}, "event": event,
+                               "email": email}
 
-        source: dict[str, Any] = {}
-        destination: dict[str, Any] = {}
-        self._party(source, sender, "source")
-        self._party(destination, recipient, "destination")
+        src = self._address(sender, "source") if sender else None
+        dst = self._address(recipient, "destination") if recipient else None
         from_ip = _text(m.get("FromIP"))
         to_ip = _text(m.get("ToIP"))
-        self._ip(source, from_ip)
-        self._ip(destination, to_ip)
+        source = self._side(src, from_ip)
+        destination = self._side(dst, to_ip)
         if source:
-            doc["source"] = _ordered_party(source)
+            doc["source"] = source
         if destination:
-            doc["destination"] = _ordered_party(destination)
+            doc["destination"] = destination
 
         direction = None
         if self._local:
-            src_local = source.get("domain", "").lower() in self._local
-            dst_local = destination.get("domain", "").lower() in self._local
-            direction = {
-                (True, True): "internal",
-                (False, False): "external",
-                (True, False): "outbound",
-                (False, True): "inbound",
-            }[(src_local, dst_local)]
+            direction = _DIRECTIONS[(src is not None and src[2], dst is not None and dst[2])]
             email["direction"] = direction
 
-        related: dict[str, Any] = {}
-        users = _unique(
-            [
-                recipient,
-                sender,
-                destination.get("user", {}).get("name"),
-                source.get("user", {}).get("name"),
-            ]
-        )
-        if users:
-            related["user"] = users
-        if self.options.extras and (ips := _unique([from_ip, to_ip])):
-            related["ip"] = ips
+        users = [recipient] if recipient else []
+        if sender and sender not in users:
+            users.append(sender)
+        for party in (dst, src):
+            if party is not None and party[0] and party[0] not in users:
+                users.append(party[0])
+        related: dict[str, Any] = {"user": users} if users else {}
+        if self.options.extras and (from_ip or to_ip):
+            related["ip"] = [from_ip] if not to_ip or to_ip == from_ip else [from_ip, to_ip] if from_ip else [to_ip]
         if related:
             doc["related"] = related
-        user = _user_fields(direction, destination.get("user"), source.get("user"))
-        if user:
-            doc["user"] = user
+        if direction is not None and direction != "external":
+            chosen = (dst,) if direction == "inbound" else (src,) if direction == "outbound" else (dst, src)
+            people = [p[1]["user"] for p in chosen if p is not None]
+            if len(people) == 1:
+                person = people[0]
+                doc["user"] = {"email": person["email"], "id": person["id"], "name": person["name"]}
+            elif people:
+                doc["user"] = {k: [p[k] for p in people] for k in ("email", "id", "name")}
 
         trace = _clean(m)
         if trace:
             doc["microsoft"] = {"online_message_trace": trace}
-        if self.options.tenant:
-            doc["organization"] = {"name": self.options.tenant}
-        if record.tenant and not self.options.tenant:
-            doc["organization"] = {"name": record.tenant}
+        tenant = self.options.tenant or record.tenant
+        if tenant:
+            doc["organization"] = {"name": tenant}
         if self.options.preserve_original:
             event["original"] = record.original
         if self._tags:
             doc["tags"] = list(self._tags)
-        if not email:
-            del doc["email"]
-        fp = fingerprint(doc)
-        key = row_key(trace_id, recipient) if trace_id and recipient else ""
+        fp = fingerprint_values(size, sender, trace_id, message_id, subject, recipient, _text(trace.get("Status")))
         return Document(
             doc=doc,
-            key=key,
+            key=row_key(trace_id, recipient) if trace_id and recipient else "",
             fingerprint=fp,
             status=status,
             origin=record.origin,
@@ -205,28 +204,26 @@ class Normalizer:
             observed_at=record.observed_at or _observed_from_window(m),
         )
 
-    def _party(self, side: dict[str, Any], address: str, role: str) -> None:
-        """Fill user.*, domain and public-suffix parts of one side from an address."""
-        if not address:
-            return
-        parsed = self._address(address)
-        if parsed is None:
-            raise NormalizeError("grok", f"Provided Grok expressions do not match field value: [{address}]")
-        name, domain, parts = parsed
-        side["user"] = {"domain": domain, "email": address, "id": address, "name": name}
-        side["domain"] = domain
-        side.update(parts)
+    def _address(self, address: str, role: str) -> tuple[str, dict[str, Any], bool]:
+        """(local part, ECS side template, is local) for an address; cached. Templates are shared: never mutate."""
+        cached = self._address_cache.get(address)
+        if cached is None:
+            name, at, domain = address.partition("@")
+            if not at or not domain:
+                raise NormalizeError("grok", f"Provided Grok expressions do not match field value: [{address}]")
+            template: dict[str, Any] = {"domain": domain, **domain_parts(domain),
+                                        "user": {"domain": domain, "email": address, "id": address, "name": name}}
+            cached = (name, template, domain.lower() in self._local)
+            if len(self._address_cache) > 200_000:
+                self._address_cache.clear()
+            self._address_cache[address] = cached
+        return cached
 
-    def _address(self, address: str) -> tuple[str, str, dict[str, str]] | None:
-        cached = self._address_cache.get(address, False)
-        if cached is not False:
-            return cached  # type: ignore[return-value]
-        name, at, domain = address.partition("@")
-        result = (name, domain, domain_parts(domain)) if at and domain else None
-        if len(self._address_cache) > 200_000:
-            self._address_cache.clear()
-        self._address_cache[address] = result
-        return result
+    def _side(self, party: tuple[str, dict[str, Any], bool] | None, ip: str) -> dict[str, Any]:
+        side = dict(party[1]) if party is not None else {}
+        if ip:
+            self._ip(side, ip)
+        return side
 
     def _ip(self, side: dict[str, Any], ip: str) -> None:
         if not ip:
@@ -299,30 +296,10 @@ def _unique(values: list[Any]) -> list[Any]:
     return out
 
 
-def _ordered_party(side: dict[str, Any]) -> dict[str, Any]:
-    return side
-
-
-def _user_fields(direction: str | None, rcpt: dict[str, Any] | None, sender: dict[str, Any] | None) -> dict[str, Any]:
-    if direction == "inbound":
-        chosen = [rcpt]
-    elif direction == "outbound":
-        chosen = [sender]
-    elif direction == "internal":
-        chosen = [rcpt, sender]
-    else:
-        return {}
-    people = [p for p in chosen if p]
-    out: dict[str, Any] = {}
-    for key in ("email", "id", "name"):
-        values = [p[key] for p in people if p.get(key)]
-        if values:
-            out[key] = values[0] if len(values) == 1 else values
-    return out
-
-
 def _clean(value: Any) -> Any:
     """Drop None, "" and containers that end up empty (Elastic's final clean-up script)."""
+    if isinstance(value, dict) and not any(isinstance(v, (dict, list)) for v in value.values()):
+        return {k: v for k, v in value.items() if v is not None and v != ""}
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
@@ -345,7 +322,7 @@ def _observed_from_window(m: dict[str, Any]) -> str | None:
     end = m.get("EndDate")
     if isinstance(end, str) and end:
         try:
-            return format_iso(parse_timestamp(end))
+            return iso_text(end)
         except ValueError:
             return None
     return None

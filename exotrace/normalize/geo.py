@@ -7,7 +7,6 @@ Fields follow Elasticsearch's ``geoip`` processor defaults: ``continent_name``, 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from functools import lru_cache
@@ -61,7 +60,6 @@ class GeoEnricher:
 
     def _lookup(self, ip: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """(geo, as) ECS objects for one IP; raises ValueError for a malformed IP."""
-        ipaddress.ip_address(ip)
         geo = _city_fields(self._city.get(ip)) if self._city else None
         asn = _asn_fields(self._asn.get(ip)) if self._asn else None
         return geo or None, asn or None
