@@ -431,6 +431,10 @@ class Archive:
         """Number of rows (one per message and recipient)."""
         return int(self._read(lambda c: c.execute("SELECT count(*) FROM messages").fetchone()[0]))
 
+    def statuses(self) -> list[str]:
+        """The distinct statuses present in the archive."""
+        return self._read(lambda c: [s for (s,) in c.execute("SELECT DISTINCT status FROM messages ORDER BY 1")])
+
     def reject_count(self) -> int:
         return int(self._read(lambda c: c.execute("SELECT count(*) FROM rejects").fetchone()[0]))
 

@@ -12,6 +12,7 @@ Migrations are append-only: never edit or reorder a released one, add a new one 
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -43,12 +44,17 @@ def split_sql(script: str) -> list[str]:
         buffer += part + ";"
         if sqlite3.complete_statement(buffer):
             statement = buffer.strip()
-            if statement.strip(";").strip():
+            if not _blank(statement):
                 statements.append(statement)
             buffer = ""
-    if buffer.strip(" \n\t;"):
+    if not _blank(buffer):
         statements.append(buffer.strip())
     return statements
+
+
+def _blank(statement: str) -> bool:
+    """Only whitespace, semicolons and ``--`` comments."""
+    return not re.sub(r"--[^\n]*", "", statement).strip(" \n\t\r;")
 
 
 def applied_versions(conn: sqlite3.Connection) -> dict[str, int]:

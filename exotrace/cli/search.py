@@ -1,0 +1,283 @@
+"""``exotrace search`` and ``exotrace stats``: read the archive."""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+from datetime import datetime
+from typing import Any
+
+import click
+import orjson
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from exotrace.cli._common import archive_option, err_console, handle_errors
+from exotrace.model import STATUSES, canonical_status
+from exotrace.timeparse import parse_time
+
+__all__ = ["CSV_COLUMNS", "defuse_cell", "search", "stats"]
+
+#: Columns of ``--format csv``, in order.
+CSV_COLUMNS: tuple[str, ...] = (
+    "received", "status", "sender", "recipient", "subject", "direction", "message_id", "trace_id",
+    "from_ip", "to_ip", "size", "tenant", "first_seen", "updated_at",
+)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_STATUS_STYLE = {"Delivered": "green", "Expanded": "green", "Resolved": "green", "Failed": "red",
+                 "FilteredAsSpam": "yellow", "Quarantined": "yellow", "GettingStatus": "dim", "Pending": "dim"}
+_DIRECTIONS = ("inbound", "outbound", "internal", "external")
+#: Terminals at least this wide also show the direction column.
+WIDE_TABLE = 120
+
+
+class TimeType(click.ParamType):
+    """An ISO date/time or a relative time (``30m``, ``2h``, ``7d``, ``2w``), as aware UTC datetime."""
+
+    name = "TIME"
+
+    def __init__(self, *, end: bool = False) -> None:
+        self.end = end
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_time(value, end=self.end)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _check_ip(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an IPv4 or IPv6 address") from None
+
+
+def _check_statuses(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    out: list[str] = []
+    for item in value:
+        for part in item.split(","):
+            if part.strip():
+                out.append(canonical_status(part))
+    return tuple(out)
+
+
+def defuse_cell(value: Any) -> str:
+    """CSV cell text, with a leading ``'`` when it would start a spreadsheet formula (= + - @ TAB CR)."""
+    if value is None:
+        return ""
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _open_archive(path: str) -> Any:
+    from exotrace.archive import Archive
+
+    return Archive.open(path, create=False)
+
+
+# -- search -------------------------------------------------------------------------------------
+
+
+@click.command()
+@archive_option
+@click.option("--sender", metavar="ADDRESS", help="Sender: user@dom, *@dom, dom (with subdomains), or '<>'.")
+@click.option("--recipient", metavar="ADDRESS", help="Recipient: user@dom, *@dom, or dom (with subdomains).")
+@click.option("--status", "statuses", multiple=True, callback=_check_statuses, metavar="STATUS",
+              help="Delivered, Failed, GettingStatus, filteredAsSpam, ... (any case; repeat or comma-separate).")
+@click.option("--since", type=TimeType(), help="Received at or after: 2024-05-01, 2024-05-01T08:00Z, 2h, 7d.")
+@click.option("--until", type=TimeType(end=True), help="Received before (a bare date includes that day).")
+@click.option("--message-id", metavar="ID", help="Internet Message-ID (angle brackets optional).")
+@click.option("--trace-id", metavar="GUID", help="MessageTraceId.")
+@click.option("--subject", metavar="TEXT", help="Subject contains TEXT (case-insensitive).")
+@click.option("--ip", callback=_check_ip, metavar="IP", help="Sending (FromIP) or receiving (ToIP) address.")
+@click.option("--direction", type=click.Choice(_DIRECTIONS, case_sensitive=False),
+              help="Mail flow direction (needs local domains at ingest).")
+@click.option("--tenant", metavar="NAME", help="Tenant label (organization.name).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=0),
+              help="At most N rows, newest first (0: no limit).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "ndjson", "csv"]), default="table",
+              show_default=True, help="table for people; json (rows), ndjson (ECS documents), csv.")
+@handle_errors
+def search(archive_path: str, sender: str | None, recipient: str | None, statuses: tuple[str, ...],
+           since: datetime | None, until: datetime | None, message_id: str | None, trace_id: str | None,
+           subject: str | None, ip: str | None, direction: str | None, tenant: str | None, limit: int,
+           fmt: str) -> None:
+    """Search the archive, newest first.
+
+    All given filters must match. Addresses are case-insensitive: 'user@contoso.com' is one
+    address, '*@contoso.com' any address at exactly that domain, 'contoso.com' that domain and its
+    subdomains, other '*' patterns are globs, and --sender '<>' finds null-sender mail (NDRs).
+    Times are UTC; --since is inclusive, --until exclusive.
+
+    Formats: table (fits the terminal), json (array of rows with the ECS document under "doc"),
+    ndjson (one ECS document per line), csv (fixed columns, safe to open in a spreadsheet).
+
+    \b
+    Example:
+      exotrace search --recipient linus@contoso.com --since 2d
+      exotrace search --sender '*@example.com' --status failed,filteredAsSpam
+      exotrace search --subject invoice --since 2024-05-01 --until 2024-05-31 --format csv > may.csv
+      exotrace search --trace-id cf7a249a-5edd-4350-130a-08da8f69e0f6 --format ndjson
+    """
+    from exotrace.archive import SearchQuery
+
+    with _open_archive(archive_path) as arch:
+        unknown = [s for s in statuses if s not in STATUSES]
+        if unknown:
+            present = set(arch.statuses())
+            missing = [s for s in unknown if s not in present]
+            if missing:
+                raise click.BadParameter(
+                    f"unknown status {missing[0]!r} (one of: {', '.join(STATUSES)})", param_hint="'--status'"
+                )
+        query = SearchQuery(
+            sender=sender, recipient=recipient, status=statuses or None, since=since, until=until,
+            message_id=message_id, trace_id=trace_id, subject=subject, ip=ip, direction=direction,
+            tenant=tenant, limit=limit + 1 if limit else None,
+        )
+        try:
+            rows = arch.search(query)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    more = bool(limit) and len(rows) > limit
+    rows = rows[:limit] if limit else rows
+    out = click.get_text_stream("stdout")
+    if fmt == "table":
+        _print_table(rows, more=more, limit=limit)
+        return
+    if fmt == "json":
+        out.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif fmt == "ndjson":
+        for row in rows:
+            out.write(orjson.dumps(row["doc"]).decode() + "\n")
+    else:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            writer.writerow([defuse_cell(row.get(col)) for col in CSV_COLUMNS])
+    if more:
+        err_console.print(f"Note: showing the newest {limit} matches; more match (--limit 0 for all).")
+
+
+def _short_time(value: str | None) -> str:
+    return value[:19].replace("T", " ") if value else ""
+
+
+def fit_widths(natural: list[int], total: int, shrink: list[tuple[int, int]], overhead: int) -> list[int]:
+    """Column widths that fit ``total``: shrink columns in ``shrink`` order (index, minimum width)."""
+    widths = list(natural)
+    excess = sum(widths) + overhead - total
+    for index, minimum in shrink:
+        if excess <= 0:
+            break
+        cut = min(excess, max(0, widths[index] - minimum))
+        widths[index] -= cut
+        excess -= cut
+    return widths
+
+
+def _print_table(rows: list[dict[str, Any]], *, more: bool, limit: int) -> None:
+    console = Console(highlight=False)
+    if not rows:
+        console.print("No messages match.")
+        return
+    headers = ["Received (UTC)", "Status", "Direction", "Sender", "Recipient", "Subject"]
+    cells = [
+        [_short_time(r["received"]), r["status"] or "", r["direction"] or "", r["sender"] or "<>",
+         r["recipient"] or "", r["subject"] or ""]
+        for r in rows
+    ]
+    if console.width < WIDE_TABLE:  # narrow terminal: the direction column goes first
+        headers.pop(2)
+        for cell in cells:
+            cell.pop(2)
+    sender, recipient, subject = len(headers) - 3, len(headers) - 2, len(headers) - 1
+    natural = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    # The subject gives way first, then sender and recipient.
+    shrink = [(subject, 16), (sender, 16), (recipient, 16), (subject, 8), (sender, 10), (recipient, 10)]
+    widths = fit_widths(natural, console.width, shrink, overhead=2 * (len(headers) - 1))
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
+                  header_style="bold")
+    for header, width in zip(headers, widths, strict=True):
+        table.add_column(header, width=width, no_wrap=True, overflow="ellipsis")
+    for cell in cells:
+        style = _STATUS_STYLE.get(cell[1], "")
+        table.add_row(cell[0], f"[{style}]{cell[1]}[/]" if style else cell[1], *cell[2:])
+    console.print(table)
+    noun = "message" if len(rows) == 1 else "messages"
+    footer = f"{len(rows)} {noun}, newest first"
+    if more:
+        footer += f"; more match (showing the newest {limit}, --limit 0 for all)"
+    console.print(footer, soft_wrap=True)
+
+
+# -- stats --------------------------------------------------------------------------------------
+
+
+@click.command()
+@archive_option
+@click.option("--since", type=TimeType(), help="Only rows received at or after: 2024-05-01, 2h, 7d.")
+@click.option("--until", type=TimeType(end=True), help="Only rows received before this time.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1),
+              help="How many top senders and recipient domains.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@handle_errors
+def stats(archive_path: str, since: datetime | None, until: datetime | None, top: int, fmt: str) -> None:
+    """Counts by status, direction and day; top senders and recipient domains; rejects.
+
+    Rows are counted by received time (UTC); the rejects count covers the whole archive.
+
+    \b
+    Example:
+      exotrace stats
+      exotrace stats --since 7d --format json | jq .by_status
+    """
+    with _open_archive(archive_path) as arch:
+        result = arch.stats(since=since, until=until, top=top)
+    if fmt == "json":
+        click.get_text_stream("stdout").write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    _print_stats(result)
+
+
+def _count_table(title: str, label: str, items: list[tuple[str, int]], total: int) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column(label, overflow="fold")
+    table.add_column("Count", justify="right")
+    table.add_column("%", justify="right")
+    for name, count in items:
+        table.add_row(name, f"{count:,}", f"{100 * count / total:.1f}" if total else "")
+    return table
+
+
+def _print_stats(result: dict[str, Any]) -> None:
+    console = Console(highlight=False)
+    total = result["total"]
+    span = ""
+    if result["first_received"]:
+        span = f", received {_short_time(result['first_received'])} .. {_short_time(result['last_received'])}"
+    window = []
+    if result["since"]:
+        window.append(f"since {_short_time(result['since'])}")
+    if result["until"]:
+        window.append(f"until {_short_time(result['until'])}")
+    console.print(f"[bold]{total:,}[/] messages{span}" + (f" ({', '.join(window)})" if window else ""))
+    if total:
+        sections: list[tuple[str, str, list[tuple[str, int]]]] = [
+            ("By status", "Status", list(result["by_status"].items())),
+            ("By direction", "Direction", list(result["by_direction"].items())),
+            ("By day (UTC)", "Day", list(result["by_day"].items())),
+            ("Top senders", "Sender", [(s["sender"], s["count"]) for s in result["top_senders"]]),
+            ("Top recipient domains", "Domain", [(d["domain"], d["count"]) for d in result["top_recipient_domains"]]),
+        ]
+        for title, label, items in sections:
+            console.print()
+            console.print(_count_table(title, label, items, total))
+    console.print()
+    console.print(f"Rejected records: {result['rejects']:,}")

@@ -1,0 +1,171 @@
+"""Upsert semantics: new, unchanged, updated, stale statuses, history, errors, changes_since."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from exotrace.archive import Archive
+from exotrace.archive.testing import make_document as doc
+from exotrace.archive.testing import make_error_document
+from exotrace.model import row_key
+
+KEY = row_key("00000000-0000-0000-0000-000000000001", "linus@contoso.com")
+
+
+def test_new_rows_get_first_seen_history(arch: Archive) -> None:
+    res = arch.upsert([doc(status="GettingStatus"), doc("t2", "b@contoso.com")], source="test")
+    assert (res.new, res.updated, res.unchanged, res.errors) == (2, 0, 0, 0)
+    assert [d.key for d in res.changed] == [KEY, row_key("t2", "b@contoso.com")]
+    assert arch.count() == 2
+    history = arch.history(KEY)
+    assert len(history) == 1
+    assert history[0]["event"] == "first_seen"
+    assert history[0]["old_status"] is None
+    assert history[0]["new_status"] == "GettingStatus"
+    assert history[0]["source"] == "test"
+
+
+def test_same_input_twice_changes_nothing(arch: Archive, db_path) -> None:
+    batch = [doc("t1"), doc("t2", status="Failed"), doc("t3", sender=None)]
+    arch.upsert(batch)
+    before = _dump(db_path)
+    res = arch.upsert(batch)
+    assert (res.new, res.updated, res.unchanged) == (0, 0, 3)
+    assert res.changed == []
+    assert _dump(db_path) == before
+
+
+def _dump(path) -> list:
+    with sqlite3.connect(path) as conn:
+        return [
+            conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()
+            for t in ("messages", "documents", "history", "rejects")
+        ]
+
+
+def test_final_status_replaces_provisional_and_appends_history(arch: Archive) -> None:
+    arch.upsert([doc(status="GettingStatus", observed_at="2024-05-01T10:01:00Z")])
+    res = arch.upsert([doc(status="Delivered", observed_at="2024-05-01T10:05:00Z")], source="collect")
+    assert (res.new, res.updated) == (0, 1)
+    assert arch.snapshot() == {KEY: "Delivered"}
+    change = arch.history(KEY)[-1]
+    assert change["event"] == "status_change"
+    assert (change["old_status"], change["new_status"]) == ("GettingStatus", "Delivered")
+    assert change["observed_at"] == "2024-05-01T10:05:00.000Z"
+    assert change["source"] == "collect"
+    assert arch.get(KEY)["doc"]["microsoft"]["online_message_trace"]["Status"] == "Delivered"
+
+
+def test_provisional_status_never_replaces_final(arch: Archive) -> None:
+    arch.upsert([doc(status="Delivered", observed_at="2024-05-01T10:00:00Z")])
+    # Even observed later, a provisional status is older news.
+    res = arch.upsert([doc(status="Pending", observed_at="2024-05-02T10:00:00Z")])
+    assert (res.updated, res.unchanged, res.stale) == (0, 1, 1)
+    assert arch.snapshot() == {KEY: "Delivered"}
+    assert len(arch.history(KEY)) == 1
+
+
+def test_equal_rank_change_follows_observation_time(arch: Archive) -> None:
+    arch.upsert([doc(status="Delivered", observed_at="2024-05-01T12:00:00Z")])
+    older = arch.upsert([doc(status="FilteredAsSpam", observed_at="2024-05-01T11:00:00Z")])
+    assert (older.updated, older.stale) == (0, 1)
+    assert arch.snapshot()[KEY] == "Delivered"
+    newer = arch.upsert([doc(status="filteredAsSpam", observed_at="2024-05-01T13:00:00+00:00")])
+    assert newer.updated == 1
+    assert arch.snapshot()[KEY] == "FilteredAsSpam"
+
+
+def test_missing_observed_at_counts_as_now(arch: Archive) -> None:
+    arch.upsert([doc(status="Delivered", observed_at="2020-01-01T00:00:00Z")])
+    res = arch.upsert([doc(status="Failed")])
+    assert res.updated == 1
+    assert arch.snapshot()[KEY] == "Failed"
+
+
+def test_content_change_without_status_change_updates_without_history(arch: Archive) -> None:
+    arch.upsert([doc(subject="Quarterly reprot")])
+    seq_before = arch.last_seq()
+    res = arch.upsert([doc(subject="Quarterly report (fixed)")])
+    assert (res.updated, res.unchanged) == (1, 0)
+    assert arch.get(KEY)["subject"] == "Quarterly report (fixed)"
+    assert len(arch.history(KEY)) == 1
+    assert arch.last_seq() > seq_before
+
+
+def test_query_window_fields_are_not_content(arch: Archive) -> None:
+    arch.upsert([doc(window=("2024-05-01T00:00:00Z", "2024-05-01T01:00:00Z", 3))])
+    res = arch.upsert([doc(window=("2024-05-01T00:30:00Z", "2024-05-01T01:30:00Z", 0))])
+    assert (res.updated, res.unchanged) == (0, 1)
+
+
+def test_changes_within_one_batch_are_applied_in_order(arch: Archive) -> None:
+    res = arch.upsert([
+        doc(status="GettingStatus", observed_at="2024-05-01T10:00:00Z"),
+        doc(status="Delivered", observed_at="2024-05-01T10:05:00Z"),
+        doc(status="Pending", observed_at="2024-05-01T10:06:00Z"),
+        doc(status="Delivered", observed_at="2024-05-01T10:05:00Z"),
+    ])
+    assert (res.new, res.updated, res.unchanged, res.stale) == (1, 1, 2, 1)
+    assert arch.snapshot() == {KEY: "Delivered"}
+    assert [(h["event"], h["new_status"]) for h in arch.history(KEY)] == [
+        ("first_seen", "GettingStatus"), ("status_change", "Delivered")
+    ]
+    row = arch.get(KEY)
+    assert row["first_seen"] == row["updated_at"]
+    assert row["observed_at"] == "2024-05-01T10:05:00.000Z"
+
+
+def test_keys_are_case_insensitive(arch: Archive) -> None:
+    arch.upsert([doc("ABC-1", "Linus@Contoso.com")])
+    res = arch.upsert([doc("abc-1", "Linus@Contoso.com")])
+    # Same row (trace id compared case-insensitively); the id's spelling in the document changed.
+    assert res.new == 0
+    assert arch.count() == 1
+
+
+def test_pipeline_errors_go_to_rejects(arch: Archive) -> None:
+    bad = make_error_document("field [Received] not present", original='{"x": 1}', origin="in.json", line=7)
+    res = arch.upsert([doc(), bad])
+    assert (res.new, res.errors) == (1, 1)
+    assert arch.count() == 1
+    [reject] = arch.rejects()
+    assert reject["origin"] == "in.json" and reject["line"] == 7
+    assert reject["reason"] == "field [Received] not present"
+    assert reject["raw"] == '{"x": 1}'
+    again = arch.upsert([bad])
+    assert again.errors == 1
+    assert arch.reject_count() == 1
+
+
+def test_seq_and_changes_since(arch: Archive) -> None:
+    arch.upsert([doc("t1"), doc("t2"), doc("t3")])
+    cursor = arch.last_seq()
+    assert cursor == 3
+    assert [d["email"]["local_id"] for _, d in arch.changes_since(0)] == ["t1", "t2", "t3"]
+    assert arch.changes_since(cursor) == []
+    arch.upsert([doc("t2", status="Failed"), doc("t4")])
+    changes = arch.changes_since(cursor)
+    assert [(s, d["email"]["local_id"]) for s, d in changes] == [(4, "t2"), (5, "t4")]
+    assert changes[0][1]["microsoft"]["online_message_trace"]["Status"] == "Failed"
+    assert [s for s, _ in arch.changes_since(0, limit=2)] == [1, 3]
+    rows = arch.rows_since(cursor)
+    assert [r["key"] for r in rows] == [row_key("t2", "linus@contoso.com"), row_key("t4", "linus@contoso.com")]
+    assert rows[0]["fingerprint"] and rows[0]["status"] == "Failed"
+
+
+def test_seq_continues_across_reopen(db_path) -> None:
+    with Archive.open(db_path) as a:
+        a.upsert([doc("t1")])
+    with Archive.open(db_path) as a:
+        a.upsert([doc("t2")])
+        assert [s for s, _ in a.changes_since(0)] == [1, 2]
+
+
+def test_large_batches_span_several_rounds(arch: Archive) -> None:
+    docs = [doc(f"t{i}", f"u{i % 50}@contoso.com") for i in range(5000)]
+    res = arch.upsert(iter(docs))
+    assert res.new == 5000
+    assert arch.count() == 5000
+    again = arch.upsert(iter(docs))
+    assert again.unchanged == 5000
+    assert arch.last_seq() == 5000
