@@ -129,12 +129,12 @@ def _summary(stats: IngestStats, archive_path: str | None, rejects_path: str | N
     parts.append(f"rejected {stats.rejected}")
     line = ", ".join(parts)
     where = f" -> {archive_path}" if archive_path else ""
-    err_console.print(f"Ingested: {line}{where}", highlight=False)
+    err_console.print(f"Ingested: {line}{where}", highlight=False, soft_wrap=True)
     if stats.rejected:
         kept = f"the archive's rejects table{' and ' + rejects_path if rejects_path else ''}"
         if not archive_path:
             kept = rejects_path or "nowhere but the lines above (use --rejects FILE)"
-        err_console.print(f"Rejected records are kept in {kept}.", highlight=False)
+        err_console.print(f"Rejected records are kept in {kept}.", highlight=False, soft_wrap=True)
 
 
 def _sink_delivery(config_path: Path | None, stack: ExitStack):  # type: ignore[no-untyped-def]
