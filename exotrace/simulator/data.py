@@ -1,0 +1,396 @@
+"""The simulated tenant's mail flow, generated from the seed on demand, one simulated hour at a time.
+
+``seed + tenant + hour`` determines every message received in that hour, so a query touches only the
+hours its window overlaps and a tenant with millions of rows costs little memory. Each row carries its
+publish time (received + delay: invisible before) and a status timeline; what the API shows at time
+``t`` is a pure function of the row and ``t``. The same function is the ground truth.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from exotrace.simulator.config import SimTenant
+
+US = 1_000_000
+HOUR_US = 3600 * US
+MINUTE_US = 60 * US
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: Relative mail volume per hour of day (UTC); mean 1.0.
+_DIURNAL = [0.3, 0.25, 0.25, 0.3, 0.4, 0.6, 0.9, 1.3, 1.7, 1.8, 1.7, 1.6,
+            1.4, 1.5, 1.6, 1.6, 1.5, 1.3, 1.0, 0.8, 0.6, 0.5, 0.4, 0.35]
+_DIURNAL = [w * 24 / sum(_DIURNAL) for w in _DIURNAL]
+
+_FIRST = ["alex", "maria", "li", "sven", "aisha", "jose", "chen", "olga", "kenji", "fatima", "liam",
+          "noah", "emma", "lucas", "sofia", "omar", "ines", "ravi", "hana", "pierre", "zoe", "mateo"]
+_LAST = ["smith", "garcia", "wang", "berg", "khan", "silva", "tanaka", "novak", "dubois", "rossi",
+         "muller", "kowalski", "nguyen", "okafor", "jensen", "lopez"]
+_EXTERNAL_DOMAINS = [
+    "fabrikam.com", "example.co.uk", "mail.example.co.uk", "northwind.onmicrosoft.com", "tailspin.com.au",
+    "adatum.de", "gmail.com", "outlook.com", "newsletter.wingtip.co.jp", "litware.io", "proseware.fr",
+    "relecloud.onmicrosoft.com", "alpineski.ch", "bank.example.com.br", "xn--bcher-kva.de",
+]
+_GROUPS = ["all-staff", "sales", "support", "it-ops", "finance"]
+_SUBJECTS = [
+    "Quarterly Report", "RE: Invoice 4711", "FW: meeting notes", "Weekly digest", "Your order has shipped",
+    "Rechnung Nr. 2024-118 – Übersicht", "会議の議事録", "Réunion de lundi", "🎉 Launch day!", "",
+    "Password expiry notice", "PIM: A privileged directory role was assigned outside of PIM",
+    "Sale ends tonight!!!", "Undeliverable: project plan", "O'Neil's \"draft\" <v2>", "Ποσοστά Q3",
+    "Invitation: Design review @ Tue 10:00", "Re: Re: Re: lunch?", "   leading and trailing spaces   ",
+    "Zahlungserinnerung", "Доставка заказа", "تقرير شهري",
+]
+#: The IPs the MaxMind test databases know (see shared/geoip/README.md), plus a few others.
+_GEO_IPS = ["81.2.69.144", "216.160.83.56", "2a02:cf43:eae5:4877:400b:d6af:8d9f:b62b", "89.160.20.112",
+            "1.128.0.0"]
+_HOSTS = ["MN2PR00MB0670.namprd00.prod.outlook.com", "DB9PR02MB7211.eurprd02.prod.outlook.com",
+          "SY4P282MB1234.AUSP282.PROD.OUTLOOK.COM", "AM0PR06MB4321.eurprd06.prod.outlook.com"]
+
+
+def to_us(when: datetime) -> int:
+    """Aware datetime -> microseconds since the epoch."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    delta = when - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * US + delta.microseconds
+
+
+def from_us(us: int) -> datetime:
+    return datetime.fromtimestamp(us // US, UTC).replace(microsecond=us % US)
+
+
+def iso7(us: int, z: bool = True) -> str:
+    """``2026-03-26T15:43:20.2718700Z``: the 7-digit form .NET emits (``z=False``: no zone, as RWS)."""
+    d = from_us(us)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond:06d}0" + ("Z" if z else "")
+
+
+def iso_short(us: int, z: bool = True) -> str:
+    """``2025-11-29T14:22:31.109Z``: fraction with trailing zeros trimmed (Graph's output form)."""
+    d = from_us(us)
+    frac = f"{d.microsecond:06d}".rstrip("0")
+    return d.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + ("Z" if z else "")
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """One detail event (getDetailsByRecipient / MessageTraceDetail)."""
+
+    at_us: int
+    event: str
+    action: str
+    description: str
+
+
+@dataclass(slots=True)
+class Row:
+    """One (message, recipient) row with its publish time and status timeline."""
+
+    received_us: int
+    trace_id: str
+    message_id: str | None
+    sender: str
+    recipient: str
+    rcpt_lower: str
+    subject: str
+    size: int
+    from_ip: str | None
+    to_ip: str | None
+    organization: str
+    direction: str
+    #: When the row becomes visible through the API (received + publish delay).
+    visible_us: int
+    #: (time, canonical status) ascending; the first entry is at ``received_us``.
+    timeline: tuple[tuple[int, str], ...]
+
+    def status_at(self, t_us: int) -> str:
+        status = self.timeline[0][1]
+        for when, st in self.timeline:
+            if when <= t_us:
+                status = st
+            else:
+                break
+        return status
+
+    def events_at(self, t_us: int) -> list[Event]:
+        """Plausible detail events known at ``t_us``."""
+        host = _HOSTS[int(self.trace_id[:2], 16) % len(_HOSTS)]
+        out = [Event(self.received_us, "Receive", "", f"Message received by: {host}")]
+        if self.direction == "inbound":
+            out.append(Event(self.received_us + 2 * US, "Spam filter verdict", "",
+                             "Spam filter verdict: SCL -1, the message was not spam."))
+        for when, st in self.timeline[1:]:
+            if when > t_us:
+                break
+            out.append(_status_event(st, when, self))
+        return out
+
+
+def _status_event(status: str, when: int, row: Row) -> Event:
+    if status == "Delivered":
+        if row.direction == "outbound":
+            return Event(when, "Send external", "", f"Message sent to {row.to_ip or 'the destination'}.")
+        return Event(when, "Deliver", "", "The message was successfully delivered.")
+    if status == "Expanded":
+        return Event(when, "Expand", "", "The distribution group was expanded.")
+    if status == "Pending":
+        return Event(when, "Defer", "", "The message was deferred and will be retried.")
+    if status == "Failed" or status == "None":
+        return Event(when, "Fail", "RejectMessage", "Reason: [{LED=550 5.1.10 RESOLVER.ADR.RecipientNotFound}]")
+    if status == "FilteredAsSpam":
+        return Event(when, "Spam", "SetSpamConfidenceLevel", "The message was marked as spam.")
+    if status == "Quarantined":
+        return Event(when, "Quarantine", "MoveToQuarantine", "The message was quarantined.")
+    if status == "Resolved":
+        return Event(when, "Resolve", "", "The recipient was resolved to a different address.")
+    if status == "Recalled":
+        return Event(when, "Recall", "", "The message was recalled by the sender.")
+    return Event(when, status, "", "")
+
+
+class TenantProfile:
+    """Users, groups and addresses of one tenant (derived from the seed)."""
+
+    def __init__(self, tenant: SimTenant, seed: int) -> None:
+        rng = random.Random(f"{seed}:{tenant.name}:profile")
+        self.domains = tenant.all_domains()
+        primary = self.domains[0]
+        users: list[str] = []
+        for i in range(60):
+            first, last = rng.choice(_FIRST), rng.choice(_LAST)
+            dom = primary if i % 5 else rng.choice(self.domains)
+            users.append(f"{first}.{last}{i}@{dom}")
+        users += [f"o'neil@{primary}", f"first+tag@{primary}", f"Mixed.Case@{primary}"]
+        self.users = users
+        self.groups = {f"{g}@{primary}": rng.sample(users, rng.randint(3, 9)) for g in _GROUPS}
+        ext: list[str] = []
+        for dom in _EXTERNAL_DOMAINS:
+            for _ in range(4):
+                ext.append(f"{rng.choice(_FIRST)}.{rng.choice(_LAST)}@{dom}")
+        ext += ["noreply@azure.microsoft.com", "azure-noreply@microsoft.com", "news@newsletter.wingtip.co.jp"]
+        self.external = ext
+        self.organization = tenant.organization
+
+
+class TenantData:
+    """Generates and caches one tenant's rows by hour bucket."""
+
+    def __init__(self, tenant: SimTenant, seed: int, rows_per_day: int, late: bool = False,
+                 cache_rows: int = 300_000) -> None:
+        self.tenant = tenant
+        self.seed = seed
+        self.rows_per_day = max(0, rows_per_day)
+        self.late = late
+        self.profile = TenantProfile(tenant, seed)
+        self._cache: OrderedDict[int, list[Row]] = OrderedDict()
+        self._cached_rows = 0
+        self._cache_budget = cache_rows
+        self._lock = threading.Lock()
+
+    # ---- buckets -------------------------------------------------------------------------------
+    def bucket(self, hour: int) -> list[Row]:
+        """Rows received in hour ``hour`` (hours since the epoch), sorted newest first, ties by recipient."""
+        with self._lock:
+            rows = self._cache.get(hour)
+            if rows is not None:
+                self._cache.move_to_end(hour)
+                return rows
+        rows = self._generate(hour)
+        with self._lock:
+            self._cache[hour] = rows
+            self._cached_rows += len(rows)
+            while self._cached_rows > self._cache_budget and len(self._cache) > 1:
+                _, old = self._cache.popitem(last=False)
+                self._cached_rows -= len(old)
+        return rows
+
+    def _generate(self, hour: int) -> list[Row]:
+        rng = random.Random(f"{self.seed}:{self.tenant.name}:{hour}")
+        expected = self.rows_per_day / 24 * _DIURNAL[hour % 24]
+        target = int(expected) + (1 if rng.random() < expected - int(expected) else 0)
+        rows: list[Row] = []
+        n = 0
+        while len(rows) < target:
+            rows.extend(self._message(rng, hour, n))
+            n += 1
+        rows.sort(key=lambda r: (-r.received_us, r.rcpt_lower))
+        return rows
+
+    def _message(self, rng: random.Random, hour: int, n: int) -> list[Row]:
+        p = self.profile
+        received = hour * HOUR_US + rng.randrange(HOUR_US)
+        trace_id = (f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-{rng.getrandbits(16):04x}-"
+                    f"{rng.getrandbits(16):04x}-{(0x08D0 << 32) | (hour & 0xFFFFFFFF):012x}")
+        roll = rng.random()
+        direction = ("inbound" if roll < 0.55 else "outbound" if roll < 0.75
+                     else "internal" if roll < 0.95 else "ndr")
+        to_ip: str | None = None
+        if direction == "inbound":
+            sender = rng.choice(p.external)
+            from_ip: str | None = rng.choice(_GEO_IPS) if rng.random() < 0.4 else _random_ip(rng)
+        elif direction == "ndr":
+            sender = "<>"
+            from_ip = None
+        else:
+            sender = rng.choice(p.users)
+            from_ip = _random_ip(rng, internal=True)
+        if from_ip is not None and rng.random() < 0.02:
+            from_ip = ""
+        # recipients
+        if direction == "ndr":
+            rcpts = [rng.choice(p.users)]
+        elif direction == "outbound":
+            rcpts = rng.sample(p.external, 1 if rng.random() < 0.7 else rng.randint(2, 4))
+        else:
+            k = 1 if rng.random() < 0.7 else rng.randint(2, 5)
+            rcpts = rng.sample(p.users, k)
+            if rng.random() < 0.12:
+                rcpts.append(rng.choice(list(p.groups)))
+            if direction == "internal" and rng.random() < 0.2:
+                rcpts.append(rng.choice(p.external))
+        subject = rng.choice(_SUBJECTS)
+        if direction == "ndr":
+            subject = "Undeliverable: " + rng.choice(_SUBJECTS[:6])
+        size = int(min(35_000_000, rng.lognormvariate(10.3, 1.2))) + 800
+        msg_host = sender.rpartition("@")[2] or "ex.outlook.com"
+        message_id: str | None = f"<{rng.getrandbits(64):016x}.{n}@{msg_host}>"
+        if rng.random() < 0.005:
+            message_id = None
+        # expand groups (group row + member rows), dedupe recipients
+        expanded: list[tuple[str, bool]] = []
+        seen: set[str] = set()
+        for r in rcpts:
+            members = p.groups.get(r)
+            for addr, is_group in [(r, members is not None)] + [(m, False) for m in members or []]:
+                if addr.lower() not in seen:
+                    seen.add(addr.lower())
+                    expanded.append((addr, is_group))
+        out: list[Row] = []
+        for addr, is_group in expanded:
+            local = addr.rpartition("@")[2].lower() in p.domains
+            row_dir = direction
+            if direction == "internal" and not local:
+                row_dir = "outbound"
+            row_to_ip = _random_ip(rng) if row_dir == "outbound" else to_ip
+            delay = self._delay(rng)
+            final = "Expanded" if is_group else self._final_status(rng, row_dir)
+            timeline = self._timeline(rng, received, received + delay, final)
+            out.append(Row(
+                received_us=received, trace_id=trace_id, message_id=message_id, sender=sender,
+                recipient=addr, rcpt_lower=addr.lower(), subject=subject,
+                size=size + rng.randrange(0, 400), from_ip=from_ip, to_ip=row_to_ip,
+                organization=p.organization, direction=row_dir, visible_us=received + delay,
+                timeline=timeline,
+            ))
+        return out
+
+    def _delay(self, rng: random.Random) -> int:
+        r = rng.random()
+        late_share = 0.25 if self.late else 0.07
+        if r < 1 - late_share:
+            return int(rng.uniform(0.5, 10) * MINUTE_US)
+        if r < 1 - late_share / 4:
+            return int(rng.uniform(10, 180) * MINUTE_US)
+        return int(rng.uniform(3 * 60, 24 * 60) * MINUTE_US)
+
+    @staticmethod
+    def _final_status(rng: random.Random, direction: str) -> str:
+        r = rng.random()
+        if direction == "inbound":
+            table = [(0.80, "Delivered"), (0.87, "FilteredAsSpam"), (0.91, "Quarantined"), (0.94, "Failed"),
+                     (0.95, "Pending"), (0.97, "Resolved"), (1.0, "None")]
+        elif direction == "outbound":
+            table = [(0.92, "Delivered"), (0.98, "Failed"), (1.0, "Pending")]
+        elif direction == "internal":
+            table = [(0.90, "Delivered"), (0.93, "Recalled"), (0.95, "Failed"), (0.98, "Resolved"),
+                     (1.0, "Quarantined")]
+        else:
+            table = [(1.0, "Delivered")]
+        for limit, status in table:
+            if r < limit:
+                return status
+        return "Delivered"
+
+    @staticmethod
+    def _timeline(rng: random.Random, received: int, visible: int, final: str) -> tuple[tuple[int, str], ...]:
+        """Provisional first (GettingStatus and/or Pending), then the final status a few minutes later."""
+        settle = visible + int(rng.uniform(1, 15) * MINUTE_US)
+        if final == "Recalled":
+            return ((received, "GettingStatus"), (settle, "Delivered"),
+                    (settle + int(rng.uniform(5, 120) * MINUTE_US), "Recalled"))
+        if final == "Pending":  # stuck in retry for the whole simulated life of the row
+            return ((received, "GettingStatus"), (settle, "Pending"))
+        r = rng.random()
+        if r < 0.08 and final in ("Delivered", "Failed"):  # deferred, retried, then final
+            return ((received, "GettingStatus"), (settle, "Pending"),
+                    (settle + int(rng.uniform(30, 240) * MINUTE_US), final))
+        if r < 0.7:
+            return ((received, "GettingStatus"), (settle, final))
+        return ((received, final),)
+
+    # ---- queries -------------------------------------------------------------------------------
+    def iter_desc(self, start_us: int, end_us: int, now_us: int, horizon_us: int,
+                  after: tuple[int, str] | None = None,
+                  match: Callable[[Row], bool] | None = None,
+                  hours: list[int] | None = None) -> Iterator[Row]:
+        """Visible rows with ``start <= received <= end``, newest first, ties by recipient ascending.
+
+        ``after=(received, recipient)`` resumes after that row (Graph's continuation semantics).
+        """
+        lo = max(start_us, horizon_us)
+        if end_us < lo:
+            return
+        top_hour, low_hour = end_us // HOUR_US, lo // HOUR_US
+        candidates = range(top_hour, low_hour - 1, -1) if hours is None else sorted(
+            (h for h in set(hours) if low_hour <= h <= top_hour), reverse=True)
+        for hour in candidates:
+            for row in self.bucket(hour):
+                r = row.received_us
+                if r > end_us:
+                    continue
+                if r < lo:
+                    break
+                if after is not None and (r > after[0] or (r == after[0] and row.rcpt_lower <= after[1])):
+                    continue
+                if row.visible_us > now_us:
+                    continue
+                if match is not None and not match(row):
+                    continue
+                yield row
+
+    def find(self, trace_id: str, recipient: str | None = None) -> list[Row]:
+        """Rows of one message (by the hour encoded in its trace id), optionally one recipient."""
+        hour = hour_of_trace_id(trace_id)
+        if hour is None:
+            return []
+        tid, rc = trace_id.lower(), (recipient or "").lower()
+        return [r for r in self.bucket(hour) if r.trace_id == tid and (not rc or r.rcpt_lower == rc)]
+
+
+def hour_of_trace_id(trace_id: str) -> int | None:
+    """The hour bucket encoded in the last group of a simulated trace id (None if not one of ours)."""
+    last = trace_id.strip().lower().rpartition("-")[2]
+    if len(last) != 12 or not last.startswith("08d0"):
+        return None
+    try:
+        return int(last[4:], 16)
+    except ValueError:
+        return None
+
+
+def _random_ip(rng: random.Random, internal: bool = False) -> str:
+    r = rng.random()
+    if internal:
+        if r < 0.5:
+            return f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        return f"2603:10a6:{rng.randrange(0x10000):x}::{rng.randrange(1, 0x10000):x}"
+    if r < 0.6:
+        return f"40.107.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+    if r < 0.8:
+        return f"209.85.{rng.randrange(128, 256)}.{rng.randrange(1, 255)}"
+    return f"2a01:111:f403:{rng.randrange(0x10000):x}::{rng.randrange(1, 0x10000):x}"

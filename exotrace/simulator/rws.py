@@ -1,0 +1,210 @@
+"""The legacy Reporting Web Service: ``reporting.svc/MessageTrace`` and ``MessageTraceDetail``.
+
+``$skiptoken`` is an integer offset into the window's rows as ordered *now*, so rows published or
+re-ordered between two pages shift the offsets, exactly the weakness of the real service.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from exotrace.simulator.data import US, from_us, iso7, iso_short
+from exotrace.simulator.entra import Caller, check_bearer
+from exotrace.simulator.odata import Clause, FilterError, parse_clauses, parse_datetime
+from exotrace.simulator.views import matcher, rws_item
+
+if TYPE_CHECKING:
+    from exotrace.simulator.server import SimState
+
+NO_PERMISSION = {"ErrorCode": "", "Message": "No permission to access the report for the organization ."}
+LIGHT_CT = "application/json;odata=minimalmetadata;streaming=true;charset=utf-8"
+VERBOSE_CT = "application/json;odata=verbose;charset=utf-8"
+MAX_PAGE = 2000
+_SERVICE_PATH = "/ecp/ReportingWebService/Reporting.svc"
+_FIELDS = {f.lower(): f for f in ("StartDate", "EndDate", "SenderAddress", "RecipientAddress", "Status",
+                                  "MessageId", "FromIP", "ToIP", "MessageTraceId", "Subject", "Organization")}
+_TO_VIEW = {"SenderAddress": "senderAddress", "RecipientAddress": "recipientAddress", "Status": "status",
+            "MessageId": "messageId", "FromIP": "fromIP", "ToIP": "toIP", "MessageTraceId": "id",
+            "Subject": "subject"}
+_DATE_RE = re.compile(r'"/Date\((-?\d+)\)/"')
+
+
+def _headers(ct: str) -> dict[str, str]:
+    return {"Content-Type": ct, "DataServiceVersion": "3.0;" if "minimal" in ct else "2.0;",
+            "X-RWS-Version": "2013-V1", "Cache-Control": "no-cache, no-store"}
+
+
+def odata_error(status: int, message: str, verbose: bool, code: str = "") -> Response:
+    key = "error" if verbose else "odata.error"
+    body = {key: {"code": code, "message": {"lang": "en-US", "value": message}}}
+    return JSONResponse(body, status_code=status, headers=_headers(VERBOSE_CT if verbose else LIGHT_CT))
+
+
+def guard(state: SimState, request: Request, report: str) -> Caller | Response:
+    caller = check_bearer(state, request, "rws")
+    if not isinstance(caller, Caller):
+        state.count("rws_401")
+        return Response(status_code=401, headers={
+            "WWW-Authenticate": 'Bearer client_id="00000002-0000-0ff1-ce00-000000000000", '
+                                'trusted_issuers="00000001-0000-0000-c000-000000000000@*", '
+                                'token_types="app_asserted_user_v1 service_asserted_app_v1", error="invalid_token"',
+            "x-ms-diagnostics": f'2000001;reason="{caller[2]}";error_category="invalid_token"'})
+    if caller.tenant.rws_retired or "retired" in state.scenarios:
+        state.count("rws_retired")
+        return odata_error(404, f"Resource not found for the segment '{report}'.", False)
+    if not caller.tenant.rws_role:
+        state.count("rws_403")
+        return JSONResponse(NO_PERMISSION, status_code=403)
+    return caller
+
+
+def _verbose_json(obj: Any) -> bytes:
+    """JSON with dates as ``"\\/Date(ms)\\/"`` on the wire, as WCF writes them."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _DATE_RE.sub(r'"\\/Date(\1)\\/"', text).encode()
+
+
+def _date_ms(us: int) -> str:
+    return f"/Date({us // 1000})/"
+
+
+async def message_trace(state: SimState, request: Request, caller: Caller, report: str) -> Response:
+    params = request.query_params
+    verbose = params.get("$format", "").lower() == "json"
+    now_us = int(state.clock.now().timestamp() * US)
+    try:
+        clauses = parse_clauses(params.get("$filter", ""), allow_or=False)
+    except FilterError as exc:
+        return odata_error(400, str(exc), verbose)
+    fields: dict[str, Clause] = {}
+    for c in clauses:
+        name = _FIELDS.get(c.prop.lower())
+        if name is None:
+            return odata_error(400, f"No property '{c.prop}' exists in type 'TenantReporting.{report}'.", verbose)
+        fields[name] = c
+    start = end = None
+    try:
+        if "StartDate" in fields:
+            start = parse_datetime(fields["StartDate"].value)
+        if "EndDate" in fields:
+            end = parse_datetime(fields["EndDate"].value)
+    except ValueError as exc:
+        return odata_error(400, f"Unrecognized 'Edm.DateTime' literal: {exc}", verbose)
+    if (start is None) != (end is None):
+        return odata_error(400, "If you supply EndDate you must also supply StartDate, and vice versa.", verbose)
+    if start is None or end is None:
+        end = now_us
+        start = end - 48 * 3600 * US
+    oldest = now_us - state.config.rws_max_age_days * 86400 * US
+    if start < oldest:
+        return odata_error(400, f"Invalid StartDate value. The StartDate can't be older than "
+                                f"{state.config.rws_max_age_days} days from today.", verbose)
+    if end < start:
+        return odata_error(400, "Invalid date range: EndDate must be later than StartDate.", verbose)
+    top = MAX_PAGE
+    top_given = "$top" in params
+    if top_given:
+        try:
+            top = int(params["$top"])
+        except ValueError:
+            return odata_error(400, f"Invalid value '{params['$top']}' for $top query option found. "
+                                    "The $top query option requires a non-negative integer value.", verbose)
+        if top < 0:
+            return odata_error(400, "The $top query option requires a non-negative integer value.", verbose)
+    page = min(top, MAX_PAGE)
+    skip = 0
+    if "$skiptoken" in params:
+        try:
+            skip = int(params["$skiptoken"])
+        except ValueError:
+            return odata_error(400, "Skip token is not valid.", verbose)
+        if skip >= 999999:
+            state.count("rws_500")
+            return odata_error(500, "An error has occurred on the server.", verbose, code="UnknownError")
+        if skip < 0:
+            return odata_error(400, "Skip token is not valid.", verbose)
+    data = state.data[caller.tenant.name]
+    view = [(_TO_VIEW[k], c) for k, c in fields.items() if k in _TO_VIEW]
+    if report == "MessageTraceDetail":
+        return _detail(state, request, caller, fields, start, end, now_us, verbose)
+    match = matcher(view, "rws", now_us, True)
+    rows, more, i = [], False, 0
+    for row in data.iter_desc(start, end, now_us, state.horizon_us(now_us), match=match):
+        if i >= skip:
+            if len(rows) == page:
+                more = True
+                break
+            rows.append(row)
+        i += 1
+    items = [rws_item(r, now_us, start, end, skip + n) for n, r in enumerate(rows)]
+    state.count("rws_rows", len(items))
+    await state.latency(len(items))
+    next_skip = skip + len(rows)
+    qs_filter = params.get("$filter", "")
+    if verbose:
+        base = f"{state.base_url}{_SERVICE_PATH}"
+        results = []
+        for n, (it, r) in enumerate(zip(items, rows, strict=True)):
+            uri = f"{base}/MessageTrace({skip + n})"
+            it = {"__metadata": {"id": uri, "uri": uri, "type": "TenantReporting.MessageTrace"}, **it}
+            it["Received"] = _date_ms(r.received_us)
+            it["StartDate"], it["EndDate"] = _date_ms(start), _date_ms(end)
+            results.append(it)
+        d: dict[str, Any] = {"results": results}
+        if more:
+            d["__next"] = (f"{base}/MessageTrace?$format=json&$filter={quote(qs_filter, safe='')}"
+                           + (f"&$top={top}" if top_given else "") + f"&$skiptoken={next_skip}")
+        return Response(_verbose_json({"d": d}), headers=_headers(VERBOSE_CT))
+    body: dict[str, Any] = {"odata.metadata": f"{state.base_url}{_SERVICE_PATH}/$metadata#MessageTrace",
+                            "value": items}
+    if more:
+        body["odata.nextLink"] = ("../../reportingwebservice/reporting.svc/MessageTrace?$filter="
+                                  + quote(_echo_filter(qs_filter, start, end), safe="'")
+                                  + (f"&$top={top}" if top_given else "") + f"&$skiptoken={next_skip}")
+    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+                    headers=_headers(LIGHT_CT))
+
+
+def _echo_filter(original: str, start: int, end: int) -> str:
+    """The filter as the service re-emits it: capital ``DateTime'...'`` literals."""
+    if "startdate" not in original.lower():
+        original = (f"StartDate eq DateTime'{iso_short(start)}' and EndDate eq DateTime'{iso_short(end)}'"
+                    + (f" and {original}" if original.strip() else ""))
+    return re.sub(r"\bdatetime'", "DateTime'", original, flags=re.IGNORECASE)
+
+
+def _detail(state: SimState, request: Request, caller: Caller, fields: dict[str, Clause], start: int, end: int,
+            now_us: int, verbose: bool) -> Response:
+    if "MessageTraceId" not in fields or "RecipientAddress" not in fields:
+        return odata_error(400, "MessageTraceId and RecipientAddress are required to query MessageTraceDetail.",
+                           verbose)
+    data = state.data[caller.tenant.name]
+    horizon = state.horizon_us(now_us)
+    out: list[dict[str, Any]] = []
+    for row in data.find(fields["MessageTraceId"].value, fields["RecipientAddress"].value):
+        if row.visible_us > now_us or row.received_us < horizon:
+            continue
+        for ev in row.events_at(now_us):
+            if not start <= ev.at_us <= end:
+                continue
+            out.append({
+                "Organization": row.organization, "MessageId": row.message_id,
+                "MessageTraceId": row.trace_id, "RecipientAddress": row.recipient,
+                "SenderAddress": row.sender,
+                "Date": _date_ms(ev.at_us) if verbose else iso7(ev.at_us, z=False),
+                "Event": ev.event, "Action": ev.action or None, "Detail": ev.description,
+                "Data": quote(f'<root><MEP Name="Hour" Long="{from_us(ev.at_us).hour}"/></root>'),
+                "StartDate": _date_ms(start) if verbose else iso_short(start),
+                "EndDate": _date_ms(end) if verbose else iso_short(end),
+                "Index": len(out),
+            })
+    if verbose:
+        return Response(_verbose_json({"d": {"results": out}}), headers=_headers(VERBOSE_CT))
+    body = {"odata.metadata": f"{state.base_url}{_SERVICE_PATH}/$metadata#MessageTraceDetail", "value": out}
+    return Response(json.dumps(body, ensure_ascii=False).encode(), headers=_headers(LIGHT_CT))
