@@ -17,7 +17,7 @@ from exotrace.errors import ConfigError
 from exotrace.model import RawRecord, Reject
 from exotrace.sources.file.csv_shapes import read_csv
 from exotrace.sources.file.detect import FORMATS, detect_format, iter_files
-from exotrace.sources.file.encoding import TextSource, UnreadableFile, looks_binary, open_text
+from exotrace.sources.file.encoding import TextSource, UnreadableFile, looks_binary, open_text, safe_text
 from exotrace.sources.file.json_shapes import read_document, read_ndjson
 
 __all__ = ["FORMATS", "read_file", "read_paths", "total_bytes"]
@@ -103,7 +103,7 @@ def _dispatch(src: TextSource, origin: str, fmt: str) -> Iterator[Item]:
         return  # empty file: nothing to read
     else:
         yield Reject(origin, 0, "unrecognised content: not JSON, NDJSON or a message-trace CSV "
-                     "(use --format to force a reader)", raw="".join(head)[:2000])
+                     "(use --format to force a reader)", raw=safe_text("".join(head)[:2000]))
 
 
 def _check_format(format: str | None) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from exotrace.model import STATUSES, RawRecord, Reject
 from exotrace.sources.file.csv_dates import to_iso
-from exotrace.sources.file.encoding import TextSource, strip_eol
+from exotrace.sources.file.encoding import TextSource, safe_text, strip_eol, undecodable
 
 __all__ = ["CsvRow", "csv_rows", "detect_csv_shape", "header_key", "map_header", "read_csv", "split_header"]
 
@@ -141,6 +141,9 @@ def csv_rows(src: TextSource, origin: str) -> Iterator[tuple[list[str], str] | C
         if header is None:
             header = split_header(text)
             yield header
+            continue
+        if undecodable(text):
+            yield Reject(origin, start, f"bytes that are not valid {src.encoding} text", raw=safe_text(text))
             continue
         try:
             values = next(csv.reader([text], delimiter=header[1], strict=True), [])

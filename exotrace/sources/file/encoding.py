@@ -11,16 +11,22 @@ import codecs
 import gzip
 import io
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["TextSource", "UnreadableFile", "detect_encoding", "looks_binary", "open_text", "strip_eol"]
+__all__ = [
+    "TextSource", "UnreadableFile", "detect_encoding", "looks_binary", "open_text", "safe_text", "strip_eol",
+    "undecodable",
+]
 
 _SAMPLE = 4096
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGIC = b"PK\x03\x04"
 #: Control characters that do not occur in text exports (everything below 0x20 except \t \n \f \r).
 _BINARY_CHARS = frozenset(chr(c) for c in range(32)) - {"\t", "\n", "\f", "\r"}
+#: Bytes the codec could not decode come through as lone surrogates (``errors="surrogateescape"``).
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
 class UnreadableFile(Exception):
@@ -84,6 +90,18 @@ def detect_encoding(sample: bytes) -> str:
 def looks_binary(text: str) -> bool:
     """True when decoded text holds control characters no text export contains."""
     return any(ch in _BINARY_CHARS for ch in text)
+
+
+def undecodable(text: str) -> bool:
+    """True when ``text`` holds bytes the file's encoding could not decode."""
+    return _UNDECODABLE.search(text) is not None
+
+
+def safe_text(text: str) -> str:
+    """``text`` with undecodable bytes shown as ``\\xNN`` (safe to print and to store)."""
+    if not undecodable(text):
+        return text
+    return _UNDECODABLE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", text)
 
 
 def strip_eol(line: str) -> str:
@@ -199,5 +217,5 @@ def open_text(path: str | os.PathLike[str], on_progress: Callable[[int], None] |
     except Exception as exc:  # zlib.error
         buffered.close()
         raise UnreadableFile(f"cannot decompress: {exc}") from exc
-    text = io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline="")
+    text = io.TextIOWrapper(stream, encoding=encoding, errors="surrogateescape", newline="")
     return TextSource(text, counting, size, encoding, compressed, on_progress)

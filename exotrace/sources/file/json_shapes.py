@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from exotrace.model import GRAPH_TO_LEGACY, LEGACY_FIELDS, RawRecord, Reject
-from exotrace.sources.file.encoding import TextSource
+from exotrace.sources.file.encoding import TextSource, safe_text, undecodable
 
 __all__ = ["items_from_value", "read_document", "read_ndjson", "record_shape", "unwrap_fields"]
 
@@ -50,7 +50,11 @@ def record_shape(obj: dict[str, Any], default: str) -> str:
 
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    """Compact JSON text of ``value``; undecodable input bytes are shown as ``\\xNN``."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return safe_text(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
 def _page_elements(obj: dict[str, Any]) -> tuple[list[Any], str] | None:
@@ -115,6 +119,10 @@ def items_from_value(
 
 
 def _record(obj: dict[str, Any], *, origin: str, line: int, original: str, shape: str) -> Iterator[Item]:
+    if "\\x" in original and undecodable(json.dumps(obj, ensure_ascii=False)):
+        yield Reject(origin, line, "record holds bytes that are not valid text in the file's encoding",
+                     raw=original)
+        return
     if not _TRACE_KEYS.intersection(obj):
         keys = ", ".join(list(obj)[:5]) or "none"
         yield Reject(origin, line, f"not a message-trace record (keys: {keys})", raw=original)
@@ -138,6 +146,9 @@ def read_ndjson(src: TextSource, origin: str, shape: str | None = None) -> Itera
         if not line.strip():
             continue
         text = line[1:] if n == 1 and line.startswith("\ufeff") else line
+        if undecodable(text):
+            yield Reject(origin, n, f"bytes that are not valid {src.encoding} text", raw=safe_text(line))
+            continue
         try:
             value = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
@@ -272,7 +283,7 @@ def read_document(src: TextSource, origin: str, shape: str | None = None) -> Ite
         except _ParseError as exc:
             where = _Lines(text, first_line)(exc.pos)
             start_line = line_of(start)
-            raw = text[start:start + _MAX_REJECT_RAW]
+            raw = safe_text(text[start:start + _MAX_REJECT_RAW])
             rest = f" (line {start_line} onwards was not read)" if where != start_line else ""
             yield Reject(origin, where, f"invalid JSON: {exc.msg}{rest}", raw=raw)
             return

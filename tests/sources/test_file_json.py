@@ -1,0 +1,168 @@
+"""JSON shapes: NDJSON, pages (Graph, RWS light and verbose), PowerShell arrays, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+from file_helpers import FILES, ps_line, records, rejects, write
+
+from exotrace.sources.file import read_file
+
+ELASTIC_LOG = Path(__file__).parents[2].parent / "shared" / "peers" / "elastic" / "pipeline" / "test-log.log"
+
+
+def test_elastic_test_log_gives_seven_records_with_exact_originals() -> None:
+    if not ELASTIC_LOG.is_file():
+        pytest.skip(f"Elastic reference data not found at {ELASTIC_LOG} (../shared beside the project)")
+    lines = ELASTIC_LOG.read_text(encoding="utf-8").split("\n")
+    items = list(read_file(ELASTIC_LOG))
+    assert not rejects(items)
+    recs = records(items)
+    assert len(recs) == 7
+    assert [r.line for r in recs] == [1, 2, 3, 4, 6, 7, 8]  # line 5 is an empty page
+    for r in recs:
+        assert r.original == lines[r.line - 1]
+        assert r.origin == str(ELASTIC_LOG)
+    assert recs[5].shape == "graph" and recs[5].fields["status"] == "delivered"
+    assert recs[0].shape == "powershell"
+    assert recs[0].fields["MessageId"].startswith("<a210cf91")
+
+
+def test_ndjson_keeps_line_text_and_decodes_escapes(tmp_path: Path) -> None:
+    lines = [ps_line(i) for i in range(3)]
+    path = write(tmp_path / "trace.log", "\r\n".join(lines) + "\r\n")
+    recs = records(list(read_file(path)))
+    assert [r.original for r in recs] == lines
+    assert "\\u003c" in recs[0].original
+    assert recs[0].fields["MessageId"] == "<m0@fabrikam.com>"
+    assert recs[0].fields["Subject"] == "Müller & Söhne report #0"
+    assert [r.line for r in recs] == [1, 2, 3]
+
+
+def test_malformed_line_in_the_middle_is_rejected_and_the_rest_read(tmp_path: Path) -> None:
+    lines = [ps_line(0), ps_line(1), '{"Organization":"contoso.com","MessageId":', "", ps_line(3), "[1, 2", ps_line(4)]
+    path = write(tmp_path / "trace.ndjson", "\n".join(lines))
+    items = list(read_file(path))
+    bad = rejects(items)
+    assert [(b.line, b.origin) for b in bad] == [(3, str(path)), (6, str(path))]
+    assert bad[0].reason.startswith("invalid JSON")
+    assert bad[0].raw == lines[2]
+    assert [r.line for r in records(items)] == [1, 2, 5, 7]
+
+
+def test_bad_first_line_does_not_hide_the_ndjson_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "trace.ndjson", "\n".join(["{not json", ps_line(1), ps_line(2)]))
+    items = list(read_file(path))
+    assert [(type(i).__name__, i.line) for i in items] == [("Reject", 1), ("RawRecord", 2), ("RawRecord", 3)]
+
+
+def test_non_objects_and_foreign_objects_are_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path / "mixed.ndjson", "\n".join([ps_line(0), "42", '"text"', '{"access_token":"x"}']))
+    items = list(read_file(path))
+    assert len(records(items)) == 1
+    reasons = [(r.line, r.reason) for r in rejects(items)]
+    assert reasons[0] == (2, "expected a JSON object, found a number")
+    assert reasons[1] == (3, "expected a JSON object, found a string")
+    assert reasons[2][0] == 4 and "not a message-trace record" in reasons[2][1]
+
+
+@pytest.mark.parametrize("page", [
+    '{"odata.metadata":"https://reports.office365.com/ecp/ReportingWebService/Reporting.svc/$metadata#MessageTrace",'
+    '"value":[]}',
+    '{"d":{"results":[]}}',
+    '{"value":[]}',
+    '{"@odata.context":"https://graph.microsoft.com/v1.0/$metadata#admin/exchange/tracing/messageTraces","value":[]}',
+])
+def test_empty_pages_yield_nothing(tmp_path: Path, page: str) -> None:
+    assert list(read_file(write(tmp_path / "page.json", page))) == []
+    both = write(tmp_path / "two.ndjson", page + "\n" + ps_line(1) + "\n")
+    assert [r.line for r in records(list(read_file(both)))] == [2]
+
+
+def test_ndjson_of_rws_pages(tmp_path: Path) -> None:
+    row = json.loads(ps_line(0))
+    page1 = {"odata.metadata": "https://x/$metadata#MessageTrace", "value": [row, {**row, "Index": 1}],
+             "odata.nextLink": "../../reportingwebservice/reporting.svc/MessageTrace?$skiptoken=2"}
+    page2 = {"odata.metadata": "https://x/$metadata#MessageTrace", "value": []}
+    path = write(tmp_path / "pages.ndjson", json.dumps(page1) + "\n" + json.dumps(page2) + "\n")
+    recs = records(list(read_file(path)))
+    assert [(r.line, r.shape, r.fields["Index"]) for r in recs] == [(1, "rws", 0), (1, "rws", 1)]
+    assert recs[0].original == orjson.dumps(row).decode()
+
+
+def test_json_array_of_pages_with_element_lines(tmp_path: Path) -> None:
+    row = json.loads(ps_line(0))
+    pages = [{"odata.metadata": "m", "value": [row]}, {"odata.metadata": "m", "value": [{**row, "Index": 7}]}]
+    path = write(tmp_path / "pages.json", json.dumps(pages, indent=2))
+    recs = records(list(read_file(path)))
+    text = path.read_text().split("\n")
+    assert [r.fields["Index"] for r in recs] == [0, 7]
+    for r in recs:  # each record's line is where its object starts
+        assert text[r.line - 1].strip() == "{"
+        assert '"Organization"' in text[r.line]
+
+
+def test_rws_verbose_page_drops_metadata_from_fields() -> None:
+    recs = records(list(read_file(FILES / "rws-verbose.json")))
+    assert [r.shape for r in recs] == ["rws-verbose", "rws-verbose"]
+    assert "__metadata" not in recs[0].fields
+    assert recs[0].fields["Received"] == "/Date(1730800000000)/"
+    assert recs[1].fields["MessageId"] is None and recs[1].fields["Subject"] == ""
+    assert json.loads(recs[0].original)["__metadata"]["type"] == "TenantReporting.MessageTrace"
+
+
+def test_graph_page_pretty_printed() -> None:
+    recs = records(list(read_file(FILES / "graph-page.json")))
+    assert [(r.shape, r.line) for r in recs] == [("graph", 4), ("graph", 16)]
+    assert recs[0].fields["status"] == "filteredAsSpam"
+    assert recs[0].fields["receivedDateTime"] == "2025-06-13T10:30:00.1234567Z"
+    assert recs[1].fields["fromIP"] == ""
+
+
+def test_single_graph_object(tmp_path: Path) -> None:
+    obj = {"id": "1b2c", "recipientAddress": "a@contoso.com", "senderAddress": "b@fabrikam.com",
+           "receivedDateTime": "2025-06-13T10:30:00Z", "status": "pending"}
+    path = write(tmp_path / "one.json", json.dumps(obj, indent=4))
+    recs = records(list(read_file(path)))
+    assert len(recs) == 1 and recs[0].shape == "graph" and recs[0].fields == obj and recs[0].line == 1
+
+
+def test_powershell_51_pretty_array_with_displayhint_dates() -> None:
+    recs = records(list(read_file(FILES / "ps51-array.json")))
+    assert [(r.line, r.shape) for r in recs] == [(2, "powershell"), (22, "powershell")]
+    first, second = (r.fields for r in recs)
+    assert first["StartDate"] == "/Date(1730246400000)/"  # DisplayHint object unwrapped
+    assert first["EndDate"] == "/Date(1730332800000+0100)/"
+    assert second["Received"] == "/Date(1730284496164)/"
+    assert first["MessageId"] == "<5d1f0c2e.4a7b@mail.fabrikam.com>"
+    assert first["Subject"] == "Invoice 2024-118 & delivery note"
+    assert list(first)[:3] == ["Organization", "MessageId", "Received"]
+
+
+def test_powershell_7_iso_dates_left_as_they_are(tmp_path: Path) -> None:
+    values = ["2024-10-21T17:25:30.6006882Z", "2024-10-21T17:25:30+01:00", "2024-10-21T17:25:30.1",
+              "2024-10-21T17:25:30"]
+    path = write(tmp_path / "ps7.ndjson", "\n".join(ps_line(i, Received=v) for i, v in enumerate(values)))
+    assert [r.fields["Received"] for r in records(list(read_file(path)))] == values
+
+
+def test_concatenated_pretty_objects(tmp_path: Path) -> None:
+    rows = [json.loads(ps_line(i)) for i in range(3)]
+    text = "\n".join(json.dumps(r, indent=4) for r in rows)
+    recs = records(list(read_file(write(tmp_path / "appended.json", text))))
+    assert [r.fields["Index"] for r in recs] == [0, 1, 2]
+    assert [r.line for r in recs] == [1, 17, 33]
+
+
+def test_broken_json_document_keeps_values_before_and_rejects_the_rest(tmp_path: Path) -> None:
+    rows = [json.loads(ps_line(i)) for i in range(2)]
+    text = json.dumps(rows[0], indent=2) + "\n" + json.dumps(rows[1], indent=2)[:-5] + "\n"
+    items = list(read_file(write(tmp_path / "broken.json", text)))
+    assert len(records(items)) == 1
+    (bad,) = rejects(items)
+    assert bad.reason.startswith("invalid JSON") and bad.line > 17
+    assert "line 17 onwards" in bad.reason
+    assert bad.raw.startswith("{")
