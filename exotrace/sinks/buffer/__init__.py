@@ -1,0 +1,1 @@
+"""Buffers between the pipeline and a sink: the disk spool."""

@@ -1,0 +1,301 @@
+"""A per-sink disk spool: append-only NDJSON segments, read in sequence order, surviving restarts.
+
+Layout of the spool folder::
+
+    00000000000000001234.seg   records, one per line: ``<seq>\\t<fingerprint>\\t<json key>\\t<json doc>``
+    cursor.json                ``{"version": 1, "starts": {"<segment>": N}}``: committed read offsets
+
+Segments are named by the sequence number of their first record and read in name order, which is
+sequence order: a new segment is started whenever the spool had nothing unread (and when a segment grows
+past ``segment_bytes``), so two segments never interleave. Reading does not consume: :meth:`commit` moves
+the durable cursor once the pipeline has the read records acknowledged, and deletes finished segments.
+After a crash the records between the cursor and the crash are read again (at-least-once).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import orjson
+
+from exotrace.errors import ConfigError
+from exotrace.sinks.base import Record
+
+__all__ = ["Spool"]
+
+log = logging.getLogger("exotrace.sinks.spool")
+
+_SUFFIX = ".seg"
+
+
+def encode_line(r: Record) -> bytes:
+    return b"%d\t%s\t%s\t%s\n" % (r.seq, r.fingerprint.encode(), orjson.dumps(r.key), r.raw)
+
+
+def decode_line(line: bytes) -> Record:
+    seq, fp, key, raw = line.rstrip(b"\n").split(b"\t", 3)
+    return Record(int(seq), raw, key=orjson.loads(key), fingerprint=fp.decode())
+
+
+class Spool:
+    """Disk spool of one sink. Not thread-safe: used from the pipeline's event loop only."""
+
+    def __init__(self, folder: Path, *, segment_bytes: int = 16 * 1024 * 1024, fsync: bool = False) -> None:
+        self.folder = folder
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        self._segments: list[str] = []  # sorted names
+        self._sizes: dict[str, int] = {}
+        self._writer: str | None = None  # name of the segment being appended to
+        self._wfh: object = None
+        self._read_seg: str | None = None
+        self._read_off = 0
+        self._unread = 0
+        self._peek: int | None = None
+        self._starts: dict[str, int] = {}  # committed start offset per segment
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def open(self) -> list[tuple[int, int]]:
+        """Load segments and cursor, repair a torn last line; return the unread seqs as (lo, hi) ranges."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create spool folder {self.folder}: {exc.strerror}") from exc
+        names = sorted(p.name for p in self.folder.glob("*" + _SUFFIX))
+        cursor_path = self.folder / "cursor.json"
+        if cursor_path.exists():
+            try:
+                data = orjson.loads(cursor_path.read_bytes())
+                self._starts = {str(k): int(v) for k, v in data.get("starts", {}).items()}
+            except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
+                log.warning("Spool cursor %s is unreadable; replaying the whole spool.", cursor_path)
+        ranges: list[tuple[int, int]] = []
+        for name in names:
+            path = self.folder / name
+            start = self._starts.get(name, 0)
+            size = self._repair(path)
+            if size <= start:
+                path.unlink(missing_ok=True)
+                continue
+            self._segments.append(name)
+            self._sizes[name] = size
+            with path.open("rb") as fh:
+                fh.seek(start)
+                for line in fh:
+                    seq = int(line[: line.index(b"\t")])
+                    self._unread += 1
+                    if ranges and ranges[-1][1] == seq - 1:
+                        ranges[-1] = (ranges[-1][0], seq)
+                    else:
+                        ranges.append((seq, seq))
+        self._starts = {k: v for k, v in self._starts.items() if k in self._sizes}
+        if self._segments:
+            self._read_seg = self._segments[0]
+            self._read_off = self._starts.get(self._read_seg, 0)
+        return ranges
+
+    def close(self) -> None:
+        self._close_writer()
+
+    # -- state -------------------------------------------------------------------------------------
+
+    @property
+    def unread(self) -> int:
+        """Records not yet read."""
+        return self._unread
+
+    def has_unread(self) -> bool:
+        return self._unread > 0
+
+    @property
+    def bytes(self) -> int:
+        """Bytes on disk (read-but-uncommitted records included)."""
+        return sum(self._sizes.values())
+
+    def peek_seq(self) -> int | None:
+        """Sequence number of the next unread record."""
+        if not self._unread:
+            return None
+        if self._peek is None:
+            for r in self._iter_from(self._read_seg, self._read_off, limit=1):
+                self._peek = r[0].seq
+        return self._peek
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def append(self, records: Iterable[Record]) -> int:
+        """Append records (in seq order); return bytes written."""
+        data = b"".join(encode_line(r) for r in records)
+        if not data:
+            return 0
+        first = int(data[: data.index(b"\t")])
+        if self._writer is None or not self._unread or self._sizes.get(self._writer, 0) >= self.segment_bytes:
+            self._new_segment(first)
+        assert self._writer is not None
+        fh = self._wfh
+        fh.write(data)  # type: ignore[attr-defined]
+        fh.flush()  # type: ignore[attr-defined]
+        if self.fsync:
+            os.fsync(fh.fileno())  # type: ignore[attr-defined]
+        self._sizes[self._writer] += len(data)
+        self._unread += data.count(b"\n")
+        if self._read_seg is None:
+            self._read_seg, self._read_off = self._writer, 0
+        return len(data)
+
+    def write_older(self, records: list[Record]) -> None:
+        """Persist records older than everything unread (memory buffer at shutdown) as their own segment."""
+        if not records:
+            return
+        self._close_writer()
+        name = f"{records[0].seq:020d}{_SUFFIX}"
+        path = self.folder / name
+        data = b"".join(encode_line(r) for r in records)
+        with path.open("ab") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if name not in self._sizes:
+            bisect.insort(self._segments, name)
+            self._sizes[name] = 0
+        self._sizes[name] += len(data)
+        self._unread += len(records)
+
+    def _new_segment(self, first_seq: int) -> None:
+        self._close_writer()
+        name = f"{first_seq:020d}{_SUFFIX}"
+        self._wfh = (self.folder / name).open("ab")
+        self._writer = name
+        if name not in self._sizes:
+            bisect.insort(self._segments, name)
+            self._sizes[name] = 0
+
+    def _close_writer(self) -> None:
+        if self._wfh is not None:
+            if self.fsync:
+                os.fsync(self._wfh.fileno())  # type: ignore[attr-defined]
+            self._wfh.close()  # type: ignore[attr-defined]
+        self._wfh = None
+        self._writer = None
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def read(self, max_events: int, max_bytes: int) -> list[Record]:
+        """Read up to the limits (at least one record if any is unread); does not commit."""
+        out: list[Record] = []
+        total = 0
+        for rec, seg, off in self._iter_from(self._read_seg, self._read_off, limit=max_events):
+            if out and total + len(rec.raw) > max_bytes:
+                break
+            out.append(rec)
+            total += len(rec.raw)
+            self._read_seg, self._read_off = seg, off
+        self._unread -= len(out)
+        self._peek = None
+        return out
+
+    def _iter_from(self, seg: str | None, off: int, limit: int) -> Iterator[tuple[Record, str, int]]:
+        """Yield (record, segment, offset after it) from a position, crossing into later segments."""
+        if seg is None or limit <= 0:
+            return
+        idx = bisect.bisect_left(self._segments, seg)
+        count = 0
+        while idx < len(self._segments):
+            name = self._segments[idx]
+            start = off if name == seg else self._starts.get(name, 0)
+            if start < self._sizes[name]:
+                with (self.folder / name).open("rb") as fh:
+                    fh.seek(start)
+                    pos = start
+                    for line in fh:
+                        if not line.endswith(b"\n"):
+                            break
+                        pos += len(line)
+                        yield decode_line(line), name, pos
+                        count += 1
+                        if count >= limit:
+                            return
+            idx += 1
+
+    def commit(self) -> None:
+        """Everything read so far is acknowledged: delete finished segments, persist the cursor."""
+        if self._read_seg is None:
+            return
+        idx = bisect.bisect_left(self._segments, self._read_seg)
+        for name in self._segments[:idx]:
+            self._delete(name)
+        self._starts[self._read_seg] = self._read_off
+        if self._read_off >= self._sizes.get(self._read_seg, 0):
+            self._delete(self._read_seg)
+            if self._segments:
+                self._read_seg = self._segments[0]
+                self._read_off = self._starts.get(self._read_seg, 0)
+            else:
+                self._read_seg, self._read_off = None, 0
+        self._save_cursor()
+
+    def _save_cursor(self) -> None:
+        starts = {k: v for k, v in self._starts.items() if k in self._sizes and v > 0}
+        tmp = self.folder / "cursor.json.tmp"
+        tmp.write_bytes(orjson.dumps({"version": 1, "starts": starts}))
+        os.replace(tmp, self.folder / "cursor.json")
+
+    def _delete(self, name: str) -> None:
+        if name == self._writer:
+            self._close_writer()
+        (self.folder / name).unlink(missing_ok=True)
+        self._sizes.pop(name, None)
+        self._starts.pop(name, None)
+        i = bisect.bisect_left(self._segments, name)
+        if i < len(self._segments) and self._segments[i] == name:
+            del self._segments[i]
+
+    def drop_oldest(self) -> int:
+        """Delete the oldest segment (best-effort sinks whose spool is full); return records dropped."""
+        if not self._segments:
+            return 0
+        name = self._segments[0]
+        start = self._read_off if name == self._read_seg else self._starts.get(name, 0)
+        dropped = 0
+        with (self.folder / name).open("rb") as fh:
+            fh.seek(start)
+            dropped = sum(1 for _ in fh)
+        self._delete(name)
+        self._unread -= dropped
+        self._peek = None
+        if name == self._read_seg:
+            self._read_seg = self._segments[0] if self._segments else None
+            self._read_off = self._starts.get(self._read_seg, 0) if self._read_seg else 0
+        self._save_cursor()
+        return dropped
+
+    @staticmethod
+    def _repair(path: Path) -> int:
+        """Cut a torn final line (crash mid-write); return the file size."""
+        size = path.stat().st_size
+        if not size:
+            return 0
+        with path.open("rb+") as fh:
+            fh.seek(max(0, size - 1))
+            if fh.read(1) == b"\n":
+                return size
+            # find the last newline
+            block = 65536
+            pos = size
+            while pos > 0:
+                start = max(0, pos - block)
+                fh.seek(start)
+                chunk = fh.read(pos - start)
+                nl = chunk.rfind(b"\n")
+                if nl >= 0:
+                    fh.truncate(start + nl + 1)
+                    log.warning("Spool segment %s had a torn last line; it was cut.", path)
+                    return start + nl + 1
+                pos = start
+            fh.truncate(0)
+            return 0
