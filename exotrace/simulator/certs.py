@@ -112,7 +112,9 @@ def make_server_pki(directory: Path, hosts: list[str]) -> ServerPki:
 
 
 def make_client_cert(directory: Path, name: str) -> tuple[str, str]:
-    """A self-signed client certificate for an app registration; returns (cert path, key path)."""
+    """A self-signed client certificate for an app registration; returns (cert path, key path).
+
+    ``<name>.pem`` (key and certificate in one file) is written beside them."""
     directory.mkdir(parents=True, exist_ok=True)
     key = new_key(f"client:{name}")
     cert = _builder(f"exotrace-{name}", f"exotrace-{name}", key.public_key()).sign(key, hashes.SHA256())
@@ -120,6 +122,9 @@ def make_client_cert(directory: Path, name: str) -> tuple[str, str]:
     cpath.write_bytes(cert_pem(cert))
     kpath.write_bytes(key_pem(key))
     kpath.chmod(0o600)
+    both = directory / f"{name}.pem"
+    both.write_bytes(key_pem(key) + cert_pem(cert))
+    both.chmod(0o600)
     return str(cpath), str(kpath)
 
 

@@ -74,6 +74,13 @@ class SimTenant:
         """The tenant's ``*.onmicrosoft.com`` name (RWS ``Organization``)."""
         return f"{self.name}.onmicrosoft.com"
 
+    @property
+    def bundle_pem(self) -> str:
+        """Key and certificate in one PEM file (written beside ``cert_pem`` by the simulator)."""
+        if not self.cert_pem.endswith("-cert.pem"):
+            return ""
+        return self.cert_pem[: -len("-cert.pem")] + ".pem"
+
     def all_domains(self) -> list[str]:
         doms = [d.lower() for d in self.domains] or [f"{self.name}.com"]
         if self.organization not in doms:
