@@ -61,8 +61,12 @@ def iter_files(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str
         if not path.is_dir():
             yield os.fspath(given)
             continue
+        found: list[tuple[tuple[str, ...], str]] = []
         for root, dirs, files in os.walk(path, followlinks=False):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(files):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
                 if not name.startswith("."):
-                    yield os.path.join(root, name)
+                    full = os.path.join(root, name)
+                    found.append((Path(os.path.relpath(full, path)).parts, full))
+        for _, full in sorted(found):
+            yield full

@@ -1,0 +1,116 @@
+"""Folders, format detection and overrides, progress reporting, the shipped sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from file_helpers import FILES, ps_line, records, rejects, write
+
+from exotrace.errors import ConfigError
+from exotrace.sources.file import FORMATS, json_shapes, read_file, read_paths, total_bytes
+
+SAMPLE = Path(__file__).parents[2] / "exotrace" / "data" / "sample-messagetrace.ndjson"
+
+
+def test_formats_tuple() -> None:
+    assert FORMATS[0] == "auto"
+    assert {"ndjson", "json", "graph", "rws", "csv", "eac-summary", "eac-enhanced", "eac-extended"} <= set(FORMATS)
+
+
+def test_folder_recursion_is_sorted_and_skips_hidden(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "deep").mkdir(parents=True)
+    (tmp_path / ".cache").mkdir()
+    write(tmp_path / "b" / "1.ndjson", ps_line(3))
+    write(tmp_path / "a" / "z.json", ps_line(2))
+    write(tmp_path / "a" / "deep" / "x.log", ps_line(1), gz=True)
+    write(tmp_path / "0.ndjson", ps_line(0))
+    write(tmp_path / ".hidden.ndjson", ps_line(9))
+    write(tmp_path / ".cache" / "c.ndjson", ps_line(9))
+    single = write(tmp_path / "single.ndjson", ps_line(4))
+    recs = records(list(read_paths([tmp_path, single])))
+    assert [r.fields["Index"] for r in recs] == [0, 1, 2, 3, 4, 4]
+    assert recs[1].origin == str(tmp_path / "a" / "deep" / "x.log")
+    assert recs[-1].origin == str(single)
+
+
+def test_read_paths_accepts_a_single_path_and_reports_missing_ones(tmp_path: Path) -> None:
+    path = write(tmp_path / "one.ndjson", ps_line(0))
+    assert len(records(list(read_paths(path)))) == 1
+    (missing,) = list(read_paths([tmp_path / "gone"]))
+    assert missing.origin == str(tmp_path / "gone") and missing.reason == "no such file"
+
+
+def test_progress_adds_up_to_total_bytes(tmp_path: Path) -> None:
+    write(tmp_path / "big.ndjson", "\n".join(ps_line(i) for i in range(3000)))
+    write(tmp_path / "small.json.gz", json.dumps([json.loads(ps_line(1))]), gz=True)
+    write(tmp_path / "broken.gz", "x")  # not gzip after all: plain text "x", rejected
+    seen: list[int] = []
+    items = list(read_paths([tmp_path], on_progress=seen.append))
+    assert len(records(items)) == 3001
+    assert len(seen) > 3 and all(n > 0 for n in seen)
+    assert sum(seen) == total_bytes([tmp_path])
+
+
+def test_ndjson_is_streamed_not_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(self: object) -> str:
+        raise AssertionError("NDJSON must not be read whole")
+
+    monkeypatch.setattr("exotrace.sources.file.encoding.TextSource.read_all", boom)
+    path = write(tmp_path / "t.ndjson", "\n".join(ps_line(i) for i in range(50)))
+    assert len(records(list(read_file(path)))) == 50
+
+
+def test_detection_ignores_the_extension(tmp_path: Path) -> None:
+    csv_as_json = write(tmp_path / "trace.json", (FILES / "export-csv-ps51.csv").read_text())
+    json_as_csv = write(tmp_path / "trace.csv", (FILES / "graph-page.json").read_text())
+    assert {r.shape for r in records(list(read_file(csv_as_json)))} == {"csv"}
+    assert {r.shape for r in records(list(read_file(json_as_csv)))} == {"graph"}
+
+
+def test_format_override_labels_and_readers(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.ndjson", "\n".join(ps_line(i) for i in range(2)))
+    assert {r.shape for r in records(list(read_file(path, format="rws")))} == {"rws"}
+    assert {r.shape for r in records(list(read_file(path, format="graph")))} == {"graph"}
+    as_doc = records(list(read_file(path, format="json")))  # two concatenated values
+    assert [r.line for r in as_doc] == [1, 2]
+    pretty = write(tmp_path / "p.json", json.dumps(json.loads(ps_line(0)), indent=2))
+    forced = list(read_file(pretty, format="ndjson"))  # wrong override: every line rejected, none lost
+    assert not records(forced) and len(rejects(forced)) == len(pretty.read_text().strip().split("\n"))
+
+
+def test_eac_override_on_a_plain_csv(tmp_path: Path) -> None:
+    text = "origin_timestamp,sender_address,recipient_status\n2024-01-01 10:00:00,a@x.example,b@contoso.com##Receive\n"
+    (rec,) = records(list(read_file(write(tmp_path / "r.csv", text), format="eac-enhanced")))
+    assert rec.fields["Received"] == "2024-01-01T10:00:00" and rec.fields["Status"] == "Pending"
+
+
+def test_unknown_format_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        list(read_paths([tmp_path], format="xml"))
+
+
+def test_unrecognised_text_is_one_reject(tmp_path: Path) -> None:
+    items = list(read_file(write(tmp_path / "notes.txt", "hello\nworld\n")))
+    assert len(items) == 1 and "unrecognised" in items[0].reason
+
+
+def test_array_element_lines_are_cheap_offsets() -> None:
+    lines = json_shapes._Lines("a\nb\nc\nd", 1)
+    assert [lines(0), lines(2), lines(6), lines(2)] == [1, 2, 4, 2]
+
+
+def test_shipped_sample_is_clean() -> None:
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines()
+    items = list(read_file(SAMPLE))
+    assert not rejects(items)
+    recs = records(items)
+    assert 30 <= len(recs) <= 50 and [r.original for r in recs] == lines
+    statuses = {r.fields["Status"] for r in recs}
+    assert {"Delivered", "Failed", "Pending", "GettingStatus", "FilteredAsSpam", "Quarantined", "Expanded"} <= statuses
+    keys = {(r.fields["MessageTraceId"], r.fields["RecipientAddress"].lower()) for r in recs}
+    assert len(keys) == len(recs)
+    assert all(r.fields["SenderAddress"].endswith("contoso.com") or r.fields["RecipientAddress"].lower().endswith(
+        "contoso.com") for r in recs)
