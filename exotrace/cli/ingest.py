@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,6 +14,9 @@ from exotrace.errors import ConfigError
 from exotrace.ingest import IngestStats, RejectWriter, open_output
 from exotrace.ingest import ingest as run_ingest
 from exotrace.normalize import NormalizeOptions, Normalizer
+
+if TYPE_CHECKING:
+    from exotrace.sinks import SyncSinkPipeline
 
 MAX_REJECT_LINES = 20
 PROGRESS_MIN_BYTES = 1 << 20
@@ -112,11 +116,16 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
                        deliver=deliver, on_reject=on_reject)
         if stream is not None:
             stream.flush()
+        delivered = deliver.finish() if deliver is not None else True
 
     if shown > MAX_REJECT_LINES:
         err_console.print(f"... and {shown - MAX_REJECT_LINES} more rejected records", highlight=False)
     if not quiet:
         _summary(stats, None if no_archive else archive_path, rejects_path)
+    if not delivered:
+        err_console.print("Error: some documents are not yet acknowledged by a required sink; they are kept in "
+                          "the spool and sent on the next run.", highlight=False, soft_wrap=True)
+        sys.exit(4)
     sys.exit(stats.exit_code)
 
 
@@ -137,7 +146,7 @@ def _summary(stats: IngestStats, archive_path: str | None, rejects_path: str | N
         err_console.print(f"Rejected records are kept in {kept}.", highlight=False, soft_wrap=True)
 
 
-def _sink_delivery(config_path: Path | None, stack: ExitStack):  # type: ignore[no-untyped-def]
+def _sink_delivery(config_path: Path | None, stack: ExitStack) -> _SinkDelivery | None:
     """Deliver to the [[sink]] tables of a config file, if one is given."""
     if config_path is None:
         return None
@@ -150,7 +159,27 @@ def _sink_delivery(config_path: Path | None, stack: ExitStack):  # type: ignore[
     tables = data.get("sink") or []
     if not tables:
         raise ConfigError(f"{config_path}: no [[sink]] table; add one (see docs/sinks.md)", key="sink")
-    from exotrace.sinks import open_sync_pipeline
+    from exotrace.sinks import SyncSinkPipeline, load_sinks
 
-    pipeline = stack.enter_context(open_sync_pipeline(tables, config_path=config_path))
-    return pipeline.deliver
+    spool = config_path.parent / ".exotrace-spool"
+    pipeline = SyncSinkPipeline(load_sinks(tables), state_dir=spool)
+    pipeline.start()
+    delivery = _SinkDelivery(pipeline)
+    stack.callback(pipeline.close)
+    return delivery
+
+
+class _SinkDelivery:
+    """Submits each batch to the sinks and remembers the last ticket, to check delivery at the end."""
+
+    def __init__(self, pipeline: SyncSinkPipeline) -> None:
+        self.pipeline = pipeline
+        self.ticket: int | None = None
+
+    def __call__(self, docs: list) -> None:  # type: ignore[type-arg]
+        self.ticket = self.pipeline.submit(docs)
+
+    def finish(self, timeout: float = 60.0) -> bool:
+        """Flush; True when every required sink acknowledged every document."""
+        self.pipeline.flush(timeout)
+        return self.ticket is None or self.pipeline.acked(self.ticket)

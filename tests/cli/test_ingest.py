@@ -99,3 +99,17 @@ def test_geoip_from_dir(tmp_path: Path, geoip_dir: Path):
     result = run("ingest", str(path), "--no-archive", "--out", "-", "--geoip-dir", str(geoip_dir))
     doc = orjson.loads(result.stdout.splitlines()[0])
     assert doc["source"]["geo"]["city_name"] == "London"
+
+
+def test_sinks_from_config_receive_every_document(tmp_path: Path):
+    out_dir = tmp_path / "ship"
+    config = tmp_path / "exotrace.toml"
+    config.write_text(f'[[sink]]\ntype = "file"\nname = "archive-copy"\npath = "{out_dir / "docs.ndjson"}"\n',
+                      encoding="utf-8")
+    result = run("ingest", str(SAMPLE), "--archive", str(tmp_path / "a.db"), "--config", str(config),
+                 "--no-geoip")
+    assert result.exit_code == 0, result.stderr
+    shipped = [orjson.loads(line) for f in sorted(out_dir.parent.rglob("docs*.ndjson*")) for line in
+               f.read_text().splitlines()]
+    count = sqlite3.connect(tmp_path / "a.db").execute("select count(*) from messages").fetchone()[0]
+    assert len(shipped) == count
