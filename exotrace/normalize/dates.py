@@ -59,6 +59,17 @@ def millis_text(value: str) -> str:
     return format_millis(parse_timestamp(value))
 
 
+def timestamp_is_iso(value: str) -> bool:
+    """True when the string ``value`` is ISO 8601 text (no caching: received times rarely repeat)."""
+    return _ISO.fullmatch(value) is not None
+
+
+@lru_cache(maxsize=4096)
+def is_iso_cached(value: str) -> bool:
+    """:func:`is_iso` for values that repeat (query window bounds)."""
+    return is_iso(value)
+
+
 def is_iso(value: object) -> bool:
     """True for ISO 8601 text (the form Elastic's pipeline keeps verbatim)."""
     return isinstance(value, str) and _ISO.fullmatch(value.strip()) is not None

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exotrace.model import GRAPH_TO_LEGACY, Document, RawRecord, canonical_status, legacy_fields, row_key
-from exotrace.normalize.dates import format_iso, format_millis, is_iso, iso_text, millis_text, parse_timestamp
+from exotrace.normalize.dates import (
+    format_iso,
+    format_millis,
+    is_iso_cached,
+    iso_text,
+    millis_text,
+    parse_timestamp,
+    timestamp_is_iso,
+)
 from exotrace.normalize.domains import domain_parts
 from exotrace.normalize.fingerprint import fingerprint_values
 from exotrace.normalize.geo import GeoEnricher
@@ -111,11 +119,17 @@ class Normalizer:
             raise NormalizeError("date", f"unable to parse date [{received}]: {exc}") from None
         for name in _DATE_FIELDS:
             value = m.get(name)
-            if value not in (None, "") and not (isinstance(value, str) and is_iso(value)):
-                try:
-                    m[name] = iso_text(value) if isinstance(value, str) else format_iso(parse_timestamp(value))
-                except ValueError:
-                    pass  # StartDate/EndDate are informational; Received parsed above
+            if value is None or value == "":
+                continue
+            if name == "Received":
+                if isinstance(value, str) and timestamp_is_iso(value):
+                    continue
+            elif isinstance(value, str) and is_iso_cached(value):
+                continue
+            try:
+                m[name] = iso_text(value) if isinstance(value, str) else format_iso(parse_timestamp(value))
+            except ValueError:
+                pass  # StartDate/EndDate are informational; Received parsed above
 
         sender = _text(m.get("SenderAddress"))
         if sender == "<>":
@@ -296,11 +310,15 @@ def _unique(values: list[Any]) -> list[Any]:
     return out
 
 
+_CONTAINERS = frozenset({dict, list})
+
+
 def _clean(value: Any) -> Any:
     """Drop None, "" and containers that end up empty (Elastic's final clean-up script)."""
-    if isinstance(value, dict) and not any(isinstance(v, (dict, list)) for v in value.values()):
-        return {k: v for k, v in value.items() if v is not None and v != ""}
     if isinstance(value, dict):
+        flat = {k: v for k, v in value.items() if v is not None and v != ""}
+        if _CONTAINERS.isdisjoint(map(type, flat.values())):
+            return flat
         out = {}
         for k, v in value.items():
             if v is None or v == "":
