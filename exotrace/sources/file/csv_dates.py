@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import lru_cache
 
 __all__ = ["to_iso"]
 
@@ -22,6 +23,7 @@ _YMD = re.compile(r"^(?P<y>\d{4})/(?P<a>\d{1,2})/(?P<b>\d{1,2}) " + _TIME + r"$"
 _DOTTED = re.compile(r"^(?P<a>\d{1,2})[.-](?P<b>\d{1,2})[.-](?P<y>\d{4}) " + _TIME + r"$")
 
 
+@lru_cache(maxsize=4096)
 def to_iso(value: str) -> str:
     """``value`` as ``YYYY-MM-DDTHH:MM:SS[.f]`` when it is a recognised culture format, else unchanged."""
     s = value.strip()

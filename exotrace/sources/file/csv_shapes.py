@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,23 +155,43 @@ def csv_rows(src: TextSource, origin: str) -> Iterator[tuple[list[str], str] | C
         yield Reject(origin, start, "unterminated quoted field at end of file", raw="".join(pending))
 
 
+def _to_int(value: str) -> tuple[Any, str | None]:
+    text = value.strip()
+    if not text:
+        return None, None
+    try:
+        return int(text.replace(",", "").replace(" ", "")), None
+    except ValueError:
+        return value, "is not a whole number"
+
+
+def _to_date(value: str) -> tuple[Any, str | None]:
+    return to_iso(value), None
+
+
+def _to_nullable(value: str) -> tuple[Any, str | None]:
+    return (value if value.strip() else None), None
+
+
+def _to_status(value: str) -> tuple[Any, str | None]:
+    return canonical_csv_status(value), None
+
+
+_CONVERTERS: dict[str, Callable[[str], tuple[Any, str | None]]] = {
+    **{name: _to_int for name in _INT_FIELDS},
+    **{name: _to_date for name in _DATE_FIELDS},
+    **{name: _to_nullable for name in _NULLABLE},
+    "Status": _to_status,
+}
+
+
 def convert_value(name: str, value: str) -> tuple[Any, str | None]:
     """Typed value for a mapped legacy field; second item is an error reason or None."""
-    if name in _INT_FIELDS:
-        text = value.strip()
-        if not text:
-            return None, None
-        try:
-            return int(text.replace(",", "").replace(" ", "")), None
-        except ValueError:
-            return value, f"{name} is not a whole number: {value!r}"
-    if name in _DATE_FIELDS:
-        return to_iso(value), None
-    if name in _NULLABLE and not value.strip():
-        return None, None
-    if name == "Status":
-        return canonical_csv_status(value), None
-    return value, None
+    convert = _CONVERTERS.get(name)
+    if convert is None:
+        return value, None
+    converted, error = convert(value)
+    return converted, (f"{name} {error}: {value!r}" if error else None)
 
 
 def canonical_csv_status(value: str) -> str:
@@ -185,9 +205,9 @@ def row_fields(names: list[str], row: CsvRow) -> tuple[dict[str, Any], Reject | 
     if len(row.values) != len(names):
         return {}, Reject("", row.line, f"expected {len(names)} columns, found {len(row.values)}",
                           raw=row.text)
-    fields: dict[str, Any] = {}
-    for name, value in zip(names, row.values, strict=True):
-        converted, error = convert_value(name, value)
+    fields = dict(zip(names, row.values, strict=True))
+    for name in _CONVERTERS.keys() & fields.keys():
+        converted, error = convert_value(name, fields[name])
         if error:
             return {}, Reject("", row.line, error, raw=row.text, field=name)
         fields[name] = converted

@@ -105,12 +105,8 @@ def safe_text(text: str) -> str:
 
 
 def strip_eol(line: str) -> str:
-    """Remove one trailing line terminator (``\\n``, ``\\r\\n`` or ``\\r``)."""
-    if line.endswith("\n"):
-        line = line[:-1]
-    if line.endswith("\r"):
-        line = line[:-1]
-    return line
+    """Remove the line terminator (``\\n``, ``\\r\\n`` or ``\\r``; lines are split on all three)."""
+    return line.rstrip("\r\n")
 
 
 class TextSource:

@@ -33,7 +33,9 @@ _MAX_REJECT_RAW = 1 << 20
 
 def unwrap_fields(obj: dict[str, Any]) -> dict[str, Any]:
     """Fields of a record: PowerShell 5.1 ``{"value": "/Date(..)/", "DisplayHint": ..}`` -> the string,
-    ``__metadata`` (RWS verbose) dropped; everything else as given."""
+    ``__metadata`` (RWS verbose) dropped; everything else as given (the same dict when nothing changes)."""
+    if "__metadata" not in obj and dict not in map(type, obj.values()):
+        return obj
     out: dict[str, Any] = {}
     for key, value in obj.items():
         if key == "__metadata":
@@ -46,7 +48,7 @@ def unwrap_fields(obj: dict[str, Any]) -> dict[str, Any]:
 
 def record_shape(obj: dict[str, Any], default: str) -> str:
     """``graph`` when Graph-only camelCase keys are present, else ``default``."""
-    return "graph" if any(k in _GRAPH_ONLY for k in obj) else default
+    return default if _GRAPH_ONLY.isdisjoint(obj) else "graph"
 
 
 def _dumps(value: Any) -> str:
@@ -59,6 +61,8 @@ def _dumps(value: Any) -> str:
 
 def _page_elements(obj: dict[str, Any]) -> tuple[list[Any], str] | None:
     """``(elements, shape)`` when ``obj`` is a page envelope, else None."""
+    if "value" not in obj and "d" not in obj:
+        return None
     d = obj.get("d")
     if isinstance(d, dict) and isinstance(d.get("results"), list):
         return d["results"], "rws-verbose"
@@ -111,23 +115,21 @@ def items_from_value(
                              raw=_dumps(element))
                 continue
             label = shape or record_shape(element, page_shape)
-            yield from _record(element, origin=origin, line=el_line, original=_dumps(element), shape=label)
+            yield _record(element, origin, el_line, _dumps(element), label)
         return
     label = shape or record_shape(value, default_shape)
-    yield from _record(value, origin=origin, line=line,
-                       original=original if original is not None else _dumps(value), shape=label)
+    yield _record(value, origin, line, original if original is not None else _dumps(value), label)
 
 
-def _record(obj: dict[str, Any], *, origin: str, line: int, original: str, shape: str) -> Iterator[Item]:
-    if "\\x" in original and undecodable(json.dumps(obj, ensure_ascii=False)):
-        yield Reject(origin, line, "record holds bytes that are not valid text in the file's encoding",
-                     raw=original)
-        return
-    if not _TRACE_KEYS.intersection(obj):
+def _record(obj: dict[str, Any], origin: str, line: int, original: str, shape: str) -> Item:
+    """A record, or a reject for an object without trace fields or with undecodable bytes."""
+    if _TRACE_KEYS.isdisjoint(obj):
         keys = ", ".join(list(obj)[:5]) or "none"
-        yield Reject(origin, line, f"not a message-trace record (keys: {keys})", raw=original)
-        return
-    yield RawRecord(fields=unwrap_fields(obj), original=original, origin=origin, line=line, shape=shape)
+        return Reject(origin, line, f"not a message-trace record (keys: {keys})", raw=original)
+    if "\\x" in original and undecodable(json.dumps(obj, ensure_ascii=False)):
+        return Reject(origin, line, "record holds bytes that are not valid text in the file's encoding",
+                      raw=original)
+    return RawRecord(fields=unwrap_fields(obj), original=original, origin=origin, line=line, shape=shape)
 
 
 def _type_name(value: Any) -> str:
@@ -142,19 +144,24 @@ def _type_name(value: Any) -> str:
 
 def read_ndjson(src: TextSource, origin: str, shape: str | None = None) -> Iterator[Item]:
     """One JSON value per line, streamed; a bad line is rejected and reading goes on."""
-    for n, line in src.lines():
-        if not line.strip():
+    loads = orjson.loads
+    for n, raw in src.raw_lines():
+        line = raw.rstrip("\r\n")  # one terminator at most: a bare \r ends a line too
+        if not line or line.isspace():
             continue
         text = line[1:] if n == 1 and line.startswith("\ufeff") else line
-        if undecodable(text):
-            yield Reject(origin, n, f"bytes that are not valid {src.encoding} text", raw=safe_text(line))
-            continue
         try:
-            value = orjson.loads(text)
+            value = loads(text)
         except orjson.JSONDecodeError as exc:
-            yield Reject(origin, n, f"invalid JSON: {_short(exc)}", raw=line)
+            if undecodable(text):  # orjson refuses the lone surrogates surrogateescape produces
+                yield Reject(origin, n, f"bytes that are not valid {src.encoding} text", raw=safe_text(line))
+            else:
+                yield Reject(origin, n, f"invalid JSON: {_short(exc)}", raw=line)
             continue
-        yield from items_from_value(value, origin=origin, line=n, original=line, shape=shape)
+        if type(value) is dict and "value" not in value and "d" not in value:  # the common case, inlined
+            yield _record(value, origin, n, line, shape or record_shape(value, "powershell"))
+        else:
+            yield from items_from_value(value, origin=origin, line=n, original=line, shape=shape)
 
 
 def parses_standalone(line: str) -> bool:
@@ -192,7 +199,11 @@ def _skip(text: str, pos: int) -> int:
 
 
 def _parse(text: str, pos: int, depth: int, positions: dict[int, list[int]]) -> tuple[Any, int]:
-    """Decode the JSON value at ``pos``; arrays within ``depth`` levels record element offsets."""
+    """Decode the JSON value at ``pos``; arrays within ``depth`` levels record element offsets.
+
+    Objects are decoded in one call unless they are page envelopes (``value``/``d`` keys), which
+    are walked so the records inside them get their own line numbers too.
+    """
     ch = text[pos:pos + 1]
     if depth > 0 and ch == "[":
         items: list[Any] = []
@@ -214,6 +225,9 @@ def _parse(text: str, pos: int, depth: int, positions: dict[int, list[int]]) -> 
                 return items, pos + 1
             raise _ParseError("expected ',' or ']'", pos)
     if depth > 0 and ch == "{":
+        whole, end = _raw_decode(text, pos)
+        if "value" not in whole and "d" not in whole:
+            return whole, end  # a record: decoded in one C call; only envelopes are walked by hand
         obj: dict[str, Any] = {}
         pos = _skip(text, pos + 1)
         if text[pos:pos + 1] == "}":
