@@ -7,6 +7,7 @@ import logging
 import re
 import shutil
 import socket
+import ssl
 import tempfile
 import threading
 from collections import Counter
@@ -353,6 +354,10 @@ class Simulator:
     @property
     def rws_url(self) -> str:
         return f"{self.base_url}/ecp/reportingwebservice/reporting.svc"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context trusting only the simulator's CA (``httpx.Client(verify=sim.ssl_context())``)."""
+        return ssl.create_default_context(cafile=self.ca_file or None)
 
     def tenant(self, name_or_id: str) -> SimTenant:
         for t in self.tenants:
