@@ -106,6 +106,7 @@ class Sink(abc.ABC):
 
     async def start(self) -> None:
         """Open clients and files. Must not fail because the destination is unreachable."""
+        return None
 
     @abc.abstractmethod
     async def send(self, records: Sequence[Record]) -> SendResult:
@@ -113,9 +114,11 @@ class Sink(abc.ABC):
 
     async def healthcheck(self) -> None:
         """Prove reachability and credentials without sending data; raise an exotrace error if not."""
+        return None
 
     async def close(self) -> None:
         """Release clients and files."""
+        return None
 
     async def __aenter__(self) -> Sink:
         await self.start()

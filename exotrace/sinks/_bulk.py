@@ -1,0 +1,62 @@
+"""Bulk API bodies and per-item results, shared by the Elasticsearch and OpenSearch sinks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from exotrace.sinks.base import Record, SendResult
+from exotrace.sinks.config import DATA_STREAM_DATASET
+
+__all__ = ["FILTER_PATH", "build_body", "parse_items", "target"]
+
+#: Ask only for what :func:`parse_items` reads.
+FILTER_PATH = "errors,items.*.status,items.*.error.type,items.*.error.reason"
+
+
+def target(cfg: Any) -> str:
+    """The data stream or index the sink writes to."""
+    if cfg.mode == "data_stream":
+        return f"logs-{DATA_STREAM_DATASET}-{cfg.namespace}"
+    return str(cfg.index)
+
+
+def build_body(records: Sequence[Record], mode: str) -> bytes:
+    """NDJSON: ``create`` with ``_id`` = fingerprint (data stream) or ``index`` with ``_id`` = row key."""
+    parts: list[bytes] = []
+    if mode == "data_stream":
+        for r in records:
+            parts.append(b'{"create":{"_id":%s}}\n' % orjson.dumps(r.fingerprint))
+            parts.append(r.raw + b"\n")
+    else:
+        for r in records:
+            parts.append(b'{"index":{"_id":%s}}\n' % orjson.dumps(r.key or r.fingerprint))
+            parts.append(r.raw + b"\n")
+    return b"".join(parts)
+
+
+def parse_items(resp: dict[str, Any], n: int, mode: str) -> SendResult:
+    """Per-item outcome: 2xx delivered; 409 on create delivered (already indexed); 429/5xx retry;
+    other 4xx rejected (mapping and parsing errors) with the error type and reason."""
+    result = SendResult()
+    if not resp.get("errors"):
+        return result
+    items = resp.get("items") or []
+    if len(items) != n:
+        # cannot tell which failed: retry all (idempotent thanks to _id)
+        result.retry = list(range(n))
+        return result
+    for i, item in enumerate(items):
+        (info,) = item.values() if isinstance(item, dict) and len(item) == 1 else ({},)
+        status = int(info.get("status", 500))
+        if status < 300 or (status == 409 and mode == "data_stream"):
+            continue
+        if status == 429 or status >= 500 or status == 409:
+            result.retry.append(i)
+            continue
+        err = info.get("error") or {}
+        reason = f"{err.get('type', 'error')}: {err.get('reason', '')}".strip().rstrip(":")
+        result.rejected[i] = f"HTTP {status} {reason}"
+    return result
