@@ -1,0 +1,248 @@
+"""``exotrace collect``, ``exotrace status`` and ``exotrace init``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from exotrace.cli._common import err_console, fail, handle_errors
+from exotrace.config import TEMPLATE, AppConfig, load_config, parse_duration
+from exotrace.errors import ConfigError
+
+CONFIG_HELP = "Configuration file (TOML); `exotrace init` writes a template."
+
+
+def _since(value: str | None) -> timedelta | None:
+    if value is None:
+        return None
+    d = parse_duration(value, key="--since")
+    if d > timedelta(days=90):
+        raise ConfigError("--since: Microsoft keeps 90 days of message trace; use 90d or less", key="--since")
+    return d
+
+
+def _select(cfg: AppConfig, names: tuple[str, ...]) -> list[Any]:
+    if not cfg.tenants:
+        raise ConfigError(f"{cfg.path}: no [[tenant]] table; add one (see `exotrace init`)", key="tenant")
+    return [cfg.tenant(n) for n in names] if names else list(cfg.tenants)
+
+
+class _Progress:
+    """A rich progress bar per tenant for backfills on a terminal (simulated seconds of coverage)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        self.tasks: dict[str, Any] = {}
+
+    def start(self, totals: dict[str, float]) -> None:
+        if not self.enabled or not any(totals.values()):
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                            TimeElapsedColumn(), console=err_console, transient=False)
+        for name, total in totals.items():
+            self.tasks[name] = self.bar.add_task(f"collect {name}", total=max(total, 1.0))
+        self.bar.start()
+
+    def __call__(self, tenant: str, done: float, _total: float) -> None:
+        if self.bar is not None and tenant in self.tasks:
+            self.bar.advance(self.tasks[tenant], done)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@click.command(name="collect")
+@click.option("--config", "-c", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--once", is_flag=True, help="Collect every window up to now, then exit (no daemon).")
+@click.option("--settle", is_flag=True,
+              help="With --once: also wait for every window's scheduled re-reads (late rows, final statuses).")
+@click.option("--since", default=None, help="Backfill this far back (e.g. 30d; at most 90d), beside the live tail.")
+@click.option("--tenant", "tenant_names", multiple=True, help="Only this tenant (repeatable).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None, help="Log line format.")
+@click.option("--quiet", "-q", is_flag=True, help="Warnings and errors only.")
+@click.option("--no-progress", is_flag=True, help="No progress bars, even on a terminal.")
+@handle_errors
+def collect(config_path: str, once: bool, settle: bool, since: str | None, tenant_names: tuple[str, ...],
+            log_format: str | None, quiet: bool, no_progress: bool) -> None:
+    """Collect message traces from Microsoft 365 into the archive (and the configured sinks).
+
+    Without --once, runs as a daemon: live tail every minute, re-reads of recent windows, and the
+    backfill; SIGTERM/SIGINT finish the page in hand, commit and exit. Exit codes: 0 done, 2 config
+    error, 3 a tenant's credentials or permissions are broken, 4 some windows could not be collected
+    (kept for retry).
+
+    \b
+    Example:
+      export EXOTRACE_SECRET=...
+      exotrace collect --config exotrace.toml --once --since 30d
+      exotrace collect --config exotrace.toml            # daemon
+    """
+    from exotrace.collect.clockenv import clock_from_env
+    from exotrace.collect.logs import setup_logging
+
+    cfg = load_config(config_path)
+    tenants = _select(cfg, tenant_names)
+    setup_logging(log_format or cfg.log_format, logging.WARNING if quiet else logging.INFO)
+    if settle and not once:
+        raise ConfigError("--settle needs --once", key="--settle")
+    mode = "settle" if settle else "once" if once else "daemon"
+    clock = clock_from_env()
+    progress = _Progress(enabled=sys.stderr.isatty() and not no_progress and not quiet)
+    started = clock.now()
+    try:
+        reports = asyncio.run(_run(cfg, mode, _since(since), tenants, clock, progress))
+    finally:
+        progress.stop()
+    _summary(reports, started, clock.now(), cfg)
+    codes = [r.exit_code for r in reports if r.exit_code]
+    if codes:
+        sys.exit(3 if 3 in codes else max(codes))
+
+
+async def _run(cfg: AppConfig, mode: str, since: timedelta | None, tenants: list[Any], clock: Any,
+               progress: _Progress) -> list[Any]:
+    from exotrace.collect import run_collector
+
+    if progress.enabled and since is not None:
+        progress.start({t.name: since.total_seconds() for t in tenants})
+    return await run_collector(cfg, mode=mode, since=since, tenants=tenants, clock=clock, signals=True,
+                               progress=progress)
+
+
+def _summary(reports: list[Any], started: datetime, ended: datetime, cfg: AppConfig) -> None:
+    for r in reports:
+        state = "ok" if r.ok else f"FAILED ({r.error})"
+        err_console.print(
+            f"{r.name}: {state} windows={r.windows_read} rows={r.rows} new={r.new} updated={r.updated} "
+            f"requests={r.requests} throttled={r.throttled} restarts={r.restarts}", markup=False,
+            highlight=False, soft_wrap=True)
+        for w in r.warnings[-3:]:
+            err_console.print(f"  warning: {w}", markup=False, highlight=False, soft_wrap=True)
+    err_console.print(f"archive: {cfg.archive_path}", markup=False, highlight=False)
+
+
+@click.command(name="status")
+@click.option("--config", "-c", "config_path", required=True, type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def status(config_path: str, as_json: bool) -> None:
+    """Per tenant: coverage, lag, windows by state, last error, quota use and sink metrics.
+
+    \b
+    Example:
+      exotrace status --config exotrace.toml
+      exotrace status --config exotrace.toml --json | jq '.tenants[].lag_seconds'
+    """
+    from exotrace.collect import open_archive
+    from exotrace.collect.clockenv import clock_from_env
+    from exotrace.state.ledger import Ledger
+
+    cfg = load_config(config_path)
+    if not Path(cfg.archive_path).exists():
+        fail(f"no archive at {cfg.archive_path} yet; run `exotrace collect --config {config_path} --once`", 2)
+    now = clock_from_env().now()
+    archive = open_archive(cfg.archive_path)
+    try:
+        ledger = Ledger(archive.conn)
+        names = [t.name for t in cfg.tenants] + [n for n in ledger.tenants()
+                                                 if n not in {t.name for t in cfg.tenants}]
+        out = {"now": now.isoformat(), "archive": str(cfg.archive_path), "rows": archive.count(),
+               "tenants": [_tenant_status(ledger, n, now, cfg) for n in names], "sinks": _sink_metrics(cfg)}
+    finally:
+        archive.close()
+    if as_json:
+        click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2, default=str).decode())
+        return
+    _print_status(out)
+
+
+def _tenant_status(ledger: Any, name: str, now: datetime, cfg: AppConfig) -> dict[str, Any]:
+    s = ledger.summary(name)
+    info = ledger.tenant_info(name)
+    horizon = next((t.horizon for t in cfg.tenants if t.name == name), timedelta(days=90))
+    warn = next((t.settings.horizon_warning for t in cfg.tenants if t.name == name), timedelta(days=2))
+    until = s["complete_until"]
+    at_risk = [w.label() for w in ledger.windows(name, ("pending", "failed"))
+               if w.next_read is not None and w.start < now - horizon + warn]
+    return {
+        "tenant": name,
+        "api": info.get("api"),
+        "first": s["first"].isoformat() if s["first"] else None,
+        "complete_until": until.isoformat() if until else None,
+        "lag_seconds": round((now - until).total_seconds()) if until else None,
+        "windows": s["windows"],
+        "coverage_hours": {k: round(v / 3600, 2) for k, v in s["seconds"].items()},
+        "rows_read": info.get("rows", 0),
+        "last_success": info.get("last_success"),
+        "last_error": info.get("last_error"),
+        "last_error_at": info.get("last_error_at"),
+        "quota": f"{info.get('quota_used', 0)}/{info.get('quota_limit', 0)} per period at last run",
+        "window_errors": s["errors"],
+        "horizon_at_risk": at_risk,
+        "warning": info.get("warning"),
+    }
+
+
+def _sink_metrics(cfg: AppConfig) -> Any:
+    if not cfg.sinks:
+        return {}
+    try:
+        from exotrace.sinks.pipeline import read_metrics
+
+        return read_metrics(Path(f"{cfg.archive_path}.spool"))
+    except Exception:  # noqa: BLE001 - metrics are informative only
+        return {}
+
+
+def _print_status(out: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"exotrace status ({out['archive']}, {out['rows']} rows)")
+    for col in ("tenant", "coverage", "lag", "windows", "last error", "quota"):
+        table.add_column(col)
+    for t in out["tenants"]:
+        cov = f"{t['first'] or '-'} .. {t['complete_until'] or '-'}"
+        lag = "-" if t["lag_seconds"] is None else str(timedelta(seconds=t["lag_seconds"]))
+        wins = ", ".join(f"{k} {v}" for k, v in sorted(t["windows"].items())) or "none"
+        err = t["last_error"] or "-"
+        table.add_row(t["tenant"], cov, lag, wins, err[:120], t["quota"])
+    err_console.print(table)
+    for t in out["tenants"]:
+        for w in t["horizon_at_risk"][:5]:
+            err_console.print(f"warning: {t['tenant']}: window {w} is uncollected and near the API horizon",
+                              markup=False)
+    for name, m in (out.get("sinks") or {}).items():
+        err_console.print(f"sink {name}: " + " ".join(f"{k}={v}" for k, v in m.items()), markup=False)
+
+
+@click.command(name="init")
+@click.argument("path", default="exotrace.toml", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@handle_errors
+def init(path: str, force: bool) -> None:
+    """Write a commented configuration template to PATH (default exotrace.toml).
+
+    \b
+    Example:
+      exotrace init exotrace.toml && $EDITOR exotrace.toml
+    """
+    p = Path(path)
+    if p.exists() and not force:
+        fail(f"{p} exists; use --force to overwrite it", 2)
+    p.write_text(TEMPLATE, encoding="utf-8")
+    err_console.print(f"wrote {p}; edit the [[tenant]] table, then run: "
+                      f"exotrace doctor --config {p}", markup=False)
+
+
+

@@ -1,0 +1,73 @@
+"""The collector: many tenants in one asyncio process, each with its own quota, ledger rows and retries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from exotrace.archive import Archive
+from exotrace.clock import Clock, SystemClock
+from exotrace.collect.runner import TenantReport, TenantRunner
+from exotrace.config import AppConfig, TenantConfig
+from exotrace.state.ledger import MIGRATIONS
+
+log = logging.getLogger("exotrace.collect")
+
+__all__ = ["TenantReport", "open_archive", "run_collector"]
+
+
+def open_archive(path: Any) -> Archive:
+    """Open the archive and make sure the ledger tables exist."""
+    archive = Archive.open(path)
+    archive.ensure_schema("collector", MIGRATIONS)
+    return archive
+
+
+async def run_collector(cfg: AppConfig, *, mode: str = "once", since: timedelta | None = None,
+                        tenants: Sequence[TenantConfig] | None = None, clock: Clock | None = None,
+                        stop: asyncio.Event | None = None, signals: bool = False,
+                        progress: Callable[[str, float, float], None] | None = None,
+                        geoip_dir: str | None = None) -> list[TenantReport]:
+    """Collect every tenant concurrently; return one report per tenant.
+
+    ``mode``: ``once`` (every window up to now complete), ``settle`` (and settled), ``daemon``.
+    """
+    clock = clock or SystemClock()
+    stop = stop or asyncio.Event()
+    archive = await asyncio.to_thread(open_archive, cfg.archive_path)
+    pipeline = None
+    loop = asyncio.get_running_loop()
+    installed: list[int] = []
+    try:
+        if cfg.sinks:
+            from exotrace.sinks.pipeline import SinkPipeline
+
+            pipeline = SinkPipeline.from_tables(list(cfg.sinks), state_dir=f"{cfg.archive_path}.spool",
+                                                clock=clock)
+            await pipeline.start()
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, _on_signal, stop, sig)
+                    installed.append(sig)
+        runners = [TenantRunner(t, archive, clock, mode=mode, since=since, stop=stop, pipeline=pipeline,
+                                progress=progress, geoip_dir=geoip_dir) for t in (tenants or cfg.tenants)]
+        return list(await asyncio.gather(*(r.run() for r in runners)))
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        if pipeline is not None:
+            await pipeline.close()
+        await asyncio.to_thread(archive.close)
+
+
+def _on_signal(stop: asyncio.Event, sig: int) -> None:
+    if stop.is_set():
+        return
+    log.warning("signal=%s received: finishing the pages in hand, then exiting", signal.Signals(sig).name)
+    stop.set()

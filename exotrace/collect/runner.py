@@ -1,0 +1,422 @@
+"""One tenant's collection loop: plan windows, read due ones (live tail, re-reads, backfill), commit.
+
+Each page is normalized and upserted in one archive transaction; changed documents go to the sink
+pipeline. A window is marked read (complete/settled) only after every page is committed and every
+required sink acknowledged; a failure leaves it due again, so no checkpoint passes unstored data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from exotrace.archive import Archive
+from exotrace.auth import TokenProvider
+from exotrace.clock import Clock
+from exotrace.collect.plan import plan
+from exotrace.collect.quota import QuotaGovernor
+from exotrace.config import TenantConfig
+from exotrace.errors import AuthError, ExotraceError, PermanentError, TransientError
+from exotrace.model import Document, RawRecord
+from exotrace.net import Backoff, make_async_client, redact
+from exotrace.normalize import NormalizeOptions, Normalizer
+from exotrace.sources.base import ApiCaller, ContinuationFailed, Page, Source
+from exotrace.sources.graph import GraphSource
+from exotrace.sources.rws import RwsSource
+from exotrace.state.ledger import TICK, Ledger, Window, fmt_time
+
+log = logging.getLogger("exotrace.collect")
+
+#: In ``--once`` mode a window (or a broken tenant) is given up after this many failed attempts.
+ONCE_ATTEMPTS = 6
+
+
+class Stopped(Exception):
+    """Shutdown was requested; the page in hand was committed."""
+
+
+@dataclass
+class TenantReport:
+    name: str
+    ok: bool = True
+    error: str | None = None
+    exit_code: int = 0
+    windows_read: int = 0
+    rows: int = 0
+    new: int = 0
+    updated: int = 0
+    requests: int = 0
+    throttled: int = 0
+    restarts: int = 0
+    repaired: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _received(row: dict[str, Any]) -> datetime | None:
+    text = row.get("receivedDateTime") or row.get("Received")
+    if not isinstance(text, str):
+        return None
+    s = text.strip()
+    if s.startswith("/Date("):
+        try:
+            return datetime.fromtimestamp(int(s[6:].split(")")[0].split("+")[0]) / 1000, UTC)
+        except ValueError:
+            return None
+    s = s.replace("Z", "")
+    if "." in s:
+        head, frac = s.split(".", 1)
+        frac = "".join(ch for ch in frac if ch.isdigit())[:6]
+        s = f"{head}.{frac}"
+    try:
+        t = datetime.fromisoformat(s)
+    except ValueError:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+class TenantRunner:
+    """Collects one tenant until done (``once``/``settle``) or stopped."""
+
+    def __init__(self, tenant: TenantConfig, archive: Archive, clock: Clock, *, mode: str,
+                 since: timedelta | None, stop: asyncio.Event, pipeline: Any = None,
+                 progress: Callable[[str, float, float], None] | None = None,
+                 geoip_dir: str | None = None) -> None:
+        self.t = tenant
+        self.s = tenant.settings
+        self.archive = archive
+        self.ledger = Ledger(archive.conn)
+        self.clock = clock
+        self.mode = mode  # "once", "settle" or "daemon"
+        self.since = since
+        self.stop = stop
+        self.pipeline = pipeline
+        self.progress = progress
+        self.report = TenantReport(tenant.name)
+        self.normalizer = Normalizer(NormalizeOptions(
+            local_domains=tenant.local_domains, geoip_dir=geoip_dir, preserve_original=False,
+            tenant=tenant.name))
+        self.quota = QuotaGovernor(self.s.quota, self.s.quota_period, clock)
+        self._inflight: dict[asyncio.Task[None], list[Window]] = {}
+        self._busy: set[datetime] = set()
+        self._warned: set[datetime] = set()
+        self._tenant_backoff = Backoff(base=60.0, cap=1800.0)
+        self._blocked_until: datetime | None = None
+        self._auth_failures = 0
+        self._t0 = clock.now()
+
+    # -- setup --------------------------------------------------------------------------------
+    def _source(self, caller: ApiCaller) -> Source:
+        return GraphSource(caller) if self.t.api == "graph" else RwsSource(caller)
+
+    def _timeout(self) -> float:
+        speed = float(getattr(self.clock, "speed", 1.0) or 1.0)
+        return max(self.s.timeout / speed, 5.0)
+
+    async def run(self) -> TenantReport:
+        client = make_async_client(ca_bundle=self.t.ca_bundle, proxy=self.t.proxy, timeout=self._timeout(),
+                                   max_connections=self.s.concurrency + 2)
+        tokens = TokenProvider(self.t, self.clock)
+        caller = ApiCaller(self.t, client, tokens, self.quota, self.clock)
+        self.caller = caller
+        source = self._source(caller)
+        try:
+            await self._loop(source)
+        finally:
+            for task in list(self._inflight):
+                task.cancel()
+            if self._inflight:
+                await asyncio.gather(*self._inflight, return_exceptions=True)
+            await client.aclose()
+            tokens.close()
+            c = caller.counters
+            self.report.requests, self.report.throttled = c.requests, c.throttled
+            self.report.restarts, self.report.repaired = c.restarts, c.repaired
+            await self._db(self._save_tenant)
+        return self.report
+
+    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    def _save_tenant(self) -> None:
+        with self.archive.transaction():
+            self.ledger.tenant_update(
+                self.t.name, api=self.t.api, quota_used=self.quota.used(), quota_limit=self.quota.limit,
+                updated_at=fmt_time(self.clock.now()),
+                last_error=self.report.error, warning="; ".join(self.report.warnings[-3:]) or None)
+
+    # -- main loop ----------------------------------------------------------------------------
+    async def _loop(self, source: Source) -> None:
+        once_until = self._t0
+        first = True
+        while not self.stop.is_set():
+            now = self.clock.now()
+            if self._blocked_until is None or now >= self._blocked_until:
+                if first or self.mode == "daemon":
+                    await self._db(self._plan, self._t0 if first else now, first)
+                first = False
+                await self._db(self._horizon, now)
+                self._launch(source, now)
+            if self.mode in ("once", "settle") and not self._inflight:
+                if await self._db(self._finished, once_until):
+                    return
+                if not self.report.ok and self.report.exit_code == 3:
+                    return
+            await self._wait()
+        log.info("stopping tenant=%s", self.t.name)
+
+    def _finished(self, until: datetime) -> bool:
+        settled = self.mode == "settle"
+        open_windows = [w for w in self.ledger.windows(self.t.name, ("pending", "failed", "complete"))
+                        if w.end <= until and not (w.state == "failed" and w.next_read is None)
+                        and (settled or w.state != "complete")]
+        if not open_windows:
+            return True
+        if all(w.attempts >= ONCE_ATTEMPTS for w in open_windows):
+            self.report.ok = False
+            self.report.exit_code = self.report.exit_code or 4
+            return True
+        return False
+
+    async def _wait(self) -> None:
+        now = self.clock.now()
+        nxt = await self._db(self.ledger.next_due, self.t.name)
+        delay = self.s.poll.total_seconds()
+        if nxt is not None:
+            delay = min(delay, max((nxt - now).total_seconds(), 0.0))
+        if self._blocked_until is not None:
+            delay = max(delay, (self._blocked_until - now).total_seconds())
+        if self.mode == "daemon":
+            grid_next = (self.clock.now() - self.s.lag)
+            step = self.s.window.total_seconds()
+            delay = min(delay, step - (grid_next.timestamp() % step) + 0.001)
+        delay = max(delay, 0.001)
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.clock.sleep(delay)),
+                                              asyncio.ensure_future(self.stop.wait())]
+        if self._inflight:
+            waiters += list(self._inflight)
+        done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters[:2]:
+            if w not in done:
+                w.cancel()
+
+    def _plan(self, now: datetime, first: bool) -> None:
+        bounds = self.ledger.bounds(self.t.name)
+        new = plan(self.t.name, bounds, now, self.s, horizon=self.t.horizon,
+                   since=self.since if first else None, partial=self.mode != "daemon")
+        if new:
+            with self.archive.transaction():
+                self.ledger.add(new)
+            log.info("planned tenant=%s windows=%d from=%s to=%s", self.t.name, len(new),
+                     fmt_time(new[0].start), fmt_time(new[-1].end))
+
+    def _horizon(self, now: datetime) -> None:
+        """Warn before an uncollected window ages past the API horizon; give up on what already has."""
+        limit = now - self.t.horizon + timedelta(minutes=10)
+        warn_at = limit + self.s.horizon_warning
+        for w in self.ledger.windows(self.t.name, ("pending", "failed")):
+            if w.start >= warn_at or w.next_read is None:
+                continue
+            if w.start < limit:
+                with self.archive.transaction():
+                    if w.end < limit:
+                        self.ledger.mark_failed(w, error="aged past the API horizon before it was collected",
+                                                retry_at=None)
+                    else:
+                        self.archive.conn.execute(
+                            "UPDATE collector_windows SET start = ?, error = ? WHERE tenant = ? AND start = ?",
+                            (fmt_time(limit), f"data before {fmt_time(limit)} aged past the API horizon",
+                             w.tenant, fmt_time(w.start)))
+                msg = f"window {w.label()} aged past the {self.t.horizon.days}-day horizon uncollected"
+                log.error("horizon tenant=%s %s", self.t.name, msg)
+                self.report.warnings.append(msg)
+            elif w.start not in self._warned:
+                self._warned.add(w.start)
+                left = w.start - (now - self.t.horizon)
+                msg = (f"window {w.label()} is not collected yet and ages past the "
+                       f"{self.t.horizon.days}-day horizon in {left}")
+                log.warning("horizon tenant=%s %s", self.t.name, msg)
+                self.report.warnings.append(msg)
+
+    # -- reads --------------------------------------------------------------------------------
+    def _groups(self, due: list[Window]) -> list[list[Window]]:
+        """Merge contiguous due windows (never-failed ones) into reads of at most ``max_window``."""
+        groups: list[list[Window]] = []
+        for w in due:
+            if w.start in self._busy:
+                continue
+            g = groups[-1] if groups else None
+            if (g and w.attempts == 0 and g[-1].attempts == 0 and g[-1].end + TICK == w.start
+                    and w.end - g[0].start < self.s.max_window):
+                g.append(w)
+            else:
+                groups.append([w])
+        return groups
+
+    def _launch(self, source: Source, now: datetime) -> None:
+        free = self.s.concurrency - len(self._inflight)
+        if free <= 0:
+            return
+        due = self.ledger.due(self.t.name, now)
+        groups = sorted(self._groups(due), key=lambda g: g[-1].end, reverse=True)
+        old_edge = now - self.s.settle_after
+        old_running = sum(1 for ws in self._inflight.values() if ws[-1].end < old_edge)
+        for g in groups:
+            if free <= 0:
+                break
+            is_old = g[-1].end < old_edge
+            if is_old and self.s.concurrency > 1 and old_running >= self.s.concurrency - 1:
+                continue  # keep a slot for the live tail and re-reads
+            task = asyncio.create_task(self._read_group(source, g))
+            self._inflight[task] = g
+            self._busy.update(w.start for w in g)
+            task.add_done_callback(self._done)
+            free -= 1
+            old_running += is_old
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        g = self._inflight.pop(task, [])
+        for w in g:
+            self._busy.discard(w.start)
+
+    async def _read_group(self, source: Source, group: list[Window]) -> None:
+        start, end = group[0].start, group[-1].end
+        label = f"{fmt_time(start)}..{fmt_time(end)}"
+        counts = [0] * len(group)
+        new = updated = 0
+        tickets: list[Any] = []
+        try:
+            async for page in source.pages(start, end):
+                if page.first:
+                    counts = [0] * len(group)
+                for row in page.rows:
+                    counts[_slot(group, _received(row))] += 1
+                res, changed = await self._db(self._commit_page, page)
+                new += res.new
+                updated += res.updated
+                if self.pipeline is not None and changed:
+                    tickets.append(await self.pipeline.submit(changed))
+                log.info("page tenant=%s window=%s offset=%d rows=%d new=%d updated=%d", self.t.name, label,
+                         page.offset, len(page.rows), res.new, res.updated)
+                if self.stop.is_set():
+                    raise Stopped()
+            for ticket in tickets:
+                await self._wait_acked(ticket)
+            now = self.clock.now()
+            await self._db(self._mark_read, group, counts, now, new, updated)
+            self.report.windows_read += len(group)
+            self.report.rows += sum(counts)
+            self.report.new += new
+            self.report.updated += updated
+            self._tenant_ok()
+            if self.progress is not None:
+                self.progress(self.t.name, sum(w.span.total_seconds() for w in group), 0.0)
+        except Stopped:
+            log.info("stopped mid-window tenant=%s window=%s (committed pages kept; window stays due)",
+                     self.t.name, label)
+        except asyncio.CancelledError:
+            raise
+        except ContinuationFailed as exc:
+            await self._db(self._continuation_failed, group, str(exc))
+        except AuthError as exc:
+            self._tenant_failed(exc)
+        except ExotraceError as exc:
+            await self._db(self._window_failed, group, exc)
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the other tenants
+            log.exception("unexpected error tenant=%s window=%s", self.t.name, label)
+            await self._db(self._window_failed, group, TransientError(f"internal error: {exc!r}"))
+
+    async def _wait_acked(self, ticket: Any) -> None:
+        while not await self.pipeline.wait_acked(ticket, 30.0):
+            if self.stop.is_set():
+                raise Stopped()
+
+    def _commit_page(self, page: Page) -> tuple[Any, list[Document]]:
+        observed = page.fetched_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        origin = f"{self.t.api}:{self.t.name}"
+        docs = []
+        for i, row in enumerate(page.rows):
+            raw = RawRecord(fields=row, original=orjson.dumps(row).decode(), origin=origin,
+                            line=page.offset + i + 1, shape=self.t.api, tenant=self.t.name,
+                            observed_at=observed)
+            docs.append(self.normalizer.normalize(raw))
+        with self.archive.transaction():
+            res = self.archive.upsert(docs, source=origin)
+            self.ledger.tenant_update(self.t.name, requests=0, rows=len(docs))
+        changed = list(getattr(res, "changed", None) or [])
+        return res, changed
+
+    def _mark_read(self, group: list[Window], counts: list[int], now: datetime, new: int, updated: int) -> None:
+        with self.archive.transaction():
+            for w, n in zip(group, counts, strict=True):
+                self.ledger.mark_read(w, now=now, rows=n, rereads=self.s.rereads,
+                                      new=new if w is group[0] else 0, updated=updated if w is group[0] else 0)
+            self.ledger.tenant_update(self.t.name, last_success=fmt_time(now), last_error=None)
+
+    def _retry_at(self, attempts: int, exc: ExotraceError) -> datetime:
+        delay = Backoff(base=30.0, cap=3600.0).next() * (2 ** min(attempts, 7))
+        delay = min(delay, 3600.0)
+        ra = getattr(exc, "retry_after", None)
+        return self.clock.now() + timedelta(seconds=max(delay, ra or 0.0))
+
+    def _window_failed(self, group: list[Window], exc: ExotraceError) -> None:
+        msg = redact(exc)
+        aged = isinstance(exc, PermanentError) and ("90 days" in msg or "10 days" in msg) and "older" in msg
+        with self.archive.transaction():
+            for w in group:
+                retry = None if aged else self._retry_at(w.attempts, exc)
+                self.ledger.mark_failed(w, error=msg, retry_at=retry)
+            self.ledger.tenant_update(self.t.name, last_error=msg[:500],
+                                      last_error_at=fmt_time(self.clock.now()))
+        log.warning("window failed tenant=%s window=%s..%s error=%s", self.t.name, fmt_time(group[0].start),
+                    fmt_time(group[-1].end), msg[:300])
+        self.report.error = msg
+
+    def _continuation_failed(self, group: list[Window], msg: str) -> None:
+        with self.archive.transaction():
+            if len(group) == 1 and group[0].span > timedelta(minutes=1):
+                halves = self.ledger.split(group[0])
+                for h in halves:
+                    h.attempts = 1
+                self.archive.conn.executemany(
+                    "UPDATE collector_windows SET attempts = 1, error = ? WHERE tenant = ? AND start = ?",
+                    [(redact(msg)[:500], h.tenant, fmt_time(h.start)) for h in halves])
+                log.warning("split window tenant=%s window=%s reason=%s", self.t.name, group[0].label(),
+                            msg[:200])
+                return
+            for w in group:
+                self.ledger.mark_failed(w, error=redact(msg), retry_at=self._retry_at(w.attempts,
+                                                                                      TransientError(msg)))
+
+    def _tenant_failed(self, exc: AuthError) -> None:
+        self._auth_failures += 1
+        msg = redact(exc)
+        self.report.ok = False
+        self.report.error = msg
+        self.report.exit_code = 3
+        wait = self._tenant_backoff.next()
+        self._blocked_until = self.clock.now() + timedelta(seconds=wait)
+        log.error("tenant unavailable tenant=%s error=%s retry_in=%.0fs", self.t.name, msg, wait)
+
+    def _tenant_ok(self) -> None:
+        if self._auth_failures or not self.report.ok:
+            log.info("tenant recovered tenant=%s", self.t.name)
+        self._auth_failures = 0
+        self._tenant_backoff.reset()
+        self._blocked_until = None
+        if self.report.exit_code == 3:
+            self.report.ok, self.report.error, self.report.exit_code = True, None, 0
+
+
+def _slot(group: list[Window], t: datetime | None) -> int:
+    if t is None or len(group) == 1:
+        return 0
+    for i, w in enumerate(group):
+        if t <= w.end:
+            return i
+    return len(group) - 1

@@ -1,0 +1,75 @@
+"""HTTP clients with verified TLS (system CAs + an optional extra bundle) and an optional proxy."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import ssl
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import certifi
+import httpx
+import requests
+
+from exotrace import __version__
+
+USER_AGENT = f"exotrace/{__version__}"
+
+
+def ssl_context(ca_bundle: Path | None = None) -> ssl.SSLContext:
+    """A verifying TLS context trusting certifi's roots plus ``ca_bundle`` when given."""
+    ctx = ssl.create_default_context(cafile=certifi.where())
+    if ca_bundle is not None:
+        ctx.load_verify_locations(cafile=str(ca_bundle))
+    return ctx
+
+
+def _combined_bundle(ca_bundle: Path) -> str:
+    """certifi's roots plus ``ca_bundle`` in one private temp file (requests takes a single path)."""
+    combined = Path(certifi.where()).read_text() + "\n" + ca_bundle.read_text()
+    digest = hashlib.sha256(combined.encode()).hexdigest()[:16]
+    out = Path(tempfile.gettempdir()) / f"exotrace-ca-{digest}.pem"
+    if not out.exists():
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(combined)
+        os.replace(tmp, out)
+    return str(out)
+
+
+def make_async_client(*, ca_bundle: Path | None = None, proxy: str | None = None,
+                      timeout: float = 120.0, max_connections: int = 10) -> httpx.AsyncClient:
+    """An httpx client for Graph/RWS calls. TLS is always verified."""
+    return httpx.AsyncClient(
+        verify=ssl_context(ca_bundle),
+        proxy=proxy,
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        headers={"User-Agent": USER_AGENT},
+        follow_redirects=False,
+        trust_env=proxy is None,
+    )
+
+
+class _Session(requests.Session):
+    """A session whose ``verify`` is not overridden by REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE."""
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                   cert: Any) -> dict[str, Any]:
+        merged: dict[str, Any] = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if isinstance(self.verify, str):
+            merged["verify"] = self.verify
+        return merged
+
+
+def make_requests_session(*, ca_bundle: Path | None = None, proxy: str | None = None) -> requests.Session:
+    """A requests session for MSAL (its ``http_client``): same CA and proxy as the API client."""
+    s = _Session()
+    s.headers["User-Agent"] = USER_AGENT
+    if ca_bundle is not None:
+        s.verify = _combined_bundle(ca_bundle)
+    if proxy:
+        s.proxies = {"http": proxy, "https": proxy}
+        s.trust_env = False
+    return s

@@ -1,0 +1,189 @@
+"""What every API source shares: one authenticated, quota-governed, retrying GET.
+
+A source pulls one window as pages of rows (:class:`Page`). :class:`ApiCaller.get_json` sends one GET
+through the tenant's quota governor with a bearer token, and retries what can be retried: 429 (honouring
+``Retry-After``, pausing the whole tenant), 5xx, timeouts, dropped connections, truncated or malformed
+bodies (exponential backoff with jitter), and 401 for an expired token (new token, once). A 400 is
+returned to the source as :class:`BadRequest` (it decides: repair the continuation or restart the window).
+Permission problems raise :class:`~exotrace.errors.AuthError` with the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import httpx
+import orjson
+
+from exotrace.auth import TokenProvider
+from exotrace.clock import Clock
+from exotrace.collect.quota import QuotaGovernor
+from exotrace.config import TenantConfig
+from exotrace.errors import AuthError, ExotraceError, PermanentError, TransientError
+from exotrace.net import Backoff, parse_retry_after, redact
+
+log = logging.getLogger("exotrace.sources")
+
+SP_APP_ID = "8bd644d1-64a1-4d4b-ae52-2e0cbf64e373"
+FIX_SERVICE_PRINCIPAL = (
+    f"create the Transport Data Platform service principal in the tenant: "
+    f"`New-MgServicePrincipal -AppId {SP_APP_ID}` (Microsoft Graph PowerShell) or "
+    f"POST /v1.0/servicePrincipals {{\"appId\":\"{SP_APP_ID}\"}}; provisioning can take several hours"
+)
+FIX_GRAPH_PERMISSION = (
+    "grant the app the Microsoft Graph application permission ExchangeMessageTrace.Read.All and give "
+    "admin consent (Entra ID > App registrations > API permissions)"
+)
+FIX_RWS_ROLE = (
+    "give the app the Office 365 Exchange Online application permission ReportingWebService.Read.All with "
+    "admin consent, and assign its service principal the Global Reader (or Security Reader) directory role"
+)
+
+
+class BadRequest(ExotraceError):
+    """The service answered 400 (or refused a continuation): the source decides what to do."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ContinuationFailed(TransientError):
+    """A window's continuation kept failing after repairs and restarts: split the window."""
+
+
+@dataclass(slots=True)
+class Page:
+    rows: list[dict[str, Any]]
+    url: str
+    fetched_at: datetime
+    #: 0-based position of the first row within this read of the window.
+    offset: int
+    #: True on the first page of a (re)started read.
+    first: bool = False
+
+
+class Source(Protocol):
+    """Pulls one window ``[start, end]`` (inclusive) as pages of rows."""
+
+    shape: str
+
+    def pages(self, start: datetime, end: datetime) -> AsyncIterator[Page]: ...
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    throttled: int = 0
+    retries: int = 0
+    restarts: int = 0
+    repaired: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class ApiCaller:
+    """One tenant's HTTP access: token, quota, retries."""
+
+    def __init__(self, tenant: TenantConfig, client: httpx.AsyncClient, tokens: TokenProvider,
+                 quota: QuotaGovernor, clock: Clock, *, max_attempts: int = 8) -> None:
+        self.tenant = tenant
+        self.client = client
+        self.tokens = tokens
+        self.quota = quota
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self.counters = Counters()
+
+    async def get_json(self, url: str, params: dict[str, str] | None = None,
+                       headers: dict[str, str] | None = None) -> tuple[dict[str, Any], str, datetime]:
+        """GET ``url``; return (decoded JSON object, final URL, fetch time)."""
+        backoff = Backoff(base=2.0, cap=120.0)
+        auth_retries = throttles = 0
+        last: Exception | None = None
+        attempt = 0
+        while attempt < self.max_attempts:
+            attempt += 1
+            token = await self.tokens.token()
+            await self.quota.acquire()
+            self.counters.requests += 1
+            hdrs = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+            hdrs.update(headers or {})
+            try:
+                resp = await self.client.get(url, params=params, headers=hdrs)
+                body = await resp.aread()
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                last = TransientError(f"{type(exc).__name__}: {redact(exc) or 'connection failed'}")
+                self._count(type(exc).__name__)
+                await self._sleep(backoff.next())
+                continue
+            fetched = self.clock.now()
+            status = resp.status_code
+            shown = redact(str(resp.request.url))
+            if status == 200:
+                try:
+                    data = orjson.loads(body)
+                    if not isinstance(data, dict):
+                        raise ValueError("not a JSON object")
+                except (orjson.JSONDecodeError, ValueError) as exc:
+                    last = TransientError(f"malformed response body from {shown}: {exc}")
+                    self._count("malformed")
+                    await self._sleep(backoff.next())
+                    continue
+                return data, str(resp.request.url), fetched
+            text = redact(body[:2000].decode("utf-8", "replace"))
+            if status == 429:
+                self.counters.throttled += 1
+                wait = parse_retry_after(resp.headers.get("Retry-After"), fetched)
+                wait = wait if wait is not None else backoff.next()
+                self.quota.pause(wait)
+                log.warning("throttled tenant=%s retry_after=%.0fs", self.tenant.name, wait)
+                last = TransientError(f"throttled (429) by {shown}", retry_after=wait)
+                throttles += 1
+                if throttles < 100:  # a 429 storm is waited out, not counted as failed attempts
+                    attempt -= 1
+                continue
+            if status == 401:
+                if _sp_missing(text):
+                    raise AuthError(f"tenant {self.tenant.name}: Graph answered 401 (service principal "
+                                    f"missing) -> {FIX_SERVICE_PRINCIPAL}")
+                if auth_retries < 2:
+                    auth_retries += 1
+                    attempt -= 1
+                    self.tokens.invalidate()
+                    log.info("token refused tenant=%s; acquiring a new one", self.tenant.name)
+                    continue
+                raise AuthError(f"tenant {self.tenant.name}: {shown} answered 401 with a fresh token: "
+                                f"{text[:300]}")
+            if status == 403:
+                fix = FIX_GRAPH_PERMISSION if self.tenant.api == "graph" else FIX_RWS_ROLE
+                raise AuthError(f"tenant {self.tenant.name}: access denied (403): {text[:300]} -> {fix}")
+            if status == 400:
+                raise BadRequest(f"400 from {shown}: {text[:500]}")
+            if status == 404:
+                raise PermanentError(f"tenant {self.tenant.name}: {shown} not found (404): {text[:300]}; "
+                                     f"check graph_url/rws_url (RWS message trace may be retired for this tenant)")
+            if status >= 500 or status == 408:
+                self._count(str(status))
+                last = TransientError(f"{status} from {shown}: {text[:300]}")
+                if status == 500 and "UnknownError" in text and "skiptoken" in shown.lower():
+                    raise BadRequest(f"500 from {shown}: {text[:300]}", status=500)
+                await self._sleep(backoff.next(), parse_retry_after(resp.headers.get("Retry-After"), fetched))
+                continue
+            raise PermanentError(f"tenant {self.tenant.name}: unexpected HTTP {status} from {shown}: {text[:300]}")
+        raise last or TransientError("request failed")
+
+    def _count(self, kind: str) -> None:
+        self.counters.retries += 1
+        self.counters.errors[kind] = self.counters.errors.get(kind, 0) + 1
+
+    async def _sleep(self, seconds: float, retry_after: float | None = None) -> None:
+        await self.clock.sleep(max(seconds, retry_after or 0.0))
+
+
+def _sp_missing(text: str) -> bool:
+    t = text.lower()
+    return "service principal" in t and SP_APP_ID in t
