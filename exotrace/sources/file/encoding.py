@@ -167,10 +167,11 @@ class TextSource:
             self._on_progress(rest)
 
     def close(self) -> None:
-        try:
-            self._text.close()
-        except OSError:
-            pass
+        for stream in (self._text, self._counting):  # GzipFile leaves its fileobj open
+            try:
+                stream.close()
+            except (OSError, ValueError, EOFError):
+                pass
 
     def __enter__(self) -> TextSource:
         return self
