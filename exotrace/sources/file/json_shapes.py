@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -85,13 +85,13 @@ def items_from_value(
     shape: str | None = None,
     default_shape: str = "powershell",
     positions: dict[int, list[int]] | None = None,
-    line_of: Any = None,
+    line_of: Callable[[int], int] | None = None,
 ) -> Iterator[Item]:
     """Records (or rejects) from one decoded JSON value found at ``line``.
 
     ``original`` is the exact input text of ``value`` when known (an NDJSON line); otherwise each
     record's original is ``orjson.dumps(element)``. ``shape`` forces the shape label. ``positions``
-    and ``line_of`` (from :func:`_parse_positions`) give array elements their own start lines.
+    and ``line_of`` (from :func:`read_document`) give array elements their own start lines.
     """
     if isinstance(value, list):
         offsets = positions.get(id(value)) if positions else None
