@@ -327,6 +327,7 @@ class _Worker:
         recs.extend(self.memory)
         recs.sort(key=lambda r: r.seq)
         self.spool.write_older(recs)
+        self.counters["spooled"] += len(recs)
         self.memory.clear()
         self.mem_bytes = 0
         self.inflight_undone.clear()

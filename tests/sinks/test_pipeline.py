@@ -1,0 +1,343 @@
+"""The delivery machinery with an in-process scripted sink: tickets, spool, restart, dead letters, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from conftest import FAST, ScriptedSink, make_docs, numbers
+
+from exotrace.errors import ConfigError, SinkError, TransientError
+from exotrace.sinks import SinkPipeline, SyncSinkPipeline, read_metrics, run_sync
+from exotrace.sinks.base import Record, SendResult
+from exotrace.sinks.config import StdoutSinkConfig
+
+
+def cfg(name: str = "scripted", **kw: Any) -> StdoutSinkConfig:
+    return StdoutSinkConfig(type="stdout", name=name, **{**FAST, **kw})
+
+
+def delivered_numbers(sink: ScriptedSink) -> list[int]:
+    return numbers([r.doc for r in sink.delivered])
+
+
+def test_ticket_acked_only_after_the_sink_acknowledged(state_dir: Path) -> None:
+    async def main() -> None:
+        sink = ScriptedSink()
+        gate = asyncio.Event()
+        release: list[int] = []
+
+        async def slow_send(records: list[Record]) -> SendResult:
+            release.append(len(records))
+            await gate.wait()
+            return SendResult()
+
+        sink.send_orig = sink.send  # type: ignore[attr-defined]
+
+        async def send(records: Any) -> SendResult:
+            await slow_send(records)
+            return await sink.send_orig(records)  # type: ignore[attr-defined]
+
+        sink.send = send  # type: ignore[method-assign]
+        p = SinkPipeline([cfg()], state_dir, sinks=[sink])
+        await p.start()
+        t = await p.submit(make_docs(0, 10))
+        assert t == 10
+        await asyncio.sleep(0.05)
+        assert release == [10]  # the batch is in flight
+        assert not p.acked(t)
+        assert not await p.wait_acked(t, timeout=0.05)
+        gate.set()
+        assert await p.wait_acked(t, timeout=5)
+        assert p.acked(t) and p.acked(5)
+        assert not p.acked(11)  # a ticket that was never issued
+        await p.close()
+
+    asyncio.run(main())
+
+
+def test_required_vs_best_effort(state_dir: Path) -> None:
+    async def main() -> None:
+        good, broken = ScriptedSink("good"), ScriptedSink("broken")
+        broken.down = True
+        p = SinkPipeline([cfg("good"), cfg("broken", required=False)], state_dir, sinks=[good, broken])
+        await p.start()
+        t = await p.submit(make_docs(0, 5))
+        assert await p.wait_acked(t, timeout=5)  # the best-effort sink does not hold the ticket
+        await p.close(timeout=0.1)
+        assert read_metrics(state_dir)["broken"]["spooled"] == 5
+
+        good2, broken2 = ScriptedSink("good"), ScriptedSink("broken")
+        broken2.down = True
+        p = SinkPipeline([cfg("good"), cfg("broken", required=True)], state_dir, sinks=[good2, broken2])
+        await p.start()
+        t2 = await p.submit(make_docs(5, 10))
+        assert not await p.wait_acked(t2, timeout=0.2)  # now it must wait
+        assert not p.acked(t)  # the old ticket's documents are still in the spool of a required sink
+        await p.close(timeout=0.1)
+
+    asyncio.run(main())
+
+
+def test_down_then_up_spools_and_delivers_everything_in_order(state_dir: Path) -> None:
+    async def main() -> None:
+        sink = ScriptedSink()
+        sink.down = True
+        p = SinkPipeline([cfg(buffer_max_events=20, batch_max_events=7)], state_dir, sinks=[sink])
+        await p.start()
+        tickets = [await p.submit(make_docs(i, i + 10)) for i in range(0, 100, 10)]
+        await asyncio.sleep(0.05)
+        assert not any(p.acked(t) for t in tickets)
+        m = p.metrics()["scripted"]
+        assert m["spooled"] >= 80 and m["failed"] > 0 and m["pending"] == 100
+        sink.down = False
+        assert await p.wait_acked(tickets[-1], timeout=10)
+        assert delivered_numbers(sink) == list(range(100))
+        await p.close()
+        assert not any((state_dir / "spool" / "scripted").glob("*.seg"))
+
+    asyncio.run(main())
+
+
+def test_spool_survives_restart_and_is_replayed_before_new_data(state_dir: Path) -> None:
+    async def first() -> list[int]:
+        sink = ScriptedSink()
+        sink.down = True
+        p = SinkPipeline([cfg(buffer_max_events=15)], state_dir, sinks=[sink])
+        await p.start()
+        tickets = [await p.submit(make_docs(i, i + 10)) for i in range(0, 50, 10)]
+        await p.close(timeout=0.2)
+        return tickets
+
+    tickets = asyncio.run(first())
+
+    async def second() -> None:
+        sink = ScriptedSink()
+        p = SinkPipeline([cfg(batch_max_events=4)], state_dir, sinks=[sink])
+        await p.start()
+        assert not p.acked(tickets[0])  # still in the spool
+        new = await p.submit(make_docs(50, 60))
+        assert new > tickets[-1]  # sequence numbers are never reused
+        assert await p.wait_acked(new, timeout=10)
+        assert all(p.acked(t) for t in tickets)  # old tickets stay meaningful across the restart
+        assert delivered_numbers(sink) == list(range(60))  # spool first, in order, then new data
+        await p.close()
+
+    asyncio.run(second())
+
+
+def test_crash_abandons_only_memory_documents(state_dir: Path) -> None:
+    """No close(): documents that were only in memory are lost; their tickets are never acked."""
+    loop = asyncio.new_event_loop()
+    sink = ScriptedSink()
+    sink.down = True
+    p = SinkPipeline([cfg(buffer_max_events=1000)], state_dir, sinks=[sink])
+
+    async def crash() -> tuple[int, int]:
+        await p.start()
+        # the sink has not failed yet: this batch stays in memory
+        gate = asyncio.Event()
+        orig = sink.send
+
+        async def blocked(records: Any) -> SendResult:
+            await gate.wait()
+            return await orig(records)
+
+        sink.send = blocked  # type: ignore[method-assign]
+        t1 = await p.submit(make_docs(0, 10))
+        await asyncio.sleep(0.02)
+        sink.send = orig  # type: ignore[method-assign]
+        p._workers[0].down = True  # failing from now on: new data goes straight to the spool
+        t2 = await p.submit(make_docs(10, 20))
+        return t1, t2
+
+    t1, t2 = loop.run_until_complete(crash())
+    p._unlock()  # the process "dies": nothing is flushed or persisted
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+
+    async def restart() -> None:
+        sink2 = ScriptedSink()
+        p2 = SinkPipeline([cfg()], state_dir, sinks=[sink2])
+        await p2.start()
+        assert p2.abandoned(t1) and not p2.abandoned(t2)
+        assert await p2.wait_acked(t2, timeout=10)
+        assert not p2.acked(t1)
+        assert delivered_numbers(sink2) == list(range(10, 20))
+        t3 = await p2.submit(make_docs(0, 10))  # the collector resubmits the abandoned batch
+        assert await p2.wait_acked(t3, timeout=10)
+        await p2.close()
+
+    asyncio.run(restart())
+
+
+def test_dead_letter_per_item_and_by_bisection(state_dir: Path) -> None:
+    async def main() -> None:
+        sink = ScriptedSink()
+
+        def reject_third(records: list[Record]) -> SendResult:
+            return SendResult(rejected={2: "mapper_parsing_exception: bad field"})
+
+        sink.script = [reject_third, SinkError("HTTP 400 body rejected")]
+        p = SinkPipeline([cfg(batch_max_events=8)], state_dir, sinks=[sink])
+        await p.start()
+        t1 = await p.submit(make_docs(0, 8))
+        assert await p.wait_acked(t1, timeout=5)
+        # second batch: whole request refused once -> split in halves, each half accepted
+        t2 = await p.submit(make_docs(8, 16))
+        assert await p.wait_acked(t2, timeout=5)
+        await p.close()
+        lines = [orjson.loads(x) for x in (state_dir / "dead-letter" / "scripted.ndjson").read_bytes().splitlines()]
+        assert len(lines) == 1
+        assert lines[0]["reason"] == "mapper_parsing_exception: bad field"
+        assert lines[0]["document"]["microsoft"]["online_message_trace"]["n"] == 2
+        assert lines[0]["sink"] == "scripted" and lines[0]["key"] and lines[0]["fingerprint"]
+        assert sorted(delivered_numbers(sink)) == [n for n in range(16) if n != 2]
+        m = read_metrics(state_dir)["scripted"]
+        assert m["dead_lettered"] == 1 and m["sent"] == 15
+
+    asyncio.run(main())
+
+
+def test_single_poison_document_is_isolated(state_dir: Path) -> None:
+    async def main() -> None:
+        sink = ScriptedSink()
+        poison = 5
+
+        def check(records: list[Record]) -> SendResult:
+            if any(r.doc["microsoft"]["online_message_trace"]["n"] == poison for r in records):
+                raise SinkError("HTTP 400 invalid event")
+            return SendResult()
+
+        sink.script = [check] * 20
+        p = SinkPipeline([cfg(batch_max_events=16)], state_dir, sinks=[sink])
+        await p.start()
+        t = await p.submit(make_docs(0, 16))
+        assert await p.wait_acked(t, timeout=5)
+        await p.close()
+        assert sorted(delivered_numbers(sink)) == [n for n in range(16) if n != poison]
+        dead = (state_dir / "dead-letter" / "scripted.ndjson").read_bytes().splitlines()
+        assert len(dead) == 1 and b'"n":5' in dead[0]
+
+    asyncio.run(main())
+
+
+def test_partial_retry_resends_only_failed_items_and_honours_retry_after(state_dir: Path) -> None:
+    async def main() -> None:
+        sink = ScriptedSink()
+        sink.script = [lambda recs: SendResult(retry=[1, 3], retry_after=0.0),
+                       lambda recs: SendResult(retry=[0], retry_after=0.0)]
+        p = SinkPipeline([cfg(batch_max_events=5)], state_dir, sinks=[sink])
+        await p.start()
+        t = await p.submit(make_docs(0, 5))
+        assert await p.wait_acked(t, timeout=5)
+        await p.close()
+        assert [len(c) for c in sink.calls] == [5, 2, 1]
+        assert sorted(delivered_numbers(sink)) == list(range(5))
+        m = read_metrics(state_dir)["scripted"]
+        assert m["retried"] == 3 and m["failed"] == 3 and m["sent"] == 5
+
+    asyncio.run(main())
+
+
+def test_backpressure_blocks_submit_when_spool_full(state_dir: Path) -> None:
+    async def main() -> None:
+        sink = ScriptedSink()
+        sink.down = True
+        p = SinkPipeline([cfg(buffer_max_events=1, spool_max_bytes=20_000)], state_dir, sinks=[sink])
+        await p.start()
+        await p.submit(make_docs(0, 1))
+        await asyncio.sleep(0.05)  # the sink failed: now everything goes to the spool
+        for i in range(1, 100):
+            try:
+                await asyncio.wait_for(p.submit(make_docs(i, i + 1)), 0.2)
+            except TimeoutError:
+                break
+        else:
+            pytest.fail("submit never blocked")
+        assert p.metrics()["scripted"]["spool_bytes"] <= 20_000 + 3000
+        blocked = asyncio.create_task(p.submit(make_docs(500, 501)))
+        await asyncio.sleep(0.05)
+        assert not blocked.done()
+        sink.down = False  # the sink recovers: space frees up, submit proceeds
+        t = await asyncio.wait_for(blocked, 10)
+        assert await p.wait_acked(t, timeout=10)
+        await p.close()
+
+    asyncio.run(main())
+
+
+def test_best_effort_sink_drops_oldest_when_spool_full(state_dir: Path) -> None:
+    async def main() -> None:
+        sink = ScriptedSink()
+        sink.down = True
+        p = SinkPipeline([cfg(required=False, buffer_max_events=1, spool_max_bytes=20_000)], state_dir,
+                         sinks=[sink])
+        await p.start()
+        await p.submit(make_docs(0, 1))
+        await asyncio.sleep(0.05)
+        for i in range(1, 200):
+            await asyncio.wait_for(p.submit(make_docs(i, i + 1)), 2)  # never blocks
+        m = p.metrics()["scripted"]
+        assert m["dropped"] > 0
+        await p.close(timeout=0.1)
+
+    asyncio.run(main())
+
+
+def test_transient_errors_never_lose_data_and_metrics_persist(state_dir: Path) -> None:
+    async def main() -> None:
+        sink = ScriptedSink()
+        sink.script = [TransientError("boom", retry_after=0), RuntimeError("bug"), TransientError("again")]
+        p = SinkPipeline([cfg()], state_dir, sinks=[sink])
+        await p.start()
+        t = await p.submit(make_docs(0, 3))
+        assert await p.wait_acked(t, timeout=5)
+        assert p.last_errors()["scripted"] == ""
+        await p.close()
+        m = read_metrics(state_dir)["scripted"]
+        assert m == {"sent": 3, "failed": 9, "retried": 9, "spooled": 0, "dead_lettered": 0, "dropped": 0,
+                     "pending": 0, "spool_bytes": 0}
+
+    asyncio.run(main())
+    # counters are cumulative across runs
+    asyncio.run(_one_more(state_dir))
+    assert read_metrics(state_dir)["scripted"]["sent"] == 4
+
+
+async def _one_more(state_dir: Path) -> None:
+    async with SinkPipeline([cfg()], state_dir, sinks=[ScriptedSink()]) as p:
+        t = await p.submit(make_docs(0, 1))
+        assert await p.wait_acked(t, timeout=5)
+
+
+def test_state_dir_is_locked(state_dir: Path) -> None:
+    async def main() -> None:
+        p = SinkPipeline([cfg()], state_dir, sinks=[ScriptedSink()])
+        await p.start()
+        with pytest.raises(ConfigError, match="in use"):
+            await SinkPipeline([cfg()], state_dir, sinks=[ScriptedSink()]).start()
+        await p.close()
+
+    asyncio.run(main())
+
+
+def test_sync_wrappers(state_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.ndjson"
+    from exotrace.sinks import load_sinks
+
+    configs = load_sinks([{"type": "file", "path": str(out)}])
+    with SyncSinkPipeline(configs, state_dir) as sp:
+        t = sp.submit(make_docs(0, 5))
+        assert sp.wait_acked(t, timeout=5) and sp.acked(t)
+        assert sp.flush(timeout=5)
+        assert sp.metrics()["file"]["sent"] == 5
+    res = run_sync(SinkPipeline(configs, state_dir), [make_docs(5, 10), make_docs(10, 12)])
+    assert res.acked and res.tickets == [10, 12]
+    assert numbers([orjson.loads(x) for x in out.read_bytes().splitlines()]) == list(range(12))
+    assert read_metrics(state_dir)["file"]["sent"] == 12
