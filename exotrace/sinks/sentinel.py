@@ -80,25 +80,33 @@ class SentinelSink(Sink):
         self._app: Any = None
         self._token = ""
         self._token_expires = 0.0
+        self._secret = ""
 
     async def start(self) -> None:
-        import msal
+        self._secret = self.config.client_secret.get()
+        self._client = make_client(self.config)
 
-        c = self.config
-        self._app = msal.ConfidentialClientApplication(
-            c.client_id,
-            client_credential=c.client_secret.get(),
-            authority=f"{c.authority_host.rstrip('/')}/{c.tenant_id}",
-            instance_discovery=False if c.authority_host != "https://login.microsoftonline.com" else None,
-            verify=c.ca_certs or c.verify_certs,
-        )
-        self._client = make_client(c)
+    def _msal_app(self) -> Any:
+        """The MSAL app (built on first use: its constructor already talks to the authority)."""
+        if self._app is None:
+            import msal
+
+            c = self.config
+            self._app = msal.ConfidentialClientApplication(
+                c.client_id,
+                client_credential=self._secret,
+                authority=f"{c.authority_host.rstrip('/')}/{c.tenant_id}",
+                instance_discovery=c.authority_host.rstrip("/") == "https://login.microsoftonline.com",
+                http_client=_session(c.ca_certs or c.verify_certs, c.timeout),
+            )
+        return self._app
 
     async def _bearer(self) -> str:
         if self._token and time.monotonic() < self._token_expires - 300:
             return self._token
         try:
-            result = await asyncio.to_thread(self._app.acquire_token_for_client, scopes=[self.config.scope])
+            result = await asyncio.to_thread(
+                lambda: self._msal_app().acquire_token_for_client(scopes=[self.config.scope]))
         except Exception as exc:  # requests/MSAL network errors
             raise TransientError(f"token request to {self.config.authority_host} failed: "
                                  f"{type(exc).__name__}") from exc
@@ -157,3 +165,23 @@ class SentinelSink(Sink):
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def _session(verify: str | bool, timeout: float) -> Any:
+    """A requests session for MSAL whose ``verify`` wins over REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
+    (plain requests lets those environment variables override a session's CA file)."""
+    import functools
+
+    import requests
+
+    class _Session(requests.Session):
+        def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify_: Any,
+                                       cert: Any) -> Any:
+            settings = super().merge_environment_settings(url, proxies, stream, verify_, cert)
+            settings["verify"] = verify
+            return settings
+
+    session = _Session()
+    session.verify = verify
+    session.request = functools.partial(session.request, timeout=timeout)  # type: ignore[method-assign]
+    return session

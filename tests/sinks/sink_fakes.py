@@ -185,6 +185,14 @@ class HttpFake:
     def shutdown(self) -> None:
         if self._loop is not None:
             self.stop()
+
+            async def _cancel_all() -> None:
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+            asyncio.run_coroutine_threadsafe(_cancel_all(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._thread:
                 self._thread.join(10)
@@ -419,7 +427,7 @@ class FakeSplunkHec(HttpFake):
         self.ack_enabled = ack_enabled
         self.ack_after_polls = ack_after_polls
         self.events: list[dict[str, Any]] = []
-        self.pending_acks: dict[int, tuple[int, list[dict[str, Any]]]] = {}
+        self.pending_acks: dict[int, tuple[int, bool]] = {}  # ackId -> (polls, lost)
         self.next_ack = 0
         self.invalid_markers: set[str] = set()
         self.lose_unacked = False  # drop events of unacknowledged requests (indexer failure)
@@ -472,7 +480,7 @@ class FakeSplunkHec(HttpFake):
             if self.ack_enabled:
                 ack_id = self.next_ack
                 self.next_ack += 1
-                self.pending_acks[ack_id] = (0, events)
+                self.pending_acks[ack_id] = (0, self.lose_unacked)
                 if not self.lose_unacked:
                     self.events.extend(events)
                 return Response.json({"text": "Success", "code": 0, "ackId": ack_id})
@@ -486,11 +494,11 @@ class FakeSplunkHec(HttpFake):
         out = {}
         with self._lock:
             for i in ids:
-                polls, events = self.pending_acks.get(i, (0, []))
+                polls, lost = self.pending_acks.get(i, (0, True))
                 polls += 1
-                done = i in self.pending_acks and polls >= self.ack_after_polls and not self.lose_unacked
+                done = i in self.pending_acks and polls >= self.ack_after_polls and not lost
                 if i in self.pending_acks:
-                    self.pending_acks[i] = (polls, events)
+                    self.pending_acks[i] = (polls, lost)
                 out[str(i)] = done
         return Response.json({"acks": out})
 
