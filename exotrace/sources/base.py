@@ -156,6 +156,10 @@ class ApiCaller:
                     self.tokens.invalidate()
                     log.info("token refused tenant=%s; acquiring a new one", self.tenant.name)
                     continue
+                if "expired" in text.lower() or "lifetime" in text.lower():
+                    last = TransientError(f"tokens expire before use (clock skew?): {text[:200]}")
+                    await self._sleep(backoff.next())
+                    continue
                 raise AuthError(f"tenant {self.tenant.name}: {shown} answered 401 with a fresh token: "
                                 f"{text[:300]}")
             if status == 403:
