@@ -5,6 +5,9 @@ names and kept under ``microsoft.online_message_trace``; sender and recipient fi
 ``source.*``/``destination.*`` (with public-suffix parts and GeoIP/ASN), ``related.user`` and ``user.*``;
 ``email.direction`` comes from the local domains; empty values are dropped; a record that cannot be
 normalized becomes an ``event.kind: pipeline_error`` document that keeps the original.
+
+Documents may share nested objects (constants, per-address templates, GeoIP results) for speed:
+treat a document as read-only, or deep-copy it before changing it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ from exotrace.normalize.fingerprint import fingerprint_values
 from exotrace.normalize.geo import GeoEnricher
 
 ECS_VERSION = "8.11.0"
+# Constant sub-objects shared by every document (documents are never mutated; see the module docstring).
+_ECS = {"version": ECS_VERSION}
+_CATEGORY = ["email"]
+_TYPE = ["info"]
+_RENAME = GRAPH_TO_LEGACY
 _FAILURE_STATUSES = frozenset({"failed", "quarantined", "filteredasspam"})
 _DATE_FIELDS = ("Received", "StartDate", "EndDate")
 _DIRECTIONS = {
@@ -97,14 +105,15 @@ class Normalizer:
         fields = record.fields
         if not isinstance(fields, dict):
             raise NormalizeError("json", "record is not a JSON object")
-        m = dict(fields) if fields.keys().isdisjoint(GRAPH_TO_LEGACY) else legacy_fields(fields)
+        # One pass: Graph keys renamed to legacy names, null and empty values dropped (Elastic's clean-up).
+        m = {_RENAME.get(k, k): v for k, v in fields.items() if v is not None and v != ""}
         status_raw = m.get("Status")
-        status = canonical_status(status_raw) if status_raw not in (None, "") else ""
+        status = canonical_status(status_raw) if status_raw is not None else ""
         status_lower = status.lower()
         outcome = (
             "success" if status_lower == "delivered" else "failure" if status_lower in _FAILURE_STATUSES else "unknown"
         )
-        event: dict[str, Any] = {"category": ["email"], "outcome": outcome, "type": ["info"]}
+        event: dict[str, Any] = {"category": _CATEGORY, "outcome": outcome, "type": _TYPE}
         if self.options.extras and status:
             event["action"] = _action(status)
 
@@ -158,8 +167,7 @@ class Normalizer:
             email["subject"] = subject
         if recipient:
             email["to"] = {"address": [recipient]}
-        doc: dict[str, Any] = {"@timestamp": timestamp, "ecs": {"version": ECS_VERSION}, "event": event,
-                               "email": email}
+        doc: dict[str, Any] = {"@timestamp": timestamp, "ecs": _ECS, "event": event, "email": email}
 
         src = self._address(sender, "source") if sender else None
         dst = self._address(recipient, "destination") if recipient else None
@@ -197,7 +205,7 @@ class Normalizer:
             elif people:
                 doc["user"] = {k: [p[k] for p in people] for k in ("email", "id", "name")}
 
-        trace = _clean(m)
+        trace = m if _CONTAINERS.isdisjoint(map(type, m.values())) else _clean(m)
         if trace:
             doc["microsoft"] = {"online_message_trace": trace}
         tenant = self.options.tenant or record.tenant
