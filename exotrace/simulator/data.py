@@ -124,10 +124,12 @@ class Row:
         if self.direction == "inbound":
             out.append(Event(self.received_us + 2 * US, "Spam filter verdict", "",
                              "Spam filter verdict: SCL -1, the message was not spam."))
-        for when, st in self.timeline[1:]:
-            if when > t_us:
+        for when, st in self.timeline:
+            at = max(when, self.received_us + 3 * US)
+            if at > t_us:
                 break
-            out.append(_status_event(st, when, self))
+            if st != "GettingStatus":
+                out.append(_status_event(st, at, self))
         return out
 
 

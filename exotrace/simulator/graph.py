@@ -215,6 +215,7 @@ async def list_traces(state: SimState, request: Request, version: str, caller: C
         poison = state.faults.chance("poison", request.url.query, last.trace_id, last.rcpt_lower)
         if poison:
             state.count("faults_poison")
+            state.count("faults_injected")
         keep = [(k, v) for k, v in params.multi_items() if k != "$skiptoken"]
         keep.append(("$skiptoken", encode_skiptoken(tok_obj, poison)))
         body["@odata.nextLink"] = (f"{state.graph_url}/{version}/admin/exchange/tracing/messageTraces?"

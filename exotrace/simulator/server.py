@@ -48,6 +48,8 @@ class _QuietDrops(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = str(record.msg)
+        if msg.startswith("Exception in ASGI application") and record.exc_info:
+            return not issubclass(record.exc_info[0] or Exception, asyncio.CancelledError | GeneratorExit)
         return not msg.startswith(("ASGI callable", "Cancel "))
 
 
@@ -271,7 +273,9 @@ class Simulator:
             if not t.cert_pem or not Path(t.cert_pem).exists():
                 t.cert_pem, t.key_pem = make_client_cert(directory / "clients", t.name)
         self.state = state = SimState(cfg, self.tenants, self.clock, TokenKey(new_key("token"), "exotrace-sim-1"))
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+        # proto given explicitly: asyncio then sets TCP_NODELAY on accepted connections (else 40 ms stalls)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((cfg.host, cfg.port))
         sock.listen(128)
@@ -282,7 +286,8 @@ class Simulator:
             pki = make_server_pki(directory, [cfg.host, "127.0.0.1", "localhost"])
             self.ca_file = pki.ca_file
             kwargs = {"ssl_certfile": pki.cert_file, "ssl_keyfile": pki.key_file}
-        self.base_url = f"{'https' if cfg.tls else 'http'}://{cfg.host}:{port}"
+        host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        self.base_url = f"{'https' if cfg.tls else 'http'}://{host}:{port}"
         state.base_url = self.base_url
         logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
         uconfig = uvicorn.Config(SimApp(state), log_level="warning", lifespan="off", http="h11",
@@ -293,11 +298,22 @@ class Simulator:
 
         def run() -> None:
             loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
             try:
                 loop.run_until_complete(server.serve(sockets=[sock]))
             except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
                 errors.append(exc)
             finally:
+                for conn in list(server.server_state.connections):
+                    transport = getattr(conn, "transport", None)
+                    if transport is not None:
+                        transport.abort()  # no TLS close_notify dance with idle clients
+                loop.run_until_complete(asyncio.sleep(0))
+                pending = asyncio.all_tasks(loop)  # e.g. "slow" responses still sleeping
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 loop.close()
 
         self._thread = threading.Thread(target=run, name="exotrace-simulator", daemon=True)
@@ -312,6 +328,7 @@ class Simulator:
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
+            self._server.force_exit = True  # idle TLS keep-alive connections would hold shutdown for a second
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None

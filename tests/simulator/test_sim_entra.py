@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import jwt
@@ -103,8 +104,8 @@ def _assertion(sim: Simulator, tenant_seg: str, client_id: str, key_pem: bytes, 
 
 def test_client_assertion_verified_against_registered_cert(sim: Simulator, client: httpx.Client) -> None:
     t = sim.tenant("contoso")
-    key = open(t.key_pem, "rb").read()
-    other = open(sim.tenant("fabrikam").key_pem, "rb").read()
+    key = Path(t.key_pem).read_bytes()
+    other = Path(sim.tenant("fabrikam").key_pem).read_bytes()
     base = {"client_id": t.client_id, "scope": RWS_SCOPE,
             "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}
     ok = _post(client, sim, t.tenant_id, {**base, "client_assertion": _assertion(sim, t.tenant_id, t.client_id, key)})
@@ -164,7 +165,7 @@ def test_msal_with_secret(sim: Simulator, discovery: object) -> None:
 
 def test_msal_with_certificate(sim: Simulator) -> None:
     t = sim.tenant("contoso")
-    cred = {"private_key": open(t.key_pem).read(), "public_certificate": open(t.cert_pem).read()}
+    cred = {"private_key": Path(t.key_pem).read_text(), "public_certificate": Path(t.cert_pem).read_text()}
     result = _msal_app(sim, cred, False).acquire_token_for_client(scopes=[RWS_SCOPE])
     assert "access_token" in result, result
     assert _claims(result["access_token"])["roles"] == ["ReportingWebService.Read.All"]

@@ -1,0 +1,185 @@
+"""Quota, token expiry and every fault scenario: each fault shows up, and a patient reader still gets
+exactly the ground truth. Scenarios run with a fast simulated clock so waits stay short."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import httpx
+import jwt
+import pytest
+from sim_helpers import START, PatientGraphReader, auth, graph_filter, repair, token, window
+
+from exotrace.simulator import SimTenant, SimulatorConfig, start_simulator
+from exotrace.simulator.server import Simulator
+
+LIST = "/v1.0/admin/exchange/tracing/messageTraces"
+
+
+def _sim(scenario: str, speed: float = 1.0, **kw: object) -> Simulator:
+    tenants = [SimTenant.default("contoso"), SimTenant.default("fabrikam")]
+    return start_simulator(SimulatorConfig(seed=11, scenario=scenario, speed=speed, start=START, tenants=tenants,
+                                           rows_per_day=400, **kw))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def client_for() -> Iterator[object]:
+    clients: list[httpx.Client] = []
+
+    def make(sim: Simulator, timeout: float = 30) -> httpx.Client:
+        c = httpx.Client(verify=sim.ssl_context(), timeout=timeout)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+def test_quota_101st_request_in_300s_is_429_shared_by_details(client_for: object) -> None:
+    with _sim("default") as sim:
+        c = client_for(sim)  # type: ignore[operator]
+        tok = token(c, sim, sim.tenant("contoso"))
+        start, end = window(sim, 1, 1)
+        params = {"$filter": graph_filter(start, end), "$top": "1"}
+        for _ in range(99):
+            assert c.get(f"{sim.graph_url}{LIST}", params=params, headers=auth(tok)).status_code == 200
+        row = c.get(f"{sim.graph_url}{LIST}", params=params, headers=auth(tok)).json()["value"][0]
+        detail = (f"{sim.graph_url}/v1.0/admin/exchange/tracing/messageTraces/{row['id']}"
+                  f"/getDetailsByRecipient(recipientAddress='{row['recipientAddress']}')")
+        r = c.get(detail, headers=auth(tok))
+        assert r.status_code == 429
+        assert r.json()["error"]["message"] == ("Your recent queries have surpassed the permitted limit, "
+                                                "please try again later.")
+        wait = int(r.headers["Retry-After"])
+        assert 1 <= wait <= 300
+        assert c.get(f"{sim.graph_url}{LIST}", params=params, headers=auth(tok)).status_code == 429
+        # another tenant has its own quota
+        other = token(c, sim, sim.tenant("fabrikam"))
+        assert c.get(f"{sim.graph_url}{LIST}", params=params, headers=auth(other)).status_code == 200
+        sim.clock.advance(wait)  # what a collector sleeping Retry-After on the simulated clock sees
+        assert c.get(detail, headers=auth(tok)).status_code == 200
+        assert sim.stats()["quota_429"] == 2
+
+
+def test_retry_after_is_simulated_seconds(client_for: object) -> None:
+    with _sim("default", speed=600, quota_requests=3) as sim:
+        c = client_for(sim)  # type: ignore[operator]
+        tok = token(c, sim, sim.tenant("contoso"))
+        start, end = window(sim, 1, 1)
+        params = {"$filter": graph_filter(start, end), "$top": "1"}
+        codes = [c.get(f"{sim.graph_url}{LIST}", params=params, headers=auth(tok)).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        r = c.get(f"{sim.graph_url}{LIST}", params=params, headers=auth(tok))
+        sim.clock.sleep_sync(float(r.headers["Retry-After"]) + 1)
+        assert c.get(f"{sim.graph_url}{LIST}", params=params, headers=auth(tok)).status_code == 200
+
+
+def test_expire_scenario_kills_tokens_before_expires_in(client_for: object) -> None:
+    with _sim("expire") as sim:
+        c = client_for(sim)  # type: ignore[operator]
+        t = sim.tenant("contoso")
+        r = c.post(f"{sim.login_url}/{t.tenant_id}/oauth2/v2.0/token", data={
+            "grant_type": "client_credentials", "client_id": t.client_id, "client_secret": t.client_secret,
+            "scope": "https://graph.microsoft.com/.default"})
+        body = r.json()
+        claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+        assert body["expires_in"] == 3600 and claims["exp"] - claims["iat"] == 300
+        start, end = window(sim, 1, 1)
+        params = {"$filter": graph_filter(start, end), "$top": "1"}
+        assert c.get(f"{sim.graph_url}{LIST}", params=params, headers=auth(body["access_token"])).status_code == 200
+        sim.clock.advance(301)
+        late = c.get(f"{sim.graph_url}{LIST}", params=params, headers=auth(body["access_token"]))
+        assert late.status_code == 401 and "expired" in late.json()["error"]["message"]
+
+
+def test_poisoned_skiptoken_is_rejected_like_microsoft_and_repairable(client_for: object) -> None:
+    with _sim("poison:1") as sim:
+        c = client_for(sim)  # type: ignore[operator]
+        tok = token(c, sim, sim.tenant("contoso"))
+        start, end = window(sim, 1, 6)
+        body = c.get(f"{sim.graph_url}{LIST}", params={"$filter": graph_filter(start, end), "$top": "10"},
+                     headers=auth(tok)).json()
+        nxt = body["@odata.nextLink"]
+        r = c.get(nxt, headers=auth(tok))
+        assert r.status_code == 400
+        assert "Cannot process argument transformation on parameter 'StartDate'" in r.json()["error"]["message"]
+        fixed = c.get(repair(nxt), headers=auth(tok))
+        assert fixed.status_code == 200 and fixed.json()["value"][0] != body["value"][-1]
+
+
+@pytest.mark.parametrize(("scenario", "evidence"), [
+    ("throttle", {"429"}),
+    ("flaky", {"500", "502", "503", "504"}),
+    ("drop", {"RemoteProtocolError"}),
+    ("truncate", {"RemoteProtocolError"}),
+    ("malformed", {"JSONDecodeError"}),
+    ("badrcpt", {"400"}),
+    ("poison", {"400"}),
+    ("slow", {"ReadTimeout"}),
+    ("expire", {"401"}),
+    ("latency", set()),
+    ("chaos", {"429", "RemoteProtocolError", "JSONDecodeError", "400"}),
+])
+def test_faults_show_up_and_leave_the_data_intact(client_for: object, scenario: str, evidence: set[str]) -> None:
+    speed = 400.0 if scenario in ("slow", "expire", "chaos", "latency", "throttle") else 1.0
+    cfg_kw = {"slow_seconds": 200.0} if scenario in ("slow", "chaos") else {}
+    prob = "" if scenario in ("expire", "latency", "chaos") else ":0.5"
+    with _sim(scenario + prob, speed=speed, **cfg_kw) as sim:
+        c = client_for(sim, timeout=0.3 if scenario in ("slow", "chaos") else 30)  # type: ignore[operator]
+        start, end = window(sim, 2, 30)
+        reader = PatientGraphReader(c, sim, sim.tenant("contoso"), top=50)
+        if scenario in ("expire", "chaos"):
+            reader.tok = token(c, sim, sim.tenant("contoso"))
+            sim.clock.advance(301)
+        got = reader.read(start, end)
+        truth = sim.ground_truth(sim.tenant("contoso").tenant_id, start=start, end=end, prefer_unknown=False)
+        assert set(got) == set(truth)
+        for key, row in got.items():
+            assert row["status"].lower() == truth[key]["Status"].lower()
+        seen = set(reader.log)
+        assert evidence <= seen or (evidence and seen & evidence), (scenario, reader.log)
+        if not evidence:
+            assert not reader.log
+        stats = sim.stats()
+        if scenario not in ("latency", "expire"):
+            assert stats["faults_injected"] > 0
+
+
+def test_faults_are_deterministic_from_the_seed(client_for: object) -> None:
+    runs = []
+    for _ in range(2):
+        with _sim("flaky:0.3,drop:0.2,malformed:0.2,badrcpt:0.5,poison:0.5") as sim:
+            c = client_for(sim)  # type: ignore[operator]
+            start, end = window(sim, 2, 20)
+            reader = PatientGraphReader(c, sim, sim.tenant("contoso"), top=150)
+            reader.read(start, end)
+            runs.append((reader.log, {k: v for k, v in sim.stats().items() if k.startswith("faults")}))
+    assert runs[0] == runs[1] and runs[0][0]
+
+
+def test_retired_scenario_and_rws_throttle_503(client_for: object) -> None:
+    with _sim("retired") as sim:
+        c = client_for(sim)  # type: ignore[operator]
+        tok = token(c, sim, sim.tenant("contoso"), scope="https://outlook.office365.com/.default")
+        r = c.get(f"{sim.rws_url}/MessageTrace", headers={**auth(tok), "Accept": "application/json"})
+        assert r.status_code == 404
+    with _sim("throttle:1") as sim:
+        c = client_for(sim)  # type: ignore[operator]
+        tok = token(c, sim, sim.tenant("contoso"), scope="https://outlook.office365.com/.default")
+        r = c.get(f"{sim.rws_url}/MessageTrace", headers={**auth(tok), "Accept": "application/json"})
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
+
+
+def test_late_scenario_publishes_more_rows_late() -> None:
+    def late_share(scenario: str) -> float:
+        with _sim(scenario) as sim:
+            tid = sim.tenant("contoso").tenant_id
+            start, end = window(sim, 0, 24)
+            now_rows = sim.ground_truth(tid, start=start, end=end)
+            later = sim.ground_truth(tid, at=sim.clock.now() + timedelta(days=2), start=start, end=end)
+            assert set(now_rows) < set(later)
+            return 1 - len(now_rows) / len(later)
+
+    assert late_share("late") > late_share("default") * 2
