@@ -1,0 +1,58 @@
+"""`exotrace demo`, and the daemon's clean shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers import write_config
+
+from exotrace.archive import Archive
+from exotrace.collect.clockenv import ENV, clock_to_env
+from exotrace.simulator import SimTenant, SimulatorConfig, start_simulator
+from exotrace.state.ledger import Ledger
+
+
+def test_demo_runs_and_searches_work(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    res = subprocess.run([sys.executable, "-m", "exotrace", "demo", "--archive", str(db), "--days", "2"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    assert "Collected" in out and "Try:" in out and "FilteredAsSpam" in out
+    with Archive.open(db) as arch:
+        assert arch.count() > 1000
+    again = subprocess.run([sys.executable, "-m", "exotrace", "search", "--archive", str(db), "--status",
+                            "Delivered", "--limit", "2", "--format", "json"], capture_output=True, text=True)
+    assert again.returncode == 0 and "Delivered" in again.stdout
+
+
+def test_daemon_sigterm_commits_and_exits(tmp_path: Path) -> None:
+    cfg = SimulatorConfig(seed=9, scenario="latency", speed=300.0, rows_per_day=4000,
+                          tenants=[SimTenant.default("contoso", 9)])
+    with start_simulator(cfg) as sim:
+        path = write_config(sim, tmp_path, collector='page_size = 100\nwindow = "5m"\npoll = "30s"')
+        env = dict(os.environ)
+        env[ENV] = clock_to_env(sim.clock)
+        log = tmp_path / "daemon.log"
+        with log.open("wb") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "exotrace", "collect", "--config", str(path),
+                                     "--since", "2d", "--log-format", "json"], stdout=fh, stderr=fh, env=env)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and log.read_text().count('"msg":"page') < 5:
+                time.sleep(0.1)
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, log.read_text()[-2000:]
+        text = log.read_text()
+    assert "signal=SIGTERM" in text
+    lines = [ln for ln in text.splitlines() if ln.startswith("{")]
+    assert lines and all(ln.endswith("}") for ln in lines)
+    with Archive.open(tmp_path / "archive.db") as arch:
+        states = Ledger(arch.conn).summary("contoso")["windows"]
+        assert arch.count() > 0
+    assert states.get("complete", 0) + states.get("settled", 0) > 0
