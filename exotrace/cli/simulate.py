@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 
 import click
 
@@ -77,13 +77,16 @@ def simulate(host: str, port: int, seed: int, scenario: str, speed: float, rows_
 
     try:
         parse_scenario(scenario)
-        if speed <= 0:
-            raise ConfigError("--speed must be positive", key="speed")
-        start = datetime.fromisoformat(start_at.replace("Z", "+00:00")) if start_at else None
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.BadParameter(str(exc), param_hint="--scenario") from None
+    if speed <= 0:
+        raise click.BadParameter("must be positive", param_hint="--speed")
+    try:
+        start = datetime.fromisoformat(start_at.replace("Z", "+00:00")) if start_at else None
+    except ValueError:
+        raise click.BadParameter(f"{start_at!r} is not an ISO 8601 date-time", param_hint="--start") from None
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
     tenants = [SimTenant.default(name, seed) for name in tenant_names(tenant_count)]
     cfg = SimulatorConfig(seed=seed, scenario=scenario, speed=speed, tls=not no_tls, host=host, port=port,
                           tenants=tenants, rows_per_day=rows_per_day, token_lifetime=token_lifetime,

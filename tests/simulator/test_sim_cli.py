@@ -1,0 +1,75 @@
+"""``exotrace simulate`` as a user runs it: a real process, real HTTPS, Ctrl-C to stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from click.testing import CliRunner
+
+from exotrace.cli.simulate import simulate, tenant_names
+
+
+def test_serves_until_ctrl_c_and_prints_what_a_collector_needs(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exotrace", "simulate", "--seed", "3", "--tenants", "2", "--speed", "10",
+         "--state-dir", str(tmp_path), "--start", "2026-05-01T12:00:00Z"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("Press Ctrl-C"):
+                break
+        out = "".join(lines)
+        assert "Press Ctrl-C" in out, out
+        base = re.search(r"on (https://127\.0\.0\.1:\d+)", out).group(1)  # type: ignore[union-attr]
+        ca = re.search(r"CA to trust\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+        assert Path(ca).parent == tmp_path
+        tid, cid = re.search(r"tenant contoso: tenant_id=(\S+) client_id=(\S+)", out).groups()  # type: ignore[union-attr]
+        secret = re.search(r"client_secret=(\S+)", out).group(1)  # type: ignore[union-attr]
+        assert "[[tenant]]" in out and 'name = "fabrikam"' in out and f'ca_bundle = "{ca}"' in out
+        assert "client_secret = \"env:EXOTRACE_SECRET_CONTOSO\"" in out
+        with httpx.Client(verify=__import__("ssl").create_default_context(cafile=ca)) as c:
+            r = c.post(f"{base}/{tid}/oauth2/v2.0/token", data={
+                "grant_type": "client_credentials", "client_id": cid, "client_secret": secret,
+                "scope": "https://graph.microsoft.com/.default"})
+            assert r.status_code == 200
+            tok = r.json()["access_token"]
+            page = c.get(f"{base}/v1.0/admin/exchange/tracing/messageTraces", params={"$top": "5"},
+                         headers={"Authorization": f"Bearer {tok}"})
+            assert page.status_code == 200 and len(page.json()["value"]) == 5
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, rest
+        assert "Stopping." in rest and "requests_graph_list=1" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_usage_errors_exit_2() -> None:
+    runner = CliRunner()
+    for args in (["--scenario", "nope"], ["--speed", "0"], ["--start", "yesterday"], ["--tenants", "0"]):
+        result = runner.invoke(simulate, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Error" in result.output
+    help_text = runner.invoke(simulate, ["--help"]).output
+    assert "Example:" in help_text and "--scenario" in help_text
+
+
+def test_tenant_names() -> None:
+    assert tenant_names(2) == ["contoso", "fabrikam"]
+    assert tenant_names(10)[-1] == "tenant10" and len(set(tenant_names(10))) == 10

@@ -1,0 +1,148 @@
+"""The simulated tenant: deterministic, realistic variety, late rows, status timelines, horizon."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sim_helpers import START
+
+from exotrace.errors import ConfigError
+from exotrace.model import STATUSES
+from exotrace.simulator import SimTenant, SimulatorConfig, start_simulator
+from exotrace.simulator.config import parse_scenario
+from exotrace.simulator.data import HOUR_US, TenantData, hour_of_trace_id, to_us
+from exotrace.simulator.server import Simulator
+
+HOUR0 = to_us(START) // HOUR_US
+
+
+def _rows(seed: int = 7, rows_per_day: int = 2000, hours: int = 72) -> list:
+    data = TenantData(SimTenant.default("contoso"), seed, rows_per_day)
+    return [r for h in range(HOUR0 - hours, HOUR0) for r in data.bucket(h)]
+
+
+def test_same_seed_same_rows_other_seed_other_rows() -> None:
+    a, b, c = _rows(7, hours=6), _rows(7, hours=6), _rows(8, hours=6)
+    assert a == b
+    assert {r.trace_id for r in a}.isdisjoint({r.trace_id for r in c})
+
+
+def test_same_seed_same_ground_truth_through_two_simulators() -> None:
+    truths = []
+    for _ in range(2):
+        with start_simulator(SimulatorConfig(seed=5, start=START, history_days=3)) as sim:
+            truths.append(sim.ground_truth(sim.tenants[0].tenant_id))
+    assert truths[0] == truths[1] and len(truths[0]) > 1000
+
+
+def test_tenant_ids_derive_from_name_and_seed() -> None:
+    assert SimTenant.default("contoso") == SimTenant.default("contoso")
+    assert SimTenant.default("contoso").tenant_id != SimTenant.default("contoso", seed=1).tenant_id
+    assert SimTenant.default("fabrikam", rws_role=False).rws_role is False
+    with pytest.raises(ConfigError):
+        SimTenant.default("bad name!")
+
+
+@pytest.mark.parametrize("per_day", [5, 500, 20000])
+def test_rows_per_day_is_honoured(per_day: int) -> None:
+    rows = _rows(rows_per_day=per_day, hours=24 * 4)
+    assert 0.7 * per_day * 4 <= len(rows) <= 1.3 * per_day * 4 + 10
+
+
+def test_variety_of_the_mail_flow() -> None:
+    rows = _rows(rows_per_day=3000, hours=72)
+    final = Counter(r.timeline[-1][1] for r in rows)
+    assert set(STATUSES) - {"GettingStatus"} <= set(final), final
+    assert final.most_common(1)[0][0] == "Delivered"
+    assert any(r.timeline[0][1] == "GettingStatus" and len(r.timeline) > 1 for r in rows)
+    assert any(any(s == "Pending" for _, s in r.timeline[:-1]) for r in rows)  # deferred, then final
+    ndr = [r for r in rows if r.sender == "<>"]
+    assert ndr and all(r.from_ip is None for r in ndr)
+    assert any(r.from_ip == "" for r in rows) and any(r.message_id is None for r in rows)
+    ips = [r.from_ip for r in rows if r.from_ip] + [r.to_ip for r in rows if r.to_ip]
+    versions = Counter(ipaddress.ip_address(ip).version for ip in ips)
+    assert versions[4] and versions[6]
+    assert {"81.2.69.144", "216.160.83.56", "2a02:cf43:eae5:4877:400b:d6af:8d9f:b62b", "89.160.20.112",
+            "1.128.0.0"} <= set(ips)
+    addrs = {r.sender for r in rows} | {r.recipient for r in rows}
+    assert any(a.endswith(".co.uk") for a in addrs) and any(a.endswith(".onmicrosoft.com") for a in addrs)
+    assert any(a.endswith("contoso.onmicrosoft.com") for a in addrs)
+    subjects = {r.subject for r in rows}
+    assert "" in subjects and any(not s.isascii() for s in subjects)
+    # distribution groups: the Expanded row and member rows share the trace id
+    group = next(r for r in rows if r.timeline[-1][1] == "Expanded")
+    members = [r for r in rows if r.trace_id == group.trace_id and r is not group]
+    assert members and all(m.received_us == group.received_us for m in members)
+    per_message = Counter(r.trace_id for r in rows)
+    assert max(per_message.values()) > 3
+    keys = Counter((r.trace_id, r.rcpt_lower) for r in rows)
+    assert max(keys.values()) == 1
+    assert all(hour_of_trace_id(r.trace_id) == r.received_us // HOUR_US for r in rows)
+
+
+def test_publish_delays_mostly_minutes_some_up_to_a_day() -> None:
+    rows = _rows(rows_per_day=3000, hours=48)
+    delays = sorted((r.visible_us - r.received_us) / 60e6 for r in rows)
+    assert delays[len(delays) // 2] < 10
+    assert 0.003 < sum(d > 180 for d in delays) / len(delays) < 0.05
+    assert max(delays) <= 24 * 60
+
+
+@pytest.fixture(scope="module")
+def small() -> Simulator:
+    with start_simulator(SimulatorConfig(seed=3, start=START, history_days=100, rows_per_day=300)) as s:
+        yield s  # type: ignore[misc]
+
+
+def test_ground_truth_moves_with_time(small: Simulator) -> None:
+    tid = small.tenants[0].tenant_id
+    now = small.clock.now()
+    start, end = now - timedelta(hours=6), now
+    early = small.ground_truth(tid, at=now, start=start, end=end)
+    later = small.ground_truth(tid, at=now + timedelta(days=1), start=start, end=end)
+    assert set(early) < set(later)  # late rows were published meanwhile
+    changed = [k for k in early if early[k]["Status"] != later[k]["Status"]]
+    assert changed and all(early[k]["Status"] in ("GettingStatus", "Pending", "Delivered") for k in changed)
+    assert Counter(r["Status"] for r in early.values())["GettingStatus"] > 0
+
+
+def test_ground_truth_stops_at_the_90_day_horizon(small: Simulator) -> None:
+    tid = small.tenants[0].tenant_id
+    truth = small.ground_truth(tid)
+    oldest = min(to_us(small.clock.now() - timedelta(days=90)), 10**20)
+    assert truth and all(True for _ in truth)
+    from exotrace.simulator.odata import parse_datetime
+
+    assert min(parse_datetime(r["Received"]) for r in truth.values()) >= oldest
+    assert min(parse_datetime(r["Received"]) for r in truth.values()) < oldest + 86400 * 10**6
+
+
+def test_history_days_limits_the_data() -> None:
+    with start_simulator(SimulatorConfig(seed=3, start=START, history_days=2, tls=False)) as s:
+        from exotrace.simulator.odata import parse_datetime
+
+        truth = s.ground_truth(s.tenants[0].tenant_id)
+        assert s.base_url.startswith("http://")
+        assert min(parse_datetime(r["Received"]) for r in truth.values()) >= to_us(START - timedelta(days=2))
+
+
+def test_rws_view_differs_only_where_the_services_differ(small: Simulator) -> None:
+    tid = small.tenants[0].tenant_id
+    g, r = small.ground_truth(tid), small.ground_truth(tid, api="rws")
+    assert set(g) == set(r)
+    diff = Counter((g[k]["Status"], r[k]["Status"]) for k in g if g[k]["Status"] != r[k]["Status"])
+    assert set(diff) <= {("Recalled", "Delivered"), ("Failed", "None")}
+    assert all(r[k]["Organization"] == "contoso.onmicrosoft.com" for k in r)
+    assert any(v["ToIP"] is None for v in r.values()) and not any(v["ToIP"] is None for v in g.values())
+
+
+def test_scenario_parsing() -> None:
+    assert parse_scenario("throttle,flaky:0.3") == {"throttle": 0.15, "flaky": 0.3}
+    assert parse_scenario("default") == {}
+    assert "expire" in parse_scenario("chaos")
+    for bad in ("nope", "flaky:2", "flaky:x"):
+        with pytest.raises(ConfigError):
+            parse_scenario(bad)
