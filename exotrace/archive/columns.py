@@ -15,7 +15,10 @@ import orjson
 from exotrace.model import Document, canonical_status
 from exotrace.timeparse import normalize_ts
 
-__all__ = ["SEARCH_COLUMNS", "content_hash", "extract", "normalize_ip", "reverse_domain", "split_address"]
+__all__ = [
+    "SEARCH_COLUMNS", "content_hash", "encode", "extract", "ip_variants", "normalize_ip", "reverse_domain",
+    "split_address",
+]
 
 SEARCH_COLUMNS: tuple[str, ...] = (
     "trace_id",
@@ -60,15 +63,16 @@ def split_address(address: str | None) -> tuple[str | None, str | None]:
 
 
 def normalize_ip(value: Any) -> str | None:
-    """IPv6 in compressed lower-case form so ``--ip`` matches however it was written; IPv4 as is."""
+    """An IP as stored: stripped and lower-cased (the search matches the usual IPv6 spellings)."""
     if not value or not isinstance(value, str):
         return None
-    if ":" in value:
-        try:
-            return ipaddress.ip_address(value.strip()).compressed
-        except ValueError:
-            return value.strip().lower()
-    return value.strip()
+    return value.strip().lower() or None
+
+
+def ip_variants(value: str) -> list[str]:
+    """Spellings an IP may be stored under: as typed, compressed and exploded (IPv6). Raises ValueError."""
+    ip = ipaddress.ip_address(value.strip())
+    return sorted({value.strip().lower(), ip.compressed, ip.exploded})
 
 
 def _first(values: Any) -> str | None:
@@ -107,8 +111,24 @@ def extract(document: Document) -> tuple[Any, ...]:
     )
 
 
+def encode(doc: dict[str, Any]) -> tuple[str, bytes]:
+    """The document's JSON text and a 16-byte digest of its content without the volatile fields.
+
+    Content is compared by the JSON encoding (the normalizer writes keys in a fixed order), minus
+    :data:`VOLATILE_EVENT_FIELDS` and :data:`VOLATILE_TRACE_FIELDS`.
+    """
+    raw = orjson.dumps(doc)
+    stable = _without_volatile(doc)
+    digest = blake2b(raw if stable is doc else orjson.dumps(stable), digest_size=16).digest()
+    return raw.decode(), digest
+
+
 def content_hash(doc: dict[str, Any]) -> bytes:
-    """16-byte digest of the document without its volatile fields (see :data:`VOLATILE_EVENT_FIELDS`)."""
+    """The digest part of :func:`encode`."""
+    return encode(doc)[1]
+
+
+def _without_volatile(doc: dict[str, Any]) -> dict[str, Any]:
     event = doc.get("event")
     microsoft = doc.get("microsoft")
     trace = microsoft.get("online_message_trace") if isinstance(microsoft, dict) else None
@@ -122,4 +142,4 @@ def content_hash(doc: dict[str, Any]) -> bytes:
             **microsoft,  # type: ignore[dict-item]
             "online_message_trace": {k: v for k, v in trace.items() if k not in VOLATILE_TRACE_FIELDS},
         }
-    return blake2b(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+    return stable

@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 
 from exotrace.archive import query as _query
-from exotrace.archive.columns import SEARCH_COLUMNS, content_hash, extract
+from exotrace.archive.columns import SEARCH_COLUMNS, encode, extract
 from exotrace.archive.migrations import Migration, apply_migrations
 from exotrace.archive.schema import COMPONENT, MIGRATIONS
 from exotrace.errors import ArchiveError
@@ -310,7 +310,7 @@ class Archive:
         for document in good:
             columns = extract(document)
             status = columns[_STATUS]
-            digest = content_hash(document.doc)
+            text, digest = encode(document.doc)
             observed = normalize_ts(document.observed_at) or now
             state = states.get(document.key)
             if state is None:
@@ -320,7 +320,7 @@ class Archive:
                        document.origin or None, document.line or None, source]
                 inserts.append(row)
                 states[document.key] = _State(counters[0], status, digest, observed, row)
-                docs[counters[0]] = orjson.dumps(document.doc).decode()
+                docs[counters[0]] = text
                 history.append((counters[0], "first_seen", None, status, observed, now, source))
                 result.new += 1
                 result.changed.append(document)
@@ -347,7 +347,7 @@ class Archive:
             else:
                 updates[state.id] = (counters[1], *columns, digest, observed, now, origin, line, source, state.id)
             state.status, state.digest, state.observed_at = status, digest, observed
-            docs[state.id] = orjson.dumps(document.doc).decode()
+            docs[state.id] = text
             result.updated += 1
             result.changed.append(document)
         conn = self._conn
@@ -401,8 +401,11 @@ class Archive:
 
     def search(self, query: _query.SearchQuery) -> list[dict[str, Any]]:
         """Rows matching ``query``, newest ``received`` first (see :func:`exotrace.archive.query.row_dict`)."""
-        sql, params = _query.build_search(query)
-        return self._read(lambda c: [_query.row_dict(r) for r in c.execute(sql, params)])
+        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            sql, params = _query.build_search(query, conn)
+            return [_query.row_dict(r) for r in conn.execute(sql, params)]
+
+        return self._read(run)
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The row with this key (``row_key(trace_id, recipient)``), or ``None``."""

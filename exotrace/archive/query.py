@@ -13,7 +13,6 @@ Address patterns (``--sender``/``--recipient``), case-insensitive:
 
 from __future__ import annotations
 
-import ipaddress
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
@@ -22,11 +21,14 @@ from typing import Any
 
 import orjson
 
-from exotrace.archive.columns import normalize_ip, reverse_domain
+from exotrace.archive.columns import ip_variants, reverse_domain
 from exotrace.model import STATUSES, canonical_status
 from exotrace.timeparse import format_ts, parse_time
 
-__all__ = ["DIRECTIONS", "SELECT_ROWS", "SearchQuery", "address_filter", "build_search", "row_dict", "stats"]
+__all__ = [
+    "DIRECTIONS", "SELECT_ROWS", "DomainSuffix", "SearchQuery", "address_filter", "build_search", "row_dict",
+    "stats",
+]
 
 DIRECTIONS = ("inbound", "outbound", "internal", "external")
 _WILDCARDS = frozenset("*?[")
@@ -66,13 +68,43 @@ def _has_wildcard(text: str) -> bool:
     return not _WILDCARDS.isdisjoint(text)
 
 
-def _domain_and_subdomains(column: str, domain: str) -> tuple[str, list[Any]]:
-    rd = reverse_domain(domain) or ""
-    return f"({column} = ? OR ({column} >= ? AND {column} < ?))", [rd, rd + ".", rd + "/"]
+#: Above this many distinct subdomains, a domain-suffix search is one range scan plus a sort.
+MAX_EXPANDED_DOMAINS = 256
 
 
-def address_filter(column: str, pattern: str) -> tuple[str, list[Any]]:
-    """SQL condition (on ``column`` and ``column_rdomain``) for an address pattern (module docstring)."""
+@dataclass(frozen=True, slots=True)
+class DomainSuffix:
+    """A "domain and/or its subdomains" filter on the label-reversed column ``column``."""
+
+    column: str
+    rdomain: str
+    include_self: bool
+
+    def sql(self) -> tuple[str, list[Any]]:
+        c, rd = self.column, self.rdomain
+        if self.include_self:
+            return f"({c} = ? OR ({c} >= ? AND {c} < ?))", [rd, rd + ".", rd + "/"]
+        return f"({c} >= ? AND {c} < ?)", [rd + ".", rd + "/"]
+
+    def expand(self, conn: sqlite3.Connection) -> list[str] | None:
+        """The concrete domains present in the archive (one index probe each), or ``None`` if too many."""
+        table_column = self.column.removeprefix("m.")
+        found = [self.rdomain] if self.include_self else []
+        cursor, stop = self.rdomain + ".", self.rdomain + "/"
+        sql = f"SELECT min({table_column}) FROM messages WHERE {table_column} >= ? AND {table_column} < ?"
+        while True:
+            (value,) = conn.execute(sql, (cursor, stop)).fetchone()
+            if value is None:
+                return found
+            if len(found) >= MAX_EXPANDED_DOMAINS:
+                return None
+            found.append(value)
+            cursor = value + "\x00"
+
+
+def address_filter(column: str, pattern: str) -> tuple[str, list[Any]] | DomainSuffix:
+    """SQL condition (on ``column`` and ``column_rdomain``) for an address pattern (module docstring);
+    domain-suffix patterns come back as :class:`DomainSuffix`."""
     text = pattern.strip().lower()
     rdomain = f"{column}_rdomain"
     if not text:
@@ -87,11 +119,10 @@ def address_filter(column: str, pattern: str) -> tuple[str, list[Any]]:
             return f"{column} = ?", [text]
         return f"{column} GLOB ?", [text]
     if text.startswith("*.") and not _has_wildcard(text[2:]):
-        rd = reverse_domain(text[2:]) or ""
-        return f"({rdomain} >= ? AND {rdomain} < ?)", [rd + ".", rd + "/"]
+        return DomainSuffix(rdomain, reverse_domain(text[2:]) or "", include_self=False)
     if _has_wildcard(text):
         return f"{column} GLOB ?", ["*@" + text]
-    return _domain_and_subdomains(rdomain, text)
+    return DomainSuffix(rdomain, reverse_domain(text) or "", include_self=True)
 
 
 def _statuses(value: str | tuple[str, ...] | list[str]) -> list[str]:
@@ -108,19 +139,34 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def where_clause(query: SearchQuery) -> tuple[str, list[Any]]:
-    """``WHERE ...`` (or empty) and its parameters. Raises :class:`ValueError` for unusable filters."""
+def where_clause(
+    query: SearchQuery, *, split: DomainSuffix | None = None
+) -> tuple[list[str], list[Any], DomainSuffix | None]:
+    """Conditions and parameters of ``query``, and its first domain-suffix filter.
+
+    With ``split`` (that filter), the filter itself is left out so the caller can apply it per domain.
+    Raises :class:`ValueError` for unusable filters.
+    """
     conditions: list[str] = []
     params: list[Any] = []
+    suffix: DomainSuffix | None = None
 
     def add(sql: str, values: list[Any]) -> None:
         conditions.append(sql)
         params.extend(values)
 
-    if query.sender:
-        add(*address_filter("m.sender", query.sender))
-    if query.recipient:
-        add(*address_filter("m.recipient", query.recipient))
+    for column, pattern in (("m.sender", query.sender), ("m.recipient", query.recipient)):
+        if not pattern:
+            continue
+        condition = address_filter(column, pattern)
+        if isinstance(condition, DomainSuffix):
+            if suffix is None:
+                suffix = condition
+                if split is not None:
+                    continue
+            add(*condition.sql())
+        else:
+            add(*condition)
     if query.status:
         statuses = _statuses(query.status)
         if statuses:
@@ -143,10 +189,11 @@ def where_clause(query: SearchQuery) -> tuple[str, list[Any]]:
             add("exo_icontains(m.subject, ?)", [query.subject])
     if query.ip:
         try:
-            ip = normalize_ip(str(ipaddress.ip_address(query.ip.strip())))
+            ips = ip_variants(query.ip)
         except ValueError:
             raise ValueError(f"not an IP address: {query.ip!r}") from None
-        add("(m.from_ip = ? OR m.to_ip = ?)", [ip, ip])
+        marks = ", ".join("?" * len(ips))
+        add(f"(m.from_ip IN ({marks}) OR m.to_ip IN ({marks}))", [*ips, *ips])
     if query.direction:
         direction = query.direction.strip().lower()
         if direction not in DIRECTIONS:
@@ -154,17 +201,40 @@ def where_clause(query: SearchQuery) -> tuple[str, list[Any]]:
         add("m.direction = ?", [direction])
     if query.tenant:
         add("m.tenant = ? COLLATE NOCASE", [query.tenant.strip()])
-    return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
+    return conditions, params, suffix
 
 
-def build_search(query: SearchQuery) -> tuple[str, list[Any]]:
-    """The SELECT for :meth:`Archive.search`: newest ``received`` first, ties by newest row."""
-    where, params = where_clause(query)
-    sql = f"{SELECT_ROWS}{where} ORDER BY m.received DESC, m.id DESC"
-    if query.limit:
-        sql += " LIMIT ?"
-        params.append(int(query.limit))
-    return sql, params
+def _where(conditions: list[str]) -> str:
+    return " WHERE " + " AND ".join(conditions) if conditions else ""
+
+
+_ORDER = " ORDER BY m.received DESC, m.id DESC"
+
+
+def build_search(query: SearchQuery, conn: sqlite3.Connection | None = None) -> tuple[str, list[Any]]:
+    """The SELECT for :meth:`Archive.search`: newest ``received`` first, ties by newest row.
+
+    The newest ids are picked from ``messages`` (its indexes) before the documents are joined. With
+    ``conn`` and a limit, a domain-suffix filter is expanded to the domains present and searched one
+    domain at a time (each an ordered index walk stopping at the limit), then merged.
+    """
+    conditions, params, suffix = where_clause(query)
+    limit = int(query.limit) if query.limit else None
+    if limit is None:
+        return f"{SELECT_ROWS}{_where(conditions)}{_ORDER}", params
+    domains = suffix.expand(conn) if suffix is not None and conn is not None else None
+    if suffix is None or domains is None:
+        inner = f"SELECT m.id FROM messages m{_where(conditions)}{_ORDER} LIMIT ?"
+        inner_params = [*params, limit]
+    elif not domains:
+        return f"{SELECT_ROWS} WHERE 0", []
+    else:
+        rest, rest_params, _ = where_clause(query, split=suffix)
+        branch = f"SELECT * FROM (SELECT m.id FROM messages m{_where([f'{suffix.column} = ?', *rest])}{_ORDER} LIMIT ?)"
+        inner = " UNION ALL ".join([branch] * len(domains))
+        inner_params = [value for domain in domains for value in (domain, *rest_params, limit)]
+    sql = f"{SELECT_ROWS} WHERE m.id IN ({inner}){_ORDER} LIMIT ?"
+    return sql, [*inner_params, limit]
 
 
 def _first_address(doc: dict[str, Any], side: str) -> str | None:

@@ -82,8 +82,8 @@ CREATE INDEX messages_recipient_rdomain ON messages (recipient_rdomain, received
 CREATE INDEX messages_sender ON messages (sender, received);
 CREATE INDEX messages_sender_rdomain ON messages (sender_rdomain, received);
 CREATE INDEX messages_message_id ON messages (message_id);
-CREATE INDEX messages_from_ip ON messages (from_ip);
-CREATE INDEX messages_to_ip ON messages (to_ip);
+CREATE INDEX messages_from_ip ON messages (from_ip) WHERE from_ip IS NOT NULL;
+CREATE INDEX messages_to_ip ON messages (to_ip) WHERE to_ip IS NOT NULL;
 """
 
 #: Append-only. Version n is ``MIGRATIONS[n - 1]``.
