@@ -13,6 +13,7 @@ from typing import Any
 from exotrace.archive import Archive
 from exotrace.clock import Clock, SystemClock
 from exotrace.collect.runner import TenantReport, TenantRunner
+from exotrace.collect.shipper import Shipper
 from exotrace.config import AppConfig, TenantConfig
 from exotrace.state.ledger import MIGRATIONS
 
@@ -41,6 +42,7 @@ async def run_collector(cfg: AppConfig, *, mode: str = "once", since: timedelta 
     stop = stop or asyncio.Event()
     archive = await asyncio.to_thread(open_archive, cfg.archive_path)
     pipeline = None
+    shipper = None
     loop = asyncio.get_running_loop()
     installed: list[int] = []
     try:
@@ -50,12 +52,14 @@ async def run_collector(cfg: AppConfig, *, mode: str = "once", since: timedelta 
             pipeline = SinkPipeline.from_tables(list(cfg.sinks), state_dir=f"{cfg.archive_path}.spool",
                                                 clock=clock)
             await pipeline.start()
+            shipper = Shipper(pipeline, archive)
+            await shipper.replay()
         if signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, _on_signal, stop, sig)
                     installed.append(sig)
-        runners = [TenantRunner(t, archive, clock, mode=mode, since=since, stop=stop, pipeline=pipeline,
+        runners = [TenantRunner(t, archive, clock, mode=mode, since=since, stop=stop, shipper=shipper,
                                 progress=progress, geoip_dir=geoip_dir) for t in (tenants or cfg.tenants)]
         return list(await asyncio.gather(*(r.run() for r in runners)))
     finally:

@@ -21,6 +21,7 @@ from exotrace.auth import TokenProvider
 from exotrace.clock import Clock
 from exotrace.collect.plan import plan
 from exotrace.collect.quota import QuotaGovernor
+from exotrace.collect.shipper import Shipper
 from exotrace.config import TenantConfig
 from exotrace.errors import AuthError, ExotraceError, PermanentError, TransientError
 from exotrace.model import Document, RawRecord
@@ -84,7 +85,7 @@ class TenantRunner:
     """Collects one tenant until done (``once``/``settle``) or stopped."""
 
     def __init__(self, tenant: TenantConfig, archive: Archive, clock: Clock, *, mode: str,
-                 since: timedelta | None, stop: asyncio.Event, pipeline: Any = None,
+                 since: timedelta | None, stop: asyncio.Event, shipper: Shipper | None = None,
                  progress: Callable[[str, float, float], None] | None = None,
                  geoip_dir: str | None = None) -> None:
         self.t = tenant
@@ -95,7 +96,7 @@ class TenantRunner:
         self.mode = mode  # "once", "settle" or "daemon"
         self.since = since
         self.stop = stop
-        self.pipeline = pipeline
+        self.shipper = shipper
         self.progress = progress
         self.report = TenantReport(tenant.name)
         self.normalizer = Normalizer(NormalizeOptions(
@@ -296,17 +297,22 @@ class TenantRunner:
                     counts = [0] * len(group)
                 for row in page.rows:
                     counts[_slot(group, _received(row))] += 1
-                res, changed = await self._db(self._commit_page, page)
+                if self.shipper is not None:
+                    res, ticket = await self.shipper.commit(lambda p=page: self._commit_page(p))
+                    if ticket is not None:
+                        tickets.append(ticket)
+                else:
+                    res, _, _ = await self._db(self._commit_page, page)
                 new += res.new
                 updated += res.updated
-                if self.pipeline is not None and changed:
-                    tickets.append(await self.pipeline.submit(changed))
                 log.info("page tenant=%s window=%s offset=%d rows=%d new=%d updated=%d", self.t.name, label,
                          page.offset, len(page.rows), res.new, res.updated)
                 if self.stop.is_set():
                     raise Stopped()
             for ticket in tickets:
                 await self._wait_acked(ticket)
+            if self.shipper is not None:
+                await self.shipper.checkpoint()
             now = self.clock.now()
             await self._db(self._mark_read, group, counts, now, new, updated)
             self.report.windows_read += len(group)
@@ -332,11 +338,14 @@ class TenantRunner:
             await self._db(self._window_failed, group, TransientError(f"internal error: {exc!r}"))
 
     async def _wait_acked(self, ticket: Any) -> None:
-        while not await self.pipeline.wait_acked(ticket, 30.0):
+        assert self.shipper is not None
+        while not await self.shipper.pipeline.wait_acked(ticket, 30.0):
+            if self.shipper.pipeline.abandoned(ticket):
+                raise TransientError("the sinks lost a batch; the window will be read again")
             if self.stop.is_set():
                 raise Stopped()
 
-    def _commit_page(self, page: Page) -> tuple[Any, list[Document]]:
+    def _commit_page(self, page: Page) -> tuple[Any, list[Document], int]:
         observed = page.fetched_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
         origin = f"{self.t.api}:{self.t.name}"
         docs = []
@@ -348,8 +357,9 @@ class TenantRunner:
         with self.archive.transaction():
             res = self.archive.upsert(docs, source=origin)
             self.ledger.tenant_update(self.t.name, requests=0, rows=len(docs))
+            max_seq = int(self.archive.conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0])
         changed = list(getattr(res, "changed", None) or [])
-        return res, changed
+        return res, changed, max_seq
 
     def _mark_read(self, group: list[Window], counts: list[int], now: datetime, new: int, updated: int) -> None:
         with self.archive.transaction():

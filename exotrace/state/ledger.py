@@ -56,6 +56,12 @@ MIGRATIONS: list[str] = [
         updated_at TEXT
     );
     """,
+    """-- collector sink outbox cursor v2
+    CREATE TABLE collector_outbox (
+        name TEXT PRIMARY KEY,
+        acked_seq INTEGER NOT NULL DEFAULT 0
+    );
+    """,
 ]
 
 

@@ -10,10 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 from conftest import check_complete
 from helpers import write_config
 
+from exotrace.archive import Archive
 from exotrace.collect.clockenv import ENV, clock_to_env
+from exotrace.model import canonical_status, row_key
 from exotrace.simulator import SimTenant, SimulatorConfig, start_simulator
 
 KILLS = 20
@@ -34,6 +37,8 @@ def test_kill_9_at_random_points_then_exact(tmp_path: Path) -> None:
     log = tmp_path / "collect.log"
     with start_simulator(cfg) as sim:
         path = write_config(sim, tmp_path, collector="page_size = 60")
+        out = tmp_path / "sink.ndjson"
+        path.write_text(path.read_text() + f'\n[[sink]]\ntype = "file"\npath = "{out}"\n')
         t0 = sim.clock.now()
         killed = finished_early = 0
         while killed < KILLS:
@@ -53,6 +58,14 @@ def test_kill_9_at_random_points_then_exact(tmp_path: Path) -> None:
         t_end = sim.clock.now()
         stats = check_complete(sim, tmp_path / "archive.db", sim.tenants[0], t0, t_end)
     assert stats["old"] > 2000
+    # the file sink got every archived row at least once, the last copy at the archived status
+    shipped: dict[str, str] = {}
+    for line in out.read_text().splitlines():
+        mt = orjson.loads(line)["microsoft"]["online_message_trace"]
+        shipped[row_key(mt["MessageTraceId"], mt["RecipientAddress"])] = canonical_status(mt["Status"])
+    with Archive.open(tmp_path / "archive.db") as arch:
+        archived = dict(arch.conn.execute("SELECT key, status FROM messages"))
+    assert shipped == archived
     assert killed == KILLS
     text = log.read_text()
     assert "page tenant=contoso" in text
