@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import ipaddress
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -147,7 +148,7 @@ def search(archive_path: str, sender: str | None, recipient: str | None, statuse
             raise click.UsageError(str(exc)) from None
     more = bool(limit) and len(rows) > limit
     rows = rows[:limit] if limit else rows
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     if fmt == "table":
         _print_table(rows, more=more, limit=limit)
         return
@@ -241,7 +242,7 @@ def stats(archive_path: str, since: datetime | None, until: datetime | None, top
     with _open_archive(archive_path) as arch:
         result = arch.stats(since=since, until=until, top=top)
     if fmt == "json":
-        click.get_text_stream("stdout").write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
     _print_stats(result)
 

@@ -1,0 +1,188 @@
+"""``exotrace search`` and ``exotrace stats`` through click's CliRunner."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from exotrace.archive import Archive
+from exotrace.archive.testing import make_document as doc
+from exotrace.cli import cli
+from exotrace.cli.search import CSV_COLUMNS, defuse_cell, fit_widths
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> str:
+    path = tmp_path / "exotrace.db"
+    with Archive.open(path) as arch:
+        arch.upsert([
+            doc("t1", "linus@contoso.com", sender="alice@example.com", received="2024-05-01T10:00:00.000Z",
+                subject="Quarterly report for the whole team, with a very long subject line that goes on"),
+            doc("t2", "bob@contoso.com", sender="=HYPERLINK(\"http://x\")@evil.example",
+                received="2024-05-02T10:00:00.000Z", subject="=cmd|' /C calc'!A0", status="failed"),
+            doc("t3", "carol@fabrikam.com", sender=None, received="2024-05-03T10:00:00.000Z",
+                subject="@SUM(1+1)", status="GettingStatus", direction="outbound"),
+            doc("t4", "dave@contoso.com", sender="bob@contoso.com", received="2024-05-04T10:00:00.000Z",
+                subject="\tTabbed", direction="internal"),
+        ])
+    return str(path)
+
+
+def run(*args: str, width: int = 200) -> object:
+    return CliRunner().invoke(cli, list(args), env={"COLUMNS": str(width)}, catch_exceptions=False)
+
+
+def test_table_newest_first_with_footer(archive: str) -> None:
+    result = run("search", "--archive", archive)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "Received (UTC)" in lines[0] and "Subject" in lines[0]
+    order = [next(t for t in ("dave", "carol", "bob@contoso", "linus") if t in line) for line in lines[2:6]]
+    assert order == ["dave", "carol", "bob@contoso", "linus"]
+    assert lines[-1] == "4 messages, newest first"
+
+
+@pytest.mark.parametrize("width", [60, 80, 100, 140])
+def test_table_fits_the_terminal_and_truncates_subject_first(archive: str, width: int) -> None:
+    result = run("search", "--archive", archive, width=width)
+    assert result.exit_code == 0
+    table_lines = result.output.splitlines()[:-1]
+    assert max(len(line) for line in table_lines) <= width
+    if width >= 100:
+        # Enough room for whole addresses: only the subject is cut.
+        assert "linus@contoso.com" in result.output
+        assert "Quarterly report for the whole team, with a very long subject line that goes on" not in result.output
+        assert "…" in result.output
+
+
+def test_limit_footer_says_more_match(archive: str) -> None:
+    result = run("search", "--archive", archive, "--limit", "2")
+    assert result.exit_code == 0
+    assert "2 messages, newest first; more match" in result.output
+
+
+def test_no_match(archive: str) -> None:
+    result = run("search", "--archive", archive, "--recipient", "nobody@nowhere.example")
+    assert result.exit_code == 0
+    assert "No messages match." in result.output
+
+
+def test_json_rows(archive: str) -> None:
+    result = run("search", "--archive", archive, "--format", "json", "--status", "FAILED")
+    rows = json.loads(result.stdout)
+    assert [r["trace_id"] for r in rows] == ["t2"]
+    assert rows[0]["status"] == "Failed" and rows[0]["doc"]["email"]["local_id"] == "t2"
+
+
+def test_ndjson_one_ecs_document_per_line(archive: str) -> None:
+    result = run("search", "--archive", archive, "--format", "ndjson", "--recipient", "*@contoso.com")
+    docs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["email"]["local_id"] for d in docs] == ["t4", "t2", "t1"]
+    assert all("ecs" in d for d in docs)
+
+
+def test_csv_columns_and_formula_defusing(archive: str) -> None:
+    result = run("search", "--archive", archive, "--format", "csv")
+    assert result.exit_code == 0
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    by_trace = {r[CSV_COLUMNS.index("trace_id")]: dict(zip(CSV_COLUMNS, r, strict=True)) for r in rows[1:]}
+    assert by_trace["t2"]["subject"] == "'=cmd|' /C calc'!A0"
+    assert by_trace["t2"]["sender"] == "'=HYPERLINK(\"http://x\")@evil.example"
+    assert by_trace["t3"]["subject"] == "'@SUM(1+1)"
+    assert by_trace["t3"]["sender"] == ""
+    assert by_trace["t4"]["subject"] == "'\tTabbed"
+    assert by_trace["t1"]["subject"].startswith("Quarterly")
+    for row in rows[1:]:
+        for cell in row:
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r"))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("=1+1", "'=1+1"), ("+1", "'+1"), ("-1", "'-1"), ("@x", "'@x"), ("\tx", "'\tx"), ("\rx", "'\rx"),
+     ("plain", "plain"), ("a=b", "a=b"), (None, ""), (42, "42")],
+)
+def test_defuse_cell(value: object, expected: str) -> None:
+    assert defuse_cell(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--sender", "<>"], ["t3"]),
+        (["--sender", "example.com"], ["t1"]),
+        (["--recipient", "contoso.com", "--since", "2024-05-02"], ["t4", "t2"]),
+        (["--until", "2024-05-01"], ["t1"]),
+        (["--status", "gettingStatus"], ["t3"]),
+        (["--status", "delivered", "--status", "failed"], ["t4", "t2", "t1"]),
+        (["--message-id", "m1@example.com"], ["t4", "t3", "t2", "t1"]),
+        (["--trace-id", "T2"], ["t2"]),
+        (["--subject", "quarterly"], ["t1"]),
+        (["--ip", "81.2.69.144", "--limit", "1"], ["t4"]),
+        (["--direction", "OUTBOUND"], ["t3"]),
+        (["--since", "1d"], []),
+    ],
+)
+def test_each_filter(archive: str, args: list[str], expected: list[str]) -> None:
+    result = run("search", "--archive", archive, "--format", "json", "--limit", "0", *args)
+    assert result.exit_code == 0, result.output
+    assert [r["trace_id"] for r in json.loads(result.stdout)][: len(expected) or None] == expected
+
+
+def test_missing_archive_is_exit_2(tmp_path: Path) -> None:
+    missing = tmp_path / "none.db"
+    for command in ("search", "stats"):
+        result = run(command, "--archive", str(missing))
+        assert result.exit_code == 2
+        assert f"Error: no archive at {missing} (run exotrace ingest or exotrace collect first)" in result.output
+        assert "Traceback" not in result.output
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--since", "yesterdayish"], ["--status", "delivred"], ["--ip", "1.2.3"], ["--direction", "up"],
+     ["--limit", "-1"], ["--format", "xml"]],
+)
+def test_usage_errors_are_exit_2(archive: str, args: list[str]) -> None:
+    result = run("search", "--archive", archive, *args)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_default_archive_path_is_current_directory(archive: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(Path(archive).parent)
+    monkeypatch.delenv("EXOTRACE_ARCHIVE", raising=False)
+    result = run("search", "--format", "json")
+    assert result.exit_code == 0 and len(json.loads(result.stdout)) == 4
+
+
+def test_stats_table_and_json(archive: str) -> None:
+    result = run("stats", "--archive", archive)
+    assert result.exit_code == 0
+    for text in ("4 messages", "By status", "Delivered", "By direction", "By day (UTC)", "2024-05-04",
+                 "Top senders", "alice@example.com", "Top recipient domains", "contoso.com", "Rejected records: 0"):
+        assert text in result.output
+    data = json.loads(run("stats", "--archive", archive, "--format", "json", "--since", "2024-05-02").stdout)
+    assert data["total"] == 3
+    assert data["by_status"] == {"Delivered": 1, "Failed": 1, "GettingStatus": 1}
+
+
+def test_help_ends_with_examples() -> None:
+    for command in ("search", "stats"):
+        result = run(command, "--help")
+        assert result.exit_code == 0
+        assert "Example:" in result.output
+        assert f"exotrace {command}" in result.output.split("Example:")[1]
+
+
+def test_fit_widths_shrinks_in_order() -> None:
+    assert fit_widths([10, 10, 50], 100, [(2, 10)], overhead=4) == [10, 10, 50]
+    assert fit_widths([10, 10, 50], 54, [(2, 10), (1, 5)], overhead=4) == [10, 10, 30]
+    assert fit_widths([10, 10, 50], 30, [(2, 10), (1, 5)], overhead=4) == [10, 6, 10]
