@@ -163,6 +163,8 @@ class SimulatorConfig:
     rws_max_age_days: int = 10
     #: How long a ``slow`` response stalls, in simulated seconds (long enough to trip a client timeout).
     slow_seconds: float = 120.0
+    #: Generated rows kept in memory per tenant (about 0.5 KB each); older hours are regenerated on demand.
+    cache_rows: int = 100_000
 
     def scenario_map(self) -> dict[str, float]:
         return parse_scenario(self.scenario)

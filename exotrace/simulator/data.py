@@ -178,14 +178,18 @@ class TenantProfile:
                 ext.append(f"{rng.choice(_FIRST)}.{rng.choice(_LAST)}@{dom}")
         ext += ["noreply@azure.microsoft.com", "azure-noreply@microsoft.com", "news@newsletter.wingtip.co.jp"]
         self.external = ext
+        self.group_names = list(self.groups)
         self.organization = tenant.organization
+        #: addresses in a local domain (group addresses included)
+        self.local_addresses = {a for a in users + self.group_names if a.rpartition("@")[2].lower() in self.domains}
+        self.lower = {a: a.lower() for a in users + ext + self.group_names}
 
 
 class TenantData:
     """Generates and caches one tenant's rows by hour bucket."""
 
     def __init__(self, tenant: SimTenant, seed: int, rows_per_day: int, late: bool = False,
-                 cache_rows: int = 300_000) -> None:
+                 cache_rows: int = 100_000) -> None:
         self.tenant = tenant
         self.seed = seed
         self.rows_per_day = max(0, rows_per_day)
@@ -225,67 +229,71 @@ class TenantData:
 
     def _message(self, rng: random.Random, hour: int, n: int) -> list[Row]:
         p = self.profile
-        received = hour * HOUR_US + rng.randrange(HOUR_US)
-        trace_id = (f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-{rng.getrandbits(16):04x}-"
-                    f"{rng.getrandbits(16):04x}-{(0x08D0 << 32) | (hour & 0xFFFFFFFF):012x}")
-        roll = rng.random()
+        rnd = rng.random
+        bits = rng.getrandbits
+        received = hour * HOUR_US + int(rnd() * HOUR_US)
+        trace_id = (f"{bits(32):08x}-{bits(16):04x}-{bits(16):04x}-"
+                    f"{bits(16):04x}-{(0x08D0 << 32) | (hour & 0xFFFFFFFF):012x}")
+        roll = rnd()
         direction = ("inbound" if roll < 0.55 else "outbound" if roll < 0.75
                      else "internal" if roll < 0.95 else "ndr")
-        to_ip: str | None = None
+        users, external = p.users, p.external
         if direction == "inbound":
-            sender = rng.choice(p.external)
-            from_ip: str | None = rng.choice(_GEO_IPS) if rng.random() < 0.4 else _random_ip(rng)
+            sender = _pick(rnd, external)
+            from_ip: str | None = _pick(rnd, _GEO_IPS) if rnd() < 0.4 else _random_ip(rng)
         elif direction == "ndr":
             sender = "<>"
             from_ip = None
         else:
-            sender = rng.choice(p.users)
+            sender = _pick(rnd, users)
             from_ip = _random_ip(rng, internal=True)
-        if from_ip is not None and rng.random() < 0.02:
+        if from_ip is not None and rnd() < 0.02:
             from_ip = ""
         # recipients
         if direction == "ndr":
-            rcpts = [rng.choice(p.users)]
+            rcpts = [_pick(rnd, users)]
         elif direction == "outbound":
-            rcpts = rng.sample(p.external, 1 if rng.random() < 0.7 else rng.randint(2, 4))
+            rcpts = [_pick(rnd, external)] if rnd() < 0.7 else rng.sample(external, 2 + int(rnd() * 3))
         else:
-            k = 1 if rng.random() < 0.7 else rng.randint(2, 5)
-            rcpts = rng.sample(p.users, k)
-            if rng.random() < 0.12:
-                rcpts.append(rng.choice(list(p.groups)))
-            if direction == "internal" and rng.random() < 0.2:
-                rcpts.append(rng.choice(p.external))
-        subject = rng.choice(_SUBJECTS)
+            rcpts = [_pick(rnd, users)] if rnd() < 0.7 else rng.sample(users, 2 + int(rnd() * 4))
+            if rnd() < 0.12:
+                rcpts.append(_pick(rnd, p.group_names))
+            if direction == "internal" and rnd() < 0.2:
+                rcpts.append(_pick(rnd, external))
+        subject = _pick(rnd, _SUBJECTS)
         if direction == "ndr":
-            subject = "Undeliverable: " + rng.choice(_SUBJECTS[:6])
+            subject = "Undeliverable: " + _pick(rnd, _SUBJECTS[:6])
         size = int(min(35_000_000, rng.lognormvariate(10.3, 1.2))) + 800
         msg_host = sender.rpartition("@")[2] or "ex.outlook.com"
-        message_id: str | None = f"<{rng.getrandbits(64):016x}.{n}@{msg_host}>"
-        if rng.random() < 0.005:
+        message_id: str | None = f"<{bits(64):016x}.{n}@{msg_host}>"
+        if rnd() < 0.005:
             message_id = None
         # expand groups (group row + member rows), dedupe recipients
         expanded: list[tuple[str, bool]] = []
         seen: set[str] = set()
         for r in rcpts:
             members = p.groups.get(r)
-            for addr, is_group in [(r, members is not None)] + [(m, False) for m in members or []]:
-                if addr.lower() not in seen:
-                    seen.add(addr.lower())
-                    expanded.append((addr, is_group))
+            if r not in seen:
+                seen.add(r)
+                expanded.append((r, members is not None))
+            for m in members or ():
+                if m not in seen:
+                    seen.add(m)
+                    expanded.append((m, False))
         out: list[Row] = []
+        local_set = p.local_addresses
         for addr, is_group in expanded:
-            local = addr.rpartition("@")[2].lower() in p.domains
             row_dir = direction
-            if direction == "internal" and not local:
+            if direction == "internal" and addr not in local_set:
                 row_dir = "outbound"
-            row_to_ip = _random_ip(rng) if row_dir == "outbound" else to_ip
+            row_to_ip = _random_ip(rng) if row_dir == "outbound" else None
             delay = self._delay(rng)
             final = "Expanded" if is_group else self._final_status(rng, row_dir)
             timeline = self._timeline(rng, received, received + delay, final)
             out.append(Row(
                 received_us=received, trace_id=trace_id, message_id=message_id, sender=sender,
-                recipient=addr, rcpt_lower=addr.lower(), subject=subject,
-                size=size + rng.randrange(0, 400), from_ip=from_ip, to_ip=row_to_ip,
+                recipient=addr, rcpt_lower=p.lower[addr], subject=subject,
+                size=size + int(rnd() * 400), from_ip=from_ip, to_ip=row_to_ip,
                 organization=p.organization, direction=row_dir, visible_us=received + delay,
                 timeline=timeline,
             ))
@@ -295,10 +303,10 @@ class TenantData:
         r = rng.random()
         late_share = 0.25 if self.late else 0.07
         if r < 1 - late_share:
-            return int(rng.uniform(0.5, 10) * MINUTE_US)
+            return int((0.5 + 9.5 * rng.random()) * MINUTE_US)
         if r < 1 - late_share / 4:
-            return int(rng.uniform(10, 180) * MINUTE_US)
-        return int(rng.uniform(3 * 60, 24 * 60) * MINUTE_US)
+            return int((10 + 170 * rng.random()) * MINUTE_US)
+        return int((180 + 1260 * rng.random()) * MINUTE_US)
 
     @staticmethod
     def _final_status(rng: random.Random, direction: str) -> str:
@@ -321,16 +329,16 @@ class TenantData:
     @staticmethod
     def _timeline(rng: random.Random, received: int, visible: int, final: str) -> tuple[tuple[int, str], ...]:
         """Provisional first (GettingStatus and/or Pending), then the final status a few minutes later."""
-        settle = visible + int(rng.uniform(1, 15) * MINUTE_US)
+        settle = visible + int((1 + 14 * rng.random()) * MINUTE_US)
         if final == "Recalled":
             return ((received, "GettingStatus"), (settle, "Delivered"),
-                    (settle + int(rng.uniform(5, 120) * MINUTE_US), "Recalled"))
+                    (settle + int((5 + 115 * rng.random()) * MINUTE_US), "Recalled"))
         if final == "Pending":  # stuck in retry for the whole simulated life of the row
             return ((received, "GettingStatus"), (settle, "Pending"))
         r = rng.random()
         if r < 0.08 and final in ("Delivered", "Failed"):  # deferred, retried, then final
             return ((received, "GettingStatus"), (settle, "Pending"),
-                    (settle + int(rng.uniform(30, 240) * MINUTE_US), final))
+                    (settle + int((30 + 210 * rng.random()) * MINUTE_US), final))
         if r < 0.7:
             return ((received, "GettingStatus"), (settle, final))
         return ((received, final),)
@@ -385,14 +393,19 @@ def hour_of_trace_id(trace_id: str) -> int | None:
         return None
 
 
+def _pick(rnd: Callable[[], float], seq: list[str]) -> str:
+    return seq[int(rnd() * len(seq))]
+
+
 def _random_ip(rng: random.Random, internal: bool = False) -> str:
-    r = rng.random()
+    rnd = rng.random
+    r = rnd()
     if internal:
         if r < 0.5:
-            return f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-        return f"2603:10a6:{rng.randrange(0x10000):x}::{rng.randrange(1, 0x10000):x}"
+            return f"10.{int(rnd() * 256)}.{int(rnd() * 256)}.{1 + int(rnd() * 254)}"
+        return f"2603:10a6:{int(rnd() * 0x10000):x}::{1 + int(rnd() * 0xFFFF):x}"
     if r < 0.6:
-        return f"40.107.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        return f"40.107.{int(rnd() * 256)}.{1 + int(rnd() * 254)}"
     if r < 0.8:
-        return f"209.85.{rng.randrange(128, 256)}.{rng.randrange(1, 255)}"
-    return f"2a01:111:f403:{rng.randrange(0x10000):x}::{rng.randrange(1, 0x10000):x}"
+        return f"209.85.{128 + int(rnd() * 128)}.{1 + int(rnd() * 254)}"
+    return f"2a01:111:f403:{int(rnd() * 0x10000):x}::{1 + int(rnd() * 0xFFFF):x}"

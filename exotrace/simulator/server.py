@@ -67,7 +67,8 @@ class SimState:
         self.quota = Quota(config.quota_requests, config.quota_window)
         late = "late" in self.scenarios
         self.data = {t.name: TenantData(t, config.seed, t.rows_per_day if t.rows_per_day is not None
-                                        else config.rows_per_day, late=late) for t in tenants}
+                                        else config.rows_per_day, late=late, cache_rows=config.cache_rows)
+                     for t in tenants}
         start = clock.now()
         self.data_start_us = to_us(start - timedelta(days=config.history_days))
         self.base_url = ""
