@@ -158,3 +158,27 @@ def test_message_trace_detail(sim: Simulator, client: httpx.Client, tok: str) ->
     verbose = client.get(f"{sim.rws_url}/messagetracedetail", params={"$filter": flt, "$format": "json"},
                          headers=auth(tok))
     assert json.loads(verbose.text)["d"]["results"][0]["Date"].startswith("/Date(")
+
+
+def test_atom_feed_when_no_json_is_asked_for(sim: Simulator, client: httpx.Client, tok: str) -> None:
+    import xml.etree.ElementTree as ET
+
+    ns = {"a": "http://www.w3.org/2005/Atom", "m": "http://schemas.microsoft.com/ado/2007/08/dataservices/metadata",
+          "d": "http://schemas.microsoft.com/ado/2007/08/dataservices"}
+    start, end = window(sim, 1, 8)
+    url: str | None = f"{sim.rws_url}/MessageTrace?$top=150&$filter=" + _flt(start, end)
+    keys = []
+    while url:
+        r = client.get(url, headers=auth(tok))
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/atom+xml")
+        feed = ET.fromstring(r.content)
+        for props in feed.iterfind("a:entry/a:content/m:properties", ns):
+            tid = props.findtext("d:MessageTraceId", namespaces=ns)
+            rcpt = props.findtext("d:RecipientAddress", namespaces=ns)
+            keys.append(keys_of([{"MessageTraceId": tid, "RecipientAddress": rcpt}], graph=False)[0])
+        nxt = feed.find("a:link[@rel='next']", ns)
+        url = nxt.get("href") if nxt is not None else None
+    truth = sim.ground_truth(sim.tenant("contoso").tenant_id, api="rws", start=start, end=end)
+    assert len(keys) == len(set(keys)) and set(keys) == set(truth) and len(keys) > 150
+    err = client.get(f"{sim.rws_url}/MessageTrace", params={"$filter": "Colour eq 'red'"}, headers=auth(tok))
+    assert err.status_code == 400 and b"<m:error" in err.content
