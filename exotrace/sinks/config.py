@@ -98,6 +98,7 @@ class SinkConfig:
     buffer_max_events: int = _f(10_000, doc="Documents held in memory before new ones go to the disk spool.")
     buffer_max_bytes: int = _f(32 * 1024 * 1024, doc="Bytes held in memory before spilling to the spool.")
     spool_max_bytes: int = _f(1024**3, doc="Disk spool limit; when full, `submit` blocks (required sinks).")
+    concurrency: int = _f(1, doc="Batches in flight at once (order between them is not kept).")
     retry_initial: float = _f(0.5, doc="First retry delay in seconds (doubles each time, with jitter).")
     retry_max: float = _f(60.0, doc="Longest retry delay in seconds (also the delay after auth errors).")
     dead_letter: str | None = _f(None, doc="Dead-letter NDJSON path. Default: `<state_dir>/dead-letter/<name>.ndjson`.")
@@ -123,6 +124,7 @@ hosts = ["https://es.example.net:9200"]
 api_key = "env:EXOTRACE_ES_API_KEY"
 namespace = "default"          # data stream logs-microsoft_exchange_online_message_trace.log-default
 """
+    concurrency: int = _f(2, doc="Requests in flight at once (order between them is not kept).")
     batch_max_events: int = _f(1000, doc="Most documents per bulk request.")
     hosts: list[str] = _f([], doc="Node URLs, e.g. `https://es.example.net:9200` (or use `cloud_id`).")
     cloud_id: str | None = _f(None, doc="Elastic Cloud deployment id, instead of `hosts`.")
@@ -154,6 +156,7 @@ hosts = ["https://opensearch.example.net:9200"]
 username = "exotrace"
 password = "env:EXOTRACE_OS_PASSWORD"
 """
+    concurrency: int = _f(2, doc="Requests in flight at once (order between them is not kept).")
     batch_max_events: int = _f(1000, doc="Most documents per bulk request.")
     hosts: list[str] = _f([], doc="Node URLs.")
     username: str | None = _f(None, doc="Basic-auth user.")
@@ -180,6 +183,7 @@ url = "https://splunk.example.net:8088"
 token = "env:EXOTRACE_HEC_TOKEN"
 index = "o365"
 """
+    concurrency: int = _f(2, doc="Requests in flight at once (order between them is not kept).")
     url: str = _f(doc="Base URL of the collector (`/services/collector/event` is appended).")
     token: Secret = _f(doc="HEC token reference; sent as `Authorization: Splunk <token>`.")
     sourcetype: str = _f("o365:reporting:messagetrace", doc="Sourcetype (the Splunk add-on's).")
@@ -212,6 +216,7 @@ tenant_id = "00000000-0000-0000-0000-000000000000"
 client_id = "00000000-0000-0000-0000-000000000000"
 client_secret = "env:EXOTRACE_SENTINEL_SECRET"
 """
+    concurrency: int = _f(2, doc="Requests in flight at once (order between them is not kept).")
     batch_max_bytes: int = _f(4_000_000, doc="Most bytes per batch (split further into < 1 MB requests).")
     endpoint: str = _f(doc="Data collection endpoint (DCE) logs ingestion URL.")
     dcr_immutable_id: str = _f(doc="Immutable id of the data collection rule (`dcr-...`).")
@@ -248,6 +253,7 @@ headers = { "X-Source" = "exotrace" }
 # url = "https://intake.sekoia.io"
 # intake_key = "env:EXOTRACE_SEKOIA_INTAKE_KEY"
 """
+    concurrency: int = _f(2, doc="Requests in flight at once (order between them is not kept).")
     url: str = _f(doc="Target URL (with `preset = \"sekoia\"`: the intake server, `/batch` is appended).")
     format: Literal["ndjson", "json"] = _f("ndjson", doc="`ndjson` (one document per line) or `json` (array).")
     headers: dict[str, str] = _f({}, doc="Extra request headers (not for secrets: use `auth_header`).")
@@ -448,9 +454,11 @@ _SECRET_HEADER = re.compile(r"(authorization|token|api[-_]?key|secret|password|c
 def _validate(c: SinkConfig, where: str) -> None:
     if not _NAME_RE.match(c.name):
         raise ConfigError(f"{where}: name must be letters, digits, '.', '_' or '-'", key="name")
-    for fname in ("batch_max_events", "batch_max_bytes", "buffer_max_events", "buffer_max_bytes"):
+    for fname in ("batch_max_events", "batch_max_bytes", "buffer_max_events", "buffer_max_bytes", "concurrency"):
         if getattr(c, fname) < 1:
             raise ConfigError(f"{where}: {fname} must be at least 1", key=fname)
+    if c.concurrency > 1 and isinstance(c, SyslogSinkConfig | FileSinkConfig | StdoutSinkConfig):
+        raise ConfigError(f"{where}: concurrency must be 1 for {c.type} (one stream, in order)", key="concurrency")
     if isinstance(c, ElasticsearchSinkConfig):
         if not c.hosts and not c.cloud_id:
             raise ConfigError(f"{where}: set hosts or cloud_id", key="hosts")

@@ -119,9 +119,8 @@ class _Worker:
         self.dead_letter_path = Path(config.dead_letter or folder / "dead-letter" / f"{config.name}.ndjson")
         self.memory: deque[Record] = deque()
         self.mem_bytes = 0
-        self.inflight: list[Record] = []
+        self.batches: deque[_Batch] = deque()  # in flight, oldest first
         self.inflight_undone: set[int] = set()
-        self.inflight_from_spool = False
         self.down = False
         self.flushing = 0
         self.closing = False
@@ -191,19 +190,42 @@ class _Worker:
     # -- delivery loop -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        while True:
-            batch, from_spool = await self._next_batch()
-            if batch is None:
-                return
-            self.inflight = batch
-            self.inflight_undone = {r.seq for r in batch}
-            self.inflight_from_spool = from_spool
-            await self._deliver(batch)
-            if from_spool:
-                self.spool.commit()
-                self.space.set()
-            self.inflight = []
+        """Take batches and deliver up to ``concurrency`` of them at once; commit spool reads in order."""
+        slots = asyncio.Semaphore(max(1, self.cfg.concurrency))
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await slots.acquire()
+                records, from_spool = await self._next_batch()
+                if records is None:
+                    slots.release()
+                    break
+                batch = _Batch(records, self.spool.position() if from_spool else None)
+                self.batches.append(batch)
+                self.inflight_undone.update(r.seq for r in records)
+                task = asyncio.create_task(self._run_batch(batch, slots))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run_batch(self, batch: _Batch, slots: asyncio.Semaphore) -> None:
+        try:
+            await self._deliver(batch.records)
+            batch.done = True
+            while self.batches and self.batches[0].done:
+                done = self.batches.popleft()
+                if done.spool_pos is not None:
+                    self.spool.commit(done.spool_pos)
+                    self.space.set()
             self.notify()
+        finally:
+            slots.release()
 
     async def _next_batch(self) -> tuple[list[Record] | None, bool]:
         cfg = self.cfg
@@ -322,8 +344,9 @@ class _Worker:
     def persist(self) -> int:
         """After the loop stopped: write undelivered memory and in-flight records to the spool."""
         recs: list[Record] = []
-        if self.inflight and not self.inflight_from_spool:
-            recs.extend(r for r in self.inflight if r.seq in self.inflight_undone)
+        for b in self.batches:
+            if b.spool_pos is None:  # spool-sourced batches are still in the spool files
+                recs.extend(r for r in b.records if r.seq in self.inflight_undone)
         recs.extend(self.memory)
         recs.sort(key=lambda r: r.seq)
         self.spool.write_older(recs)
@@ -331,15 +354,16 @@ class _Worker:
         self.memory.clear()
         self.mem_bytes = 0
         self.inflight_undone.clear()
-        self.inflight = []
+        self.batches.clear()
         self.spool.close()
         return len(recs)
 
 
-@dataclass
-class _Interval:
-    lo: int
-    hi: int
+@dataclass(slots=True)
+class _Batch:
+    records: list[Record]
+    spool_pos: tuple[str, int] | None  # spool read position after this batch (None: from memory)
+    done: bool = False
 
 
 class SinkPipeline:
@@ -400,6 +424,7 @@ class SinkPipeline:
         for w in self._workers:
             await w.sink.start()
             w.task = asyncio.create_task(w.run(), name=f"exotrace-sink-{w.name}")
+            w.task.add_done_callback(_report_crash)
         self._started = True
         self._saver = asyncio.create_task(self._save_loop(), name="exotrace-sink-metrics")
         replay = sum(w.spool.unread for w in self._workers)
@@ -599,6 +624,12 @@ class SinkPipeline:
             fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
             self._lock_fh.close()
             self._lock_fh = None
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("Sink worker %s stopped on an internal error; its documents stay buffered.",
+                  task.get_name(), exc_info=task.exception())
 
 
 @dataclass

@@ -13,19 +13,57 @@ import asyncio
 import base64
 import datetime as dt
 import gzip
+import hashlib
 import ipaddress
 import json
 import socket
 import ssl
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
+
+from exotrace.model import Document
+
+# --------------------------------------------------------------------------------------------------
+# Test documents
+
+
+def make_doc(i: int, *, status: str = "Delivered", subject: str | None = None, pad: int = 0) -> Document:
+    """A realistic ECS message-trace document, numbered ``i``."""
+    trace_id = f"{i:08x}-1111-2222-3333-444455556666"
+    recipient = f"user{i}@contoso.com"
+    doc: dict[str, Any] = {
+        "@timestamp": f"2026-03-01T{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}.{i % 1000:03d}Z",
+        "ecs": {"version": "8.11.0"},
+        "event": {"category": ["email"], "type": ["info"], "outcome": "success"},
+        "email": {"local_id": trace_id, "message_id": f"<m{i}@fabrikam.com>", "subject": subject or f"Report {i}",
+                  "from": {"address": ["sender@fabrikam.com"]}, "to": {"address": [recipient]},
+                  "attachments": {"file": {"size": 1000 + i}}, "direction": "inbound",
+                  "delivery_timestamp": "2026-03-01T00:00:00.0000000Z"},
+        "source": {"ip": "203.0.113.9", "domain": "fabrikam.com"},
+        "destination": {"domain": "contoso.com"},
+        "microsoft": {"online_message_trace": {"Status": status, "MessageTraceId": trace_id, "n": i}},
+    }
+    if pad:
+        doc["email"]["pad"] = "x" * pad
+    fp = base64.b64encode(hashlib.sha1(f"{trace_id}|{recipient}|{status}".encode()).digest()).decode()
+    return Document(doc=doc, key=f"{trace_id}|{recipient}", fingerprint=fp, status=status)
+
+
+def make_docs(start: int, stop: int, **kw: Any) -> list[Document]:
+    return [make_doc(i, **kw) for i in range(start, stop)]
+
+
+def numbers(docs: Sequence[dict[str, Any]]) -> list[int]:
+    """The ``n`` of each received document, in arrival order."""
+    return [d["microsoft"]["online_message_trace"]["n"] for d in docs]
+
 
 # --------------------------------------------------------------------------------------------------
 # TLS material
@@ -293,7 +331,8 @@ class FakeElasticsearch(HttpFake):
     """``GET /`` and ``POST /{target}/_bulk`` with per-item results, as Elasticsearch 8/9 answers them.
 
     ``item_faults[_id]`` is a list of statuses returned for that id's next occurrences (then success);
-    ``reject_ids`` always fail with a 400 mapping error. Documents are kept in ``indices[index][_id]``.
+    ``reject_ids`` always fail with a 400 mapping error. Documents are kept as raw JSON in
+    ``store[index][_id]`` (decoded on access through ``indices``); ``preload`` adds existing ones.
     """
 
     product = "Elasticsearch"
@@ -303,7 +342,7 @@ class FakeElasticsearch(HttpFake):
         super().__init__(tls)
         self.api_key = api_key
         self.basic = basic
-        self.indices: dict[str, dict[str, dict[str, Any]]] = {}
+        self.store: dict[str, dict[str, bytes]] = {}
         self.item_faults: dict[str, list[int]] = {}
         self.reject_ids: set[str] = set()
         self.bulk_requests = 0
@@ -360,7 +399,8 @@ class FakeElasticsearch(HttpFake):
             for i in range(0, len(lines), 2):
                 action = orjson.loads(lines[i])
                 (op, meta), = action.items()
-                src = orjson.loads(lines[i + 1])
+                src = lines[i + 1]
+                self.expect(src.startswith(b"{") and src.endswith(b"}"), "bulk source must be a JSON object")
                 self.docs_received += 1
                 index = meta.get("_index", default_index)
                 _id = meta.get("_id")
@@ -369,9 +409,31 @@ class FakeElasticsearch(HttpFake):
                 status, extra = self._item(op, index, _id, src)
                 errors |= status >= 300
                 items.append({op: {"_index": index, "_id": _id, "status": status, **extra}})
-        return Response.json({"took": 1, "errors": errors, "items": items})
+        out: dict[str, Any] = {"took": 1, "errors": errors, "items": items}
+        fp = req.query.get("filter_path")
+        if fp:  # the subset exotrace asks for: errors, items.*.status, items.*.error.type/reason
+            self.expect(fp == ["errors,items.*.status,items.*.error.type,items.*.error.reason"], f"filter_path {fp}")
+            out = {"errors": errors, "items": [
+                {op: {k: v for k, v in info.items() if k in ("status", "error")}}
+                for item in items for op, info in item.items()]}
+            for item in out["items"]:
+                for info in item.values():
+                    if "error" in info:
+                        info["error"] = {k: info["error"][k] for k in ("type", "reason") if k in info["error"]}
+        resp = Response.json(out)
+        if "compatible-with=8" in req.headers.get("accept", ""):
+            resp.headers["Content-Type"] = "application/vnd.elasticsearch+json;compatible-with=8"
+        return resp
 
-    def _item(self, op: str, index: str, _id: str, src: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    @property
+    def indices(self) -> dict[str, dict[str, dict[str, Any]]]:
+        with self._lock:
+            return {ix: {k: orjson.loads(v) for k, v in docs.items()} for ix, docs in self.store.items()}
+
+    def preload(self, index: str, _id: str, doc: dict[str, Any]) -> None:
+        self.store.setdefault(index, {})[_id] = orjson.dumps(doc)
+
+    def _item(self, op: str, index: str, _id: str, src: bytes) -> tuple[int, dict[str, Any]]:
         faults = self.item_faults.get(_id)
         if faults:
             status = faults.pop(0)
@@ -381,7 +443,7 @@ class FakeElasticsearch(HttpFake):
         if _id in self.reject_ids:
             return 400, {"error": {"type": "document_parsing_exception",
                                   "reason": "[1:2] failed to parse field [email.subject] of type [keyword]"}}
-        docs = self.indices.setdefault(index, {})
+        docs = self.store.setdefault(index, {})
         if op == "create" and _id in docs:
             return 409, {"error": {"type": "version_conflict_engine_exception",
                                   "reason": f"[{_id}]: version conflict, document already exists"}}

@@ -53,7 +53,7 @@ def test_faults_and_restart_deliver_everything_once(state_dir: Path) -> None:
     docs = make_docs(0, 300)
     fp = [d.fingerprint for d in docs]
     with FakeElasticsearch(api_key="a2V5aWQ6c2VjcmV0") as es:
-        es.indices[DS] = {fp[7]: docs[7].doc}  # already indexed by Elastic's own integration: 409
+        es.preload(DS, fp[7], docs[7].doc)  # already indexed by Elastic's own integration: 409
         es.item_faults = {fp[1]: [429], fp[2]: [500, 503], fp[3]: [429, 429, 429]}
         es.reject_ids = {fp[4], fp[150]}
         es.script = [Response.json({"error": "too many"}, 429, {"Retry-After": "0"}), 503, RESET]

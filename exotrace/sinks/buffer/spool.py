@@ -189,12 +189,28 @@ class Spool:
         """Read up to the limits (at least one record if any is unread); does not commit."""
         out: list[Record] = []
         total = 0
-        for rec, seg, off in self._iter_from(self._read_seg, self._read_off, limit=max_events):
-            if out and total + len(rec.raw) > max_bytes:
-                break
-            out.append(rec)
-            total += len(rec.raw)
-            self._read_seg, self._read_off = seg, off
+        seg, off = self._read_seg, self._read_off
+        if seg is None:
+            return out
+        idx = bisect.bisect_left(self._segments, seg)
+        while idx < len(self._segments) and len(out) < max_events:
+            name = self._segments[idx]
+            start = off if name == seg else self._starts.get(name, 0)
+            pos = start
+            if start < self._sizes[name]:
+                with (self.folder / name).open("rb") as fh:
+                    fh.seek(start)
+                    for line in fh:
+                        if (out and total + len(line) > max_bytes) or not line.endswith(b"\n"):
+                            idx = len(self._segments)  # stop
+                            break
+                        out.append(decode_line(line))
+                        total += len(line)
+                        pos += len(line)
+                        if len(out) >= max_events:
+                            break
+            self._read_seg, self._read_off = name, pos
+            idx += 1
         self._unread -= len(out)
         self._peek = None
         return out
@@ -222,21 +238,34 @@ class Spool:
                             return
             idx += 1
 
-    def commit(self) -> None:
-        """Everything read so far is acknowledged: delete finished segments, persist the cursor."""
-        if self._read_seg is None:
+    def position(self) -> tuple[str, int] | None:
+        """The read position (for :meth:`commit` once what was read up to here is acknowledged)."""
+        return (self._read_seg, self._read_off) if self._read_seg is not None else None
+
+    def commit(self, pos: tuple[str, int] | None = None) -> None:
+        """Everything read up to ``pos`` (default: the read position) is acknowledged: delete finished
+        segments and persist the cursor. Commits must come in read order."""
+        if pos is None:
+            pos = self.position()
+        if pos is None:
             return
-        idx = bisect.bisect_left(self._segments, self._read_seg)
+        seg, off = pos
+        if seg not in self._sizes:  # already deleted (dropped)
+            self._save_cursor()
+            return
+        idx = bisect.bisect_left(self._segments, seg)
         for name in self._segments[:idx]:
             self._delete(name)
-        self._starts[self._read_seg] = self._read_off
-        if self._read_off >= self._sizes.get(self._read_seg, 0):
-            self._delete(self._read_seg)
-            if self._segments:
-                self._read_seg = self._segments[0]
-                self._read_off = self._starts.get(self._read_seg, 0)
-            else:
-                self._read_seg, self._read_off = None, 0
+        self._starts[seg] = max(off, self._starts.get(seg, 0))
+        if off >= self._sizes[seg] and (seg != self._read_seg or self._read_off >= self._sizes[seg]):
+            at_reader = seg == self._read_seg
+            self._delete(seg)
+            if at_reader:
+                if self._segments:
+                    self._read_seg = self._segments[0]
+                    self._read_off = self._starts.get(self._read_seg, 0)
+                else:
+                    self._read_seg, self._read_off = None, 0
         self._save_cursor()
 
     def _save_cursor(self) -> None:
