@@ -51,7 +51,7 @@ log = logging.getLogger("exotrace.archive")
 
 DEFAULT_PATH = "exotrace.db"
 #: Documents handled per round trip (key lookup, then executemany).
-BATCH_SIZE = 2000
+BATCH_SIZE = 5000
 #: Keys per ``IN (...)`` lookup, well under SQLite's bound-variable limit.
 LOOKUP_CHUNK = 500
 
@@ -166,7 +166,7 @@ class Archive:
                 log.warning("Archive %s is in journal mode %s, not WAL; readers may wait for writers.", path, mode)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            conn.execute("PRAGMA cache_size = -65536")
+            conn.execute("PRAGMA cache_size = -262144")
             conn.execute("PRAGMA temp_store = MEMORY")
             conn.create_function("exo_icontains", 2, _icontains, deterministic=True)
             archive = cls(conn, path)
@@ -262,8 +262,13 @@ class Archive:
 
     # -- writes ----------------------------------------------------------------------------------
 
-    def upsert(self, documents: Iterable[Document], *, source: str = "ingest") -> UpsertResult:
-        """Apply ``documents`` in one transaction following the upsert rule (module docstring)."""
+    def upsert(
+        self, documents: Iterable[Document], *, source: str = "ingest", keep_changed: bool = True
+    ) -> UpsertResult:
+        """Apply ``documents`` in one transaction following the upsert rule (module docstring).
+
+        ``keep_changed=False`` leaves ``UpsertResult.changed`` empty (saves memory on huge inputs).
+        """
         result = UpsertResult()
         now = utcnow_ts()
         try:
@@ -274,6 +279,8 @@ class Archive:
                 counters = [last_id, last_seq]
                 for batch in _batched(documents, BATCH_SIZE):
                     self._upsert_batch(batch, source, now, counters, result)
+                    if not keep_changed:
+                        result.changed.clear()
         except sqlite3.Error as exc:
             raise ArchiveError(f"archive {self.path}: upsert failed: {exc}") from exc
         self._written += result.new + result.updated

@@ -169,3 +169,6 @@ def test_large_batches_span_several_rounds(arch: Archive) -> None:
     again = arch.upsert(iter(docs))
     assert again.unchanged == 5000
     assert arch.last_seq() == 5000
+    changed = [doc(f"t{i}", f"u{i % 50}@contoso.com", status="Failed") for i in range(5000)]
+    quiet = arch.upsert(changed, keep_changed=False)
+    assert quiet.updated == 5000 and quiet.changed == []
