@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 
 #: Faults decided before the request is handled, in this order (first hit wins).
 REQUEST_FAULTS = ("throttle", "flaky", "drop", "slow", "badrcpt", "truncate", "malformed")
+_MAX_KEYS = 50_000
 
 
 def unit(*parts: object) -> float:
@@ -28,24 +29,26 @@ class Faults:
     def __init__(self, seed: int, scenarios: dict[str, float]) -> None:
         self.seed = seed
         self.scenarios = scenarios
-        self._attempts: dict[str, int] = defaultdict(int)
-        self._streak: dict[str, int] = defaultdict(int)
+        self._active = any(self.scenarios.get(k, 0.0) > 0 for k in REQUEST_FAULTS)
+        #: request key -> (attempts so far, consecutive faults); oldest keys forgotten past _MAX_KEYS
+        self._seen: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def decide(self, key: str, applicable: tuple[str, ...] = REQUEST_FAULTS) -> str | None:
+        if not self._active:
+            return None
         with self._lock:
-            n = self._attempts[key]
-            self._attempts[key] = n + 1
-            if self._streak[key] >= 2:
-                self._streak[key] = 0
-                return None
+            n, streak = self._seen.pop(key, (0, 0))
             chosen = None
-            for kind in applicable:
-                p = self.scenarios.get(kind, 0.0)
-                if p > 0 and unit(self.seed, kind, key, n) < p:
-                    chosen = kind
-                    break
-            self._streak[key] = self._streak[key] + 1 if chosen else 0
+            if streak < 2:
+                for kind in applicable:
+                    p = self.scenarios.get(kind, 0.0)
+                    if p > 0 and unit(self.seed, kind, key, n) < p:
+                        chosen = kind
+                        break
+            self._seen[key] = (n + 1, streak + 1 if chosen else 0)
+            if len(self._seen) > _MAX_KEYS:
+                self._seen.popitem(last=False)
             return chosen
 
     def chance(self, kind: str, *parts: object) -> bool:

@@ -53,6 +53,15 @@ class _QuietDrops(logging.Filter):
         return not msg.startswith(("ASGI callable", "Cancel "))
 
 
+_QUIET = _QuietDrops()
+
+
+def _install_quiet_drops() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)
+
+
 class SimState:
     """Everything the request handlers share."""
 
@@ -290,7 +299,7 @@ class Simulator:
         host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
         self.base_url = f"{'https' if cfg.tls else 'http'}://{host}:{port}"
         state.base_url = self.base_url
-        logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+        _install_quiet_drops()
         uconfig = uvicorn.Config(SimApp(state), log_level="warning", lifespan="off", http="h11",
                                  access_log=False, proxy_headers=False, server_header=False,
                                  timeout_graceful_shutdown=1, timeout_keep_alive=30, log_config=None, **kwargs)

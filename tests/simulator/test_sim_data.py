@@ -146,3 +146,39 @@ def test_scenario_parsing() -> None:
     for bad in ("nope", "flaky:2", "flaky:x"):
         with pytest.raises(ConfigError):
             parse_scenario(bad)
+
+
+def test_async_start_does_not_block_the_event_loop() -> None:
+    import asyncio
+
+    import httpx
+
+    from exotrace.simulator.server import Simulator
+
+    async def main() -> int:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        task = asyncio.create_task(ticker())
+        async with Simulator(SimulatorConfig(start=START, history_days=1)) as sim:
+            async with httpx.AsyncClient(verify=sim.ssl_context()) as c:
+                r = await c.get(f"{sim.login_url}/{sim.tenants[0].tenant_id}/v2.0/.well-known/openid-configuration")
+                assert r.status_code == 200
+        task.cancel()
+        return ticks
+
+    assert asyncio.run(main()) > 0
+
+
+def test_start_and_stop_without_context_manager() -> None:
+    sim = start_simulator(SimulatorConfig(start=START, history_days=1, tls=False))
+    try:
+        assert sim.stats() == {} and sim.base_url.startswith("http://127.0.0.1:")
+    finally:
+        sim.stop()
+    sim.stop()  # idempotent
