@@ -494,3 +494,68 @@ def _validate(c: SinkConfig, where: str) -> None:
 def _check_url(url: str, where: str, key: str) -> None:
     if not re.match(r"^https?://[^/\s]+", url or ""):
         raise ConfigError(f"{where}: {key} must be an http(s) URL, not {url!r}", key=key)
+
+
+# -- documentation ----------------------------------------------------------------------------------
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _type_name(inner[0])
+    if hint is Secret:
+        return "secret ref"
+    if origin is Literal:
+        return " \\| ".join(f'`"{a}"`' for a in args)
+    if origin is list:
+        return "list of strings"
+    if origin is dict:
+        return "table of strings"
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(hint, str(hint))
+
+
+def _default(f: dataclasses.Field[Any]) -> str:
+    if f.name == "name":
+        return "the type"
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        return "**required**"
+    value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"`{value}`"
+
+
+def docs_table(sink_type: str) -> str:
+    """Markdown table of a sink type's own options (``"common"``: the options every sink has)."""
+    base = {f.name: f for f in dataclasses.fields(SinkConfig)}
+    if sink_type == "common":
+        cls: type[SinkConfig] = SinkConfig
+        fields = [f for f in base.values() if f.name != "type"]
+    else:
+        cls = SINK_TYPES[sink_type]
+        fields = [f for f in dataclasses.fields(cls)
+                  if f.name != "type" and (f.name not in base or _default(f) != _default(base[f.name]))]
+    hints = typing.get_type_hints(cls)
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+    for f in fields:
+        doc = str(f.metadata.get("doc", "")).replace("|", "\\|")
+        rows.append(f"| `{f.name}` | {_type_name(hints[f.name])} | {_default(f)} | {doc} |")
+    return "\n".join(rows)
+
+
+_TABLE_RE = re.compile(r"(<!-- config-table: (\w+) -->\n).*?(<!-- /config-table -->)", re.S)
+_EXAMPLE_RE = re.compile(r"(<!-- config-example: (\w+) -->\n).*?(<!-- /config-example -->)", re.S)
+
+
+def render_docs(markdown: str) -> str:
+    """Fill the ``<!-- config-table: TYPE -->`` and ``<!-- config-example: TYPE -->`` blocks of a page."""
+    markdown = _TABLE_RE.sub(lambda m: f"{m[1]}{docs_table(m[2])}\n{m[3]}", markdown)
+    return _EXAMPLE_RE.sub(lambda m: f"{m[1]}```toml\n{example_config(m[2])}```\n{m[3]}", markdown)
+
