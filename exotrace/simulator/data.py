@@ -109,6 +109,8 @@ class Row:
     visible_us: int
     #: (time, canonical status) ascending; the first entry is at ``received_us``.
     timeline: tuple[tuple[int, str], ...]
+    #: ``received_us`` as Graph writes it (computed once per message).
+    received_text: str
 
     def status_at(self, t_us: int) -> str:
         status = self.timeline[0][1]
@@ -232,6 +234,7 @@ class TenantData:
         rnd = rng.random
         bits = rng.getrandbits
         received = hour * HOUR_US + int(rnd() * HOUR_US)
+        received_text = iso_short(received)
         trace_id = (f"{bits(32):08x}-{bits(16):04x}-{bits(16):04x}-"
                     f"{bits(16):04x}-{(0x08D0 << 32) | (hour & 0xFFFFFFFF):012x}")
         roll = rnd()
@@ -295,7 +298,7 @@ class TenantData:
                 recipient=addr, rcpt_lower=p.lower[addr], subject=subject,
                 size=size + int(rnd() * 400), from_ip=from_ip, to_ip=row_to_ip,
                 organization=p.organization, direction=row_dir, visible_us=received + delay,
-                timeline=timeline,
+                timeline=timeline, received_text=received_text,
             ))
         return out
 

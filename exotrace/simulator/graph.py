@@ -9,6 +9,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -222,7 +223,7 @@ async def list_traces(state: SimState, request: Request, version: str, caller: C
                                    + urlencode(keep, quote_via=quote, safe="$'*@,:()"))
     state.count("graph_rows", len(rows))
     await state.latency(len(rows))
-    return JSONResponse(body, headers={"Content-Type": JSON_CT})
+    return Response(orjson.dumps(body), headers={"Content-Type": JSON_CT})
 
 
 async def details(state: SimState, request: Request, version: str, caller: Caller, trace_id: str,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -90,7 +91,7 @@ def guard(state: SimState, request: Request, report: str) -> Caller | Response:
 
 def _verbose_json(obj: Any) -> bytes:
     """JSON with dates as ``"\\/Date(ms)\\/"`` on the wire, as WCF writes them."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    text = orjson.dumps(obj).decode()
     return _DATE_RE.sub(r'"\\/Date(\1)\\/"', text).encode()
 
 
@@ -198,8 +199,7 @@ async def message_trace(state: SimState, request: Request, caller: Caller, repor
         body["odata.nextLink"] = ("../../reportingwebservice/reporting.svc/MessageTrace?$filter="
                                   + quote(_echo_filter(qs_filter, start, end), safe="'")
                                   + (f"&$top={top}" if top_given else "") + f"&$skiptoken={next_skip}")
-    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
-                    headers=_headers(LIGHT_CT))
+    return Response(orjson.dumps(body), headers=_headers(LIGHT_CT))
 
 
 def _echo_filter(original: str, start: int, end: int) -> str:

@@ -33,7 +33,7 @@ def graph_item(row: Row, t_us: int, prefer_unknown: bool, beta: bool) -> dict[st
         "senderAddress": row.sender,
         "recipientAddress": row.recipient,
         "messageId": row.message_id,
-        "receivedDateTime": iso_short(row.received_us),
+        "receivedDateTime": row.received_text,
         "subject": row.subject,
         "size": row.size,
         "fromIP": row.from_ip or "",
