@@ -22,9 +22,14 @@ log = logging.getLogger("exotrace.collect")
 __all__ = ["TenantReport", "open_archive", "run_collector"]
 
 
+#: SQLite page cache of the collector's connection (MiB): bounds memory during long backfills.
+CACHE_MB = 32
+
+
 def open_archive(path: Any) -> Archive:
     """Open the archive and make sure the ledger tables exist."""
     archive = Archive.open(path)
+    archive.conn.execute(f"PRAGMA cache_size = -{CACHE_MB * 1024}")
     archive.ensure_schema("collector", MIGRATIONS)
     return archive
 

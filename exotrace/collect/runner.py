@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from exotrace.archive import Archive
+from exotrace.archive import Archive, UpsertResult
 from exotrace.auth import TokenProvider
 from exotrace.clock import Clock
 from exotrace.collect.plan import plan
@@ -33,6 +33,9 @@ from exotrace.sources.rws import RwsSource
 from exotrace.state.ledger import TICK, Ledger, Window, fmt_time
 
 log = logging.getLogger("exotrace.collect")
+
+#: Rows normalized and upserted at a time (bounds memory for 5000-row pages).
+CHUNK = 1000
 
 #: In ``--once`` mode a window (or a broken tenant) is given up after this many failed attempts.
 ONCE_ATTEMPTS = 6
@@ -297,6 +300,7 @@ class TenantRunner:
                     counts = [0] * len(group)
                 for row in page.rows:
                     counts[_slot(group, _received(row))] += 1
+                n_rows = len(page.rows)
                 if self.shipper is not None:
                     res, ticket = await self.shipper.commit(lambda p=page: self._commit_page(p))
                     if ticket is not None:
@@ -306,7 +310,8 @@ class TenantRunner:
                 new += res.new
                 updated += res.updated
                 log.info("page tenant=%s window=%s offset=%d rows=%d new=%d updated=%d", self.t.name, label,
-                         page.offset, len(page.rows), res.new, res.updated)
+                         page.offset, n_rows, res.new, res.updated)
+                del page
                 if self.stop.is_set():
                     raise Stopped()
             for ticket in tickets:
@@ -348,17 +353,25 @@ class TenantRunner:
     def _commit_page(self, page: Page) -> tuple[Any, list[Document], int]:
         observed = page.fetched_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
         origin = f"{self.t.api}:{self.t.name}"
-        docs = []
-        for i, row in enumerate(page.rows):
-            raw = RawRecord(fields=row, original=orjson.dumps(row).decode(), origin=origin,
-                            line=page.offset + i + 1, shape=self.t.api, tenant=self.t.name,
-                            observed_at=observed)
-            docs.append(self.normalizer.normalize(raw))
+        rows = page.rows
+        res = UpsertResult()
+        changed: list[Document] = []
         with self.archive.transaction():
-            res = self.archive.upsert(docs, source=origin)
-            self.ledger.tenant_update(self.t.name, requests=0, rows=len(docs))
+            # normalize and upsert in chunks: a 5000-row page never holds 5000 documents at once
+            for lo in range(0, len(rows), CHUNK):
+                docs = [self.normalizer.normalize(RawRecord(
+                    fields=row, original=orjson.dumps(row).decode(), origin=origin, line=page.offset + lo + i + 1,
+                    shape=self.t.api, tenant=self.t.name, observed_at=observed))
+                    for i, row in enumerate(rows[lo:lo + CHUNK])]
+                part = self.archive.upsert(docs, source=origin)
+                if self.shipper is not None:
+                    changed.extend(part.changed)
+                part.changed = []
+                res += part
+                del docs
+            self.ledger.tenant_update(self.t.name, requests=0, rows=len(rows))
             max_seq = int(self.archive.conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0])
-        changed = list(getattr(res, "changed", None) or [])
+        rows.clear()
         return res, changed, max_seq
 
     def _mark_read(self, group: list[Window], counts: list[int], now: datetime, new: int, updated: int) -> None:

@@ -153,12 +153,16 @@ class GraphSource:
                     continue
                 raise _Restart(str(exc)) from None
             rows = data.get("value")
+            nxt = data.get("@odata.nextLink")
+            del data
             if not isinstance(rows, list):
                 raise _Restart(f"response without a value array from {final_url[:200]}")
-            yield Page([r for r in rows if isinstance(r, dict)], final_url, fetched, offset, first)
-            offset += len(rows)
+            n = len(rows)
+            rows = [r for r in rows if isinstance(r, dict)]
+            yield Page(rows, final_url, fetched, offset, first)
+            del rows
+            offset += n
             first = False
-            nxt = data.get("@odata.nextLink")
             if not nxt:
                 return
             fixed = repair_next_link(str(nxt))

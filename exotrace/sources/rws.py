@@ -59,10 +59,13 @@ class RwsSource:
                             raise PermanentError(str(exc)) from None
                         raise
                     rows, nxt = _rows_and_next(data)
+                    del data
+                    n = len(rows)
                     yield Page(rows, final_url, fetched, offset, first)
-                    offset += len(rows)
+                    del rows
+                    offset += n
                     first = False
-                    if not nxt or not rows:
+                    if not nxt or not n:
                         return
                     url, query = urljoin(final_url, nxt), None
             except BadRequest as exc:
