@@ -218,3 +218,30 @@ def test_expired_token_is_rejected(sim: Simulator, client: httpx.Client, tok: st
         assert r.json()["error"]["message"] == "Lifetime validation failed, the token is expired."
     finally:
         sim.clock.advance(-3601)
+
+
+def test_late_rows_and_status_changes_show_through_the_api() -> None:
+    from sim_helpers import START
+
+    from exotrace.simulator import SimulatorConfig, start_simulator
+
+    with start_simulator(SimulatorConfig(seed=9, start=START, rows_per_day=2000, history_days=5)) as s:
+        with httpx.Client(verify=s.ssl_context()) as c:
+            tid = s.tenants[0].tenant_id
+            end = s.clock.now().replace(microsecond=0)
+            start = end - timedelta(hours=3)
+            params = {"$filter": graph_filter(start, end), "$top": "5000"}
+
+            def read() -> dict[str, str]:
+                rows = [r for p in graph_pages(c, s, token(c, s, s.tenants[0]), params) for r in p]
+                return {k: r["status"] for k, r in zip(keys_of(rows), rows, strict=True)}
+
+            first = read()
+            assert set(first) == set(s.ground_truth(tid, start=start, end=end))
+            assert "gettingStatus" in first.values()
+            s.clock.advance(2 * 86400)
+            second = read()
+            assert set(first) < set(second), "late rows must appear later"
+            assert set(second) == set(s.ground_truth(tid, start=start, end=end))
+            assert "gettingStatus" not in second.values()
+            assert any(first[k] != second[k] for k in first)
