@@ -212,6 +212,8 @@ class TenantData:
                 return rows
         rows = self._generate(hour)
         with self._lock:
+            if hour in self._cache:  # generated meanwhile by another thread: keep one copy
+                return self._cache[hour]
             self._cache[hour] = rows
             self._cached_rows += len(rows)
             while self._cached_rows > self._cache_budget and len(self._cache) > 1:
