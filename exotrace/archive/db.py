@@ -359,6 +359,7 @@ class Archive:
             result.changed.append(document)
         conn = self._conn
         if inserts:
+            inserts.sort(key=lambda row: row[1])  # key order: neighbouring leaf pages in the key index
             conn.executemany(_INSERT_MESSAGE, inserts)
         if updates:
             conn.executemany(_UPDATE_MESSAGE, updates.values())
