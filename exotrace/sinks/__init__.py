@@ -22,6 +22,7 @@ from exotrace.sinks.pipeline import (
     SyncRunResult,
     SyncSinkPipeline,
     build_sink,
+    check_sinks,
     read_metrics,
     run_sync,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "SyncRunResult",
     "SyncSinkPipeline",
     "build_sink",
+    "check_sinks",
     "example_config",
     "load_sinks",
     "read_metrics",

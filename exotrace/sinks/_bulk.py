@@ -28,11 +28,14 @@ def build_body(records: Sequence[Record], mode: str) -> bytes:
     parts: list[bytes] = []
     if mode == "data_stream":
         for r in records:
-            parts.append(b'{"create":{"_id":%s}}\n' % orjson.dumps(r.fingerprint))
+            # documents without a fingerprint (pipeline errors) get an id from Elasticsearch
+            parts.append(b'{"create":{"_id":%s}}\n' % orjson.dumps(r.fingerprint) if r.fingerprint
+                         else b'{"create":{}}\n')
             parts.append(r.raw + b"\n")
     else:
         for r in records:
-            parts.append(b'{"index":{"_id":%s}}\n' % orjson.dumps(r.key or r.fingerprint))
+            ident = r.key or r.fingerprint
+            parts.append(b'{"index":{"_id":%s}}\n' % orjson.dumps(ident) if ident else b'{"index":{}}\n')
             parts.append(r.raw + b"\n")
     return b"".join(parts)
 

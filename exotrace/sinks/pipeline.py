@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 
 from exotrace.clock import Clock, SystemClock
-from exotrace.errors import AuthError, ConfigError, PermanentError, SinkError, TransientError
+from exotrace.errors import AuthError, ConfigError, InputError, PermanentError, SinkError, TransientError
 from exotrace.model import Document
 from exotrace.sinks.base import Record, Sink
 from exotrace.sinks.buffer.spool import Spool
@@ -47,6 +47,7 @@ from exotrace.sinks.retry import Backoff
 
 __all__ = [
     "METRIC_NAMES",
+    "check_sinks",
     "SinkPipeline",
     "SyncRunResult",
     "SyncSinkPipeline",
@@ -421,8 +422,19 @@ class SinkPipeline:
                 self._mark_lost(lo, self._next_seq - 1, ranges, cfg.name)
             self._workers.append(w)
         self._reserve(0)
+        try:
+            for w in self._workers:
+                await w.sink.start()
+        except BaseException:
+            for w in self._workers:
+                w.spool.close()
+                with contextlib.suppress(Exception):
+                    await w.sink.close()
+            self._save_state(running=unclean)
+            self._workers.clear()
+            self._unlock()
+            raise
         for w in self._workers:
-            await w.sink.start()
             w.task = asyncio.create_task(w.run(), name=f"exotrace-sink-{w.name}")
             w.task.add_done_callback(_report_crash)
         self._started = True
@@ -440,8 +452,12 @@ class SinkPipeline:
         n = len(docs)
         first = self._next_seq
         self._reserve(n)
-        records = [Record(first + i, orjson.dumps(d.doc), key=d.key, fingerprint=d.fingerprint)
-                   for i, d in enumerate(docs)]
+        try:
+            records = [Record(first + i, orjson.dumps(d.doc), key=d.key, fingerprint=d.fingerprint)
+                       for i, d in enumerate(docs)]
+        except TypeError as exc:  # orjson.JSONEncodeError: a value JSON cannot represent
+            bad = next(d for d in docs if not _serializable(d.doc))
+            raise InputError(f"document cannot be serialized: {exc}", origin=bad.origin, line=bad.line) from exc
         self._next_seq = first + n
         nbytes = sum(len(r.raw) for r in records)
         for w in self._workers:
@@ -624,6 +640,33 @@ class SinkPipeline:
             fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
             self._lock_fh.close()
             self._lock_fh = None
+
+
+def _serializable(doc: dict[str, Any]) -> bool:
+    try:
+        orjson.dumps(doc)
+    except TypeError:
+        return False
+    return True
+
+
+async def check_sinks(configs: Sequence[SinkConfig]) -> dict[str, str]:
+    """Start each sink and run its healthcheck (no data sent): name -> "" when fine, else the reason.
+
+    For ``exotrace doctor``."""
+    out: dict[str, str] = {}
+    for cfg in configs:
+        sink = build_sink(cfg)
+        try:
+            await sink.start()
+            await sink.healthcheck()
+            out[cfg.name] = ""
+        except Exception as exc:  # report every failure as text; doctor explains it
+            out[cfg.name] = f"{type(exc).__name__}: {exc}"
+        finally:
+            with contextlib.suppress(Exception):
+                await sink.close()
+    return out
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

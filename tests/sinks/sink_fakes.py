@@ -403,9 +403,9 @@ class FakeElasticsearch(HttpFake):
                 self.expect(src.startswith(b"{") and src.endswith(b"}"), "bulk source must be a JSON object")
                 self.docs_received += 1
                 index = meta.get("_index", default_index)
-                _id = meta.get("_id")
+                _id = meta.get("_id") or base64.urlsafe_b64encode(uuid.uuid4().bytes[:15]).decode()  # auto id
                 self.expect(op in ("create", "index"), f"unexpected bulk op {op}")
-                self.expect(bool(index) and bool(_id), f"bulk item without index or _id: {action}")
+                self.expect(bool(index) and meta.get("_id") != "", f"bad bulk action: {action}")
                 status, extra = self._item(op, index, _id, src)
                 errors |= status >= 300
                 items.append({op: {"_index": index, "_id": _id, "status": status, **extra}})

@@ -167,3 +167,22 @@ def test_opensearch_partial_failures_and_dedupe(state_dir: Path) -> None:
         assert read_metrics(state_dir)["opensearch"]["dead_lettered"] == 2  # sent twice, rejected twice
         bulk = next(r for r in osr.requests if r.path.endswith("/_bulk"))
         assert bulk.headers["content-type"] == "application/x-ndjson"
+
+
+def test_pipeline_error_documents_without_fingerprint(state_dir: Path) -> None:
+    from exotrace.model import Document
+
+    async def main() -> None:
+        with FakeElasticsearch(api_key="a2V5aWQ6c2VjcmV0") as es:
+            p = SinkPipeline(load_sinks([es_table(es.url)]), state_dir)
+            await p.start()
+            err = Document(doc={"event": {"kind": "pipeline_error"}, "error": {"message": "bad date"}},
+                           key="", fingerprint="", status="")
+            t = await p.submit([err])
+            assert await p.wait_acked(t, timeout=10)
+            await p.close()
+            bulk = next(r for r in es.requests if r.path.endswith("/_bulk"))
+            assert bulk.body.split(b"\n")[0] == b'{"create":{}}'
+            assert es.errors == [] and len(es.indices[DS]) == 1
+
+    asyncio.run(main())

@@ -341,3 +341,43 @@ def test_sync_wrappers(state_dir: Path, tmp_path: Path) -> None:
     assert res.acked and res.tickets == [10, 12]
     assert numbers([orjson.loads(x) for x in out.read_bytes().splitlines()]) == list(range(12))
     assert read_metrics(state_dir)["file"]["sent"] == 12
+
+
+def test_start_failure_releases_the_state_folder(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from exotrace.sinks import load_sinks
+
+    monkeypatch.delenv("EXO_MISSING_TOKEN", raising=False)
+    tables = [{"type": "splunk_hec", "url": "https://127.0.0.1:9", "token": "env:EXO_MISSING_TOKEN"}]
+
+    async def main() -> None:
+        with pytest.raises(ConfigError, match="EXO_MISSING_TOKEN is not set"):
+            await SinkPipeline(load_sinks(tables), state_dir).start()
+        async with SinkPipeline([cfg()], state_dir, sinks=[ScriptedSink()]) as p:  # not locked any more
+            assert await p.wait_acked(await p.submit(make_docs(0, 1)), timeout=5)
+
+    asyncio.run(main())
+
+
+def test_unserializable_document_is_an_input_error(state_dir: Path) -> None:
+    from exotrace.errors import InputError
+
+    async def main() -> None:
+        async with SinkPipeline([cfg()], state_dir, sinks=[ScriptedSink()]) as p:
+            bad = make_docs(0, 2)
+            bad[1].doc["oops"] = {1, 2}
+            bad[1].origin, bad[1].line = "export.json", 7
+            with pytest.raises(InputError, match="cannot be serialized") as e:
+                await p.submit(bad)
+            assert (e.value.origin, e.value.line) == ("export.json", 7)
+
+    asyncio.run(main())
+
+
+def test_check_sinks_reports_reachability(tmp_path: Path) -> None:
+    from exotrace.sinks import check_sinks, load_sinks
+
+    configs = load_sinks([{"type": "file", "path": str(tmp_path / "ok.ndjson")},
+                          {"type": "syslog", "host": "127.0.0.1", "port": 9, "timeout": 2}])
+    result = asyncio.run(check_sinks(configs))
+    assert result["file"] == ""
+    assert "cannot connect" in result["syslog"]
