@@ -187,6 +187,7 @@ class Archive:
             self._closed = True
             try:
                 if self._written >= 1000:
+                    self._conn.execute("PRAGMA busy_timeout = 1000")  # statistics can wait for next time
                     self._conn.execute("PRAGMA analysis_limit = 1000")
                     self._conn.execute("ANALYZE")
             except sqlite3.Error as exc:  # statistics are an optimisation only

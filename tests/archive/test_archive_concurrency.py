@@ -5,16 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
-from exotrace.archive import Archive
+from exotrace.archive import Archive, SearchQuery
 from exotrace.archive.testing import make_document as doc
 
 WRITER = textwrap.dedent(
     """
     import sys
-    from exotrace.archive import Archive
+    from exotrace.archive import Archive, SearchQuery
     from exotrace.archive.testing import make_document as doc
 
     arch = Archive.open(sys.argv[1])
@@ -46,6 +47,8 @@ def test_another_process_reads_while_one_writes(db_path) -> None:
                 # The writer holds an open write transaction: we read without waiting, and see
                 # exactly the committed rounds.
                 assert reader.count() == r * batch
+                with Archive.open(db_path, busy_timeout=0.5) as late:  # opening does not need the lock
+                    assert late.count() == r * batch
                 writer.stdin.write("\n")
                 writer.stdin.flush()
                 assert writer.stdout.readline().strip() == f"committed {r}"
@@ -93,3 +96,24 @@ def test_failed_inner_block_rolls_back_only_itself(arch: Archive) -> None:
             raise ValueError("inner")
         arch.upsert([doc("t3")])
     assert sorted(k.split("|")[0] for k in arch.snapshot()) == ["t1", "t3"]
+
+
+def test_threads_share_one_archive(arch: Archive) -> None:
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for b in range(5):
+                arch.upsert([doc(f"th{n}-{b}-{i}") for i in range(50)])
+                arch.search(SearchQuery(recipient="linus@contoso.com", limit=5))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert arch.count() == 4 * 5 * 50
+    assert arch.last_seq() == 4 * 5 * 50
