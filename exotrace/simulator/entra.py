@@ -255,10 +255,12 @@ def issue_token(state: SimState, tenant: SimTenant, api: str) -> tuple[str, int,
 
 def verify_assertion(state: SimState, tenant: SimTenant, assertion: str) -> tuple[int, str] | None:
     """Check a client_assertion against the tenant's certificate; returns (AADSTS code, text) on failure."""
-    try:
-        cert = load_cert(tenant.cert_pem)
-    except (OSError, ValueError):
-        return 700027, "Client assertion failed signature validation. (no certificate registered)"
+    cert = state.client_certs.get(tenant.name)
+    if cert is None:
+        try:
+            cert = state.client_certs[tenant.name] = load_cert(tenant.cert_pem)
+        except (OSError, ValueError):
+            return 700027, "Client assertion failed signature validation. (no certificate registered)"
     try:
         header = jwt.get_unverified_header(assertion)
     except jwt.PyJWTError:

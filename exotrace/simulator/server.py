@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 from exotrace.clock import ScaledClock
 from exotrace.model import row_key
 from exotrace.simulator import entra, graph, rws
-from exotrace.simulator.certs import make_client_cert, make_server_pki, new_key
+from exotrace.simulator.certs import load_cert, make_client_cert, make_server_pki, new_key
 from exotrace.simulator.config import SimTenant, SimulatorConfig
 from exotrace.simulator.data import US, TenantData, to_us
 from exotrace.simulator.entra import Caller, TokenKey
@@ -82,6 +82,13 @@ class SimState:
         self.data_start_us = to_us(start - timedelta(days=config.history_days))
         self.base_url = ""
         self.sts_issuer = "https://sts.windows.net"
+        #: registered app certificates, loaded once (the files may live in another simulator's directory)
+        self.client_certs: dict[str, Any] = {}
+        for t in tenants:
+            try:
+                self.client_certs[t.name] = load_cert(t.cert_pem)
+            except (OSError, ValueError):
+                pass
         self._counters: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._latency_n = 0
