@@ -27,9 +27,11 @@ stays small and the delivery guarantees are written once.
   dead-letters it; :class:`~exotrace.errors.AuthError` or :class:`~exotrace.errors.ConfigError` mean an
   operator must act: the data is kept (memory, then spool) and retried with the longest backoff.
   Any other exception is treated as transient and logged with its traceback.
-* **Order and concurrency.** The pipeline calls ``send`` for one batch at a time per sink and waits for
-  the result before the next call, so a sink needs no locking. ``send`` may be retried with a subset of a
-  previous batch: it must be idempotent where the destination allows it.
+* **Order and concurrency.** The pipeline runs at most ``config.concurrency`` ``send`` calls of a sink at
+  once (1 unless the config says otherwise; the HTTP-based sinks default to 2), each on its own batch, so a
+  sink whose config allows more than 1 must tolerate overlapping calls (shared clients, no shared buffers).
+  ``send`` may be retried with a subset of a previous batch: make it idempotent where the destination
+  allows it (Elasticsearch ``_id``).
 * **Lifecycle.** ``start()`` opens clients (it must not fail because the destination is down: the first
   ``send`` reports that). ``healthcheck()`` sends nothing but proves reachability and credentials, for
   ``exotrace doctor``. ``close()`` releases clients; the pipeline calls it once, after the last ``send``.
