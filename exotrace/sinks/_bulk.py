@@ -41,8 +41,9 @@ def build_body(records: Sequence[Record], mode: str) -> bytes:
 
 
 def parse_items(resp: dict[str, Any], n: int, mode: str) -> SendResult:
-    """Per-item outcome: 2xx delivered; 409 on create delivered (already indexed); 429/5xx retry;
-    other 4xx rejected (mapping and parsing errors) with the error type and reason."""
+    """Per-item outcome: 2xx delivered; 409 on ``create`` delivered (already indexed); 400/413 rejected
+    (mapping and parsing errors) with the error type and reason; anything else retried (429, 5xx, and
+    401/403/404 item errors such as a read-only index or a missing pipeline, which an operator fixes)."""
     result = SendResult()
     if not resp.get("errors"):
         return result
@@ -56,10 +57,10 @@ def parse_items(resp: dict[str, Any], n: int, mode: str) -> SendResult:
         status = int(info.get("status", 500))
         if status < 300 or (status == 409 and mode == "data_stream"):
             continue
-        if status == 429 or status >= 500 or status == 409:
-            result.retry.append(i)
-            continue
         err = info.get("error") or {}
         reason = f"{err.get('type', 'error')}: {err.get('reason', '')}".strip().rstrip(":")
-        result.rejected[i] = f"HTTP {status} {reason}"
+        if status in (400, 413) and "pipeline" not in str(err.get("reason", "")):
+            result.rejected[i] = f"HTTP {status} {reason}"
+        else:
+            result.retry.append(i)
     return result

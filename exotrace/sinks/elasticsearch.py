@@ -78,7 +78,7 @@ class ElasticsearchSink(Sink):
         try:
             resp = await asyncio.to_thread(self._bulk, body)
         except Exception as exc:
-            raise map_error(exc, self.target) from exc
+            raise map_error(exc, self.target, bulk=True) from exc
         return parse_items(resp.body, len(records), self.config.mode)
 
     async def healthcheck(self) -> None:
@@ -93,8 +93,11 @@ class ElasticsearchSink(Sink):
             self._client = None
 
 
-def map_error(exc: Exception, where: str) -> Exception:
-    """elasticsearch / opensearch / elastic_transport exceptions -> exotrace errors."""
+def map_error(exc: Exception, where: str, *, bulk: bool = False) -> Exception:
+    """elasticsearch / opensearch / elastic_transport exceptions -> exotrace errors.
+
+    For a bulk request, a whole-request 400 means bad parameters (an unknown pipeline, a bad target), not
+    bad documents (those fail per item): the data is kept. A 413 (body too large) splits the batch."""
     status = _status(exc)
     name = type(exc).__name__
     if status is None:
@@ -109,7 +112,7 @@ def map_error(exc: Exception, where: str) -> Exception:
         return TransientError(msg, retry_after=retry_after)
     if status in (401, 403):
         return AuthError(msg)
-    if status in (400, 413):
+    if status == 413 or (status == 400 and not bulk):
         return SinkError(msg)
     return ConfigError(msg)
 

@@ -62,7 +62,7 @@ class OpenSearchSink(Sink):
         try:
             resp = await asyncio.to_thread(self._bulk, body)
         except Exception as exc:
-            raise map_error(exc, self.target) from exc
+            raise map_error(exc, self.target, bulk=True) from exc
         return parse_items(resp, len(records), self.config.mode)
 
     async def healthcheck(self) -> None:

@@ -19,13 +19,19 @@ from collections.abc import Sequence
 import httpx
 import orjson
 
-from exotrace.errors import AuthError, TransientError
+from exotrace.errors import AuthError, ConfigError, TransientError
 from exotrace.sinks._common import epoch_seconds
 from exotrace.sinks._http import check_response, make_client, transport_error
 from exotrace.sinks.base import Record, SendResult, Sink
 from exotrace.sinks.config import SplunkHecSinkConfig
 
 __all__ = ["SplunkHecSink"]
+
+#: HEC status codes: events HEC refuses (dead-letter the one named by ``invalid-event-number``) ...
+_EVENT_ERRORS = {6, 12, 13, 15}
+#: ... token problems, and settings an operator must fix (index, channel, acknowledgement): keep the data.
+_AUTH_ERRORS = {1, 2, 3, 4}
+_CONFIG_ERRORS = {7, 10, 11, 14, 16}
 
 
 class SplunkHecSink(Sink):
@@ -70,13 +76,16 @@ class SplunkHecSink(Sink):
         except httpx.TransportError as exc:
             raise transport_error(exc, self.event_url) from exc
         reply = _json(resp)
-        if resp.status_code == 400 and reply.get("code") == 6 and "invalid-event-number" in reply:
+        code = reply.get("code")
+        if resp.status_code == 400 and code in _EVENT_ERRORS and "invalid-event-number" in reply:
             bad = int(reply["invalid-event-number"])
             if 0 <= bad < len(records):
                 return SendResult(retry=[i for i in range(len(records)) if i != bad],
                                   rejected={bad: f"HEC: {reply.get('text', 'invalid event')}"})
-        if resp.status_code == 400 and reply.get("code") in (2, 3, 4):  # token disabled/invalid/required
-            raise AuthError(f"{self.event_url}: HEC {reply.get('text')}")
+        if code in _AUTH_ERRORS:
+            raise AuthError(f"{self.event_url}: HEC {reply.get('text')} (code {code})")
+        if code in _CONFIG_ERRORS:
+            raise ConfigError(f"{self.event_url}: HEC {reply.get('text')} (code {code})")
         check_response(resp, self.event_url, str(reply.get("text", "")) if reply else "")
         if self.config.ack:
             ack_id = reply.get("ackId")

@@ -437,8 +437,8 @@ class FakeElasticsearch(HttpFake):
         faults = self.item_faults.get(_id)
         if faults:
             status = faults.pop(0)
-            kind = {429: "es_rejected_execution_exception", 400: "document_parsing_exception"}.get(
-                status, "internal_server_error")
+            kind = {429: "es_rejected_execution_exception", 400: "document_parsing_exception",
+                    403: "cluster_block_exception"}.get(status, "internal_server_error")
             return status, {"error": {"type": kind, "reason": f"injected {status}"}}
         if _id in self.reject_ids:
             return 400, {"error": {"type": "document_parsing_exception",
@@ -493,6 +493,7 @@ class FakeSplunkHec(HttpFake):
         self.next_ack = 0
         self.invalid_markers: set[str] = set()
         self.lose_unacked = False  # drop events of unacknowledged requests (indexer failure)
+        self.indexes: set[str] | None = None  # indexes the token may write to (None: any)
 
     def _scripted(self, req: Request) -> bool:
         return req.path.endswith("/event")
@@ -547,6 +548,8 @@ class FakeSplunkHec(HttpFake):
     def _accept(self, events: list[dict[str, Any]]) -> Response:
         if not events:
             return Response.json({"text": "No data", "code": 5}, 400)
+        if self.indexes is not None and any(e.get("index", "main") not in self.indexes for e in events):
+            return Response.json({"text": "Incorrect index", "code": 7, "invalid-event-number": 0}, 400)
         with self._lock:
             if self.ack_enabled:
                 ack_id = self.next_ack

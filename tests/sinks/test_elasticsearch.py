@@ -186,3 +186,22 @@ def test_pipeline_error_documents_without_fingerprint(state_dir: Path) -> None:
             assert es.errors == [] and len(es.indices[DS]) == 1
 
     asyncio.run(main())
+
+
+def test_operator_item_errors_are_retried_not_dead_lettered(state_dir: Path) -> None:
+    """A read-only index (403 cluster_block_exception per item) must not dead-letter anything."""
+    docs = make_docs(0, 10)
+    with FakeElasticsearch(api_key="a2V5aWQ6c2VjcmV0") as es:
+        es.item_faults = {d.fingerprint: [403, 403] for d in docs}
+
+        async def main() -> None:
+            p = SinkPipeline(load_sinks([es_table(es.url)]), state_dir)
+            await p.start()
+            t = await p.submit(docs)
+            assert await p.wait_acked(t, timeout=10)
+            await p.close()
+
+        asyncio.run(main())
+        assert len(es.indices[DS]) == 10
+    m = read_metrics(state_dir)["elasticsearch"]
+    assert m["dead_lettered"] == 0 and m["retried"] == 20

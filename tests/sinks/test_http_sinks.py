@@ -179,3 +179,22 @@ def test_sekoia_preset(state_dir: Path) -> None:
         batch = [r for r in web.requests if r.path == "/batch"]
         assert batch and batch[-1].json()["intake_key"] == "intake-123"
         assert isinstance(batch[-1].json()["jsons"][0], str)
+
+
+def test_hec_wrong_index_keeps_data(state_dir: Path) -> None:
+    with FakeSplunkHec() as hec:
+        hec.indexes = {"o365"}
+        table = {"type": "splunk_hec", "url": hec.url, "token": "env:HEC_TOKEN", "index": "typo", **FAST}
+
+        async def main() -> None:
+            p = SinkPipeline(load_sinks([table]), state_dir)
+            await p.start()
+            t = await p.submit(make_docs(0, 5))
+            await asyncio.sleep(0.2)
+            assert not p.acked(t)
+            assert "Incorrect index" in p.last_errors()["splunk_hec"]
+            assert p.metrics()["splunk_hec"]["dead_lettered"] == 0
+            await p.close(timeout=0.1)
+
+        asyncio.run(main())
+        assert hec.events == []
