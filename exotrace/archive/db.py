@@ -419,7 +419,7 @@ class Archive:
     def get(self, key: str) -> dict[str, Any] | None:
         """The row with this key (``row_key(trace_id, recipient)``), or ``None``."""
         sql = f"{_query.SELECT_ROWS} WHERE m.key = ?"
-        rows = self._read(lambda c: c.execute(sql, (key,)).fetchall())
+        rows = self._read(lambda c: c.execute(sql, (key.strip().lower(),)).fetchall())
         return _query.row_dict(rows[0]) if rows else None
 
     def history(self, key: str) -> list[dict[str, Any]]:
@@ -429,7 +429,8 @@ class Archive:
             "FROM history h JOIN messages m ON m.id = h.message WHERE m.key = ? ORDER BY h.id"
         )
         names = ("event", "old_status", "new_status", "observed_at", "recorded_at", "source")
-        return self._read(lambda c: [dict(zip(names, row, strict=True)) for row in c.execute(sql, (key,))])
+        params = (key.strip().lower(),)
+        return self._read(lambda c: [dict(zip(names, row, strict=True)) for row in c.execute(sql, params)])
 
     def stats(self, since: Any = None, until: Any = None, *, top: int = 10) -> dict[str, Any]:
         """Counts by status, direction and day, top senders and recipient domains, rejects (see query.stats)."""

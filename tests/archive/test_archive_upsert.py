@@ -54,6 +54,8 @@ def test_final_status_replaces_provisional_and_appends_history(arch: Archive) ->
     assert change["observed_at"] == "2024-05-01T10:05:00.000Z"
     assert change["source"] == "collect"
     assert arch.get(KEY)["doc"]["microsoft"]["online_message_trace"]["Status"] == "Delivered"
+    assert arch.history(KEY.upper()) == arch.history(KEY)
+    assert arch.get("no|such@key") is None
 
 
 def test_provisional_status_never_replaces_final(arch: Archive) -> None:
