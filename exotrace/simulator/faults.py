@@ -13,7 +13,9 @@ import threading
 from collections import OrderedDict, defaultdict, deque
 
 #: Faults decided before the request is handled, in this order (first hit wins).
-REQUEST_FAULTS = ("throttle", "flaky", "drop", "slow", "badrcpt", "truncate", "malformed")
+REQUEST_FAULTS = ("flaky", "drop", "slow", "badrcpt", "truncate", "malformed")
+#: Throttling bursts: each slot of simulated time has a burst with the scenario's probability.
+BURST_SLOT = 600.0
 _MAX_KEYS = 50_000
 
 
@@ -50,6 +52,20 @@ class Faults:
             if len(self._seen) > _MAX_KEYS:
                 self._seen.popitem(last=False)
             return chosen
+
+    def burst(self, now: float) -> float | None:
+        """Inside a throttling burst at ``now`` (epoch seconds, simulated): seconds until it ends.
+
+        A burst opens a slot of :data:`BURST_SLOT` seconds and lasts 30-150 seconds; everything asked
+        meanwhile is refused, so a client that honours ``Retry-After`` leaves the burst at once."""
+        p = self.scenarios.get("throttle", 0.0)
+        if p <= 0:
+            return None
+        slot = math.floor(now / BURST_SLOT)
+        if unit(self.seed, "burst", slot) >= p:
+            return None
+        end = slot * BURST_SLOT + 30 + 120 * unit(self.seed, "burst-length", slot)
+        return end - now if now < end else None
 
     def chance(self, kind: str, *parts: object) -> bool:
         """A response-side decision (e.g. poison this nextLink), deterministic in ``parts``."""

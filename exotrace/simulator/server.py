@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import shutil
 import socket
@@ -27,7 +28,7 @@ from exotrace.simulator.certs import load_cert, make_client_cert, make_server_pk
 from exotrace.simulator.config import SimTenant, SimulatorConfig
 from exotrace.simulator.data import US, TenantData, to_us
 from exotrace.simulator.entra import Caller, TokenKey
-from exotrace.simulator.faults import Faults, Quota
+from exotrace.simulator.faults import REQUEST_FAULTS, Faults, Quota
 from exotrace.simulator.views import ground_truth_row
 
 log = logging.getLogger("exotrace.simulator")
@@ -140,10 +141,14 @@ class SimApp:
         fault = None
         if api:
             key = f"{scope['method']} {path}?{scope.get('query_string', b'').decode('latin-1')}"
-            applicable = tuple(f for f in ("throttle", "flaky", "drop", "slow", "badrcpt", "truncate",
-                                           "malformed")
+            applicable = tuple(f for f in REQUEST_FAULTS
                                if f != "badrcpt" or (_LIST.match(path) and "$skiptoken" in request.query_params))
-            fault = state.faults.decide(key, applicable)
+            remaining = state.faults.burst(state.clock.now().timestamp())
+            if remaining is not None:
+                fault = "throttle"
+                request.state.retry_after = max(1, math.ceil(remaining))
+            else:
+                fault = state.faults.decide(key, applicable)
             if fault:
                 state.count(f"faults_{fault}")
                 state.count("faults_injected")
@@ -176,7 +181,7 @@ class SimApp:
         state = self.state
         is_graph = not _RWS.match(request.url.path)
         if fault == "throttle":
-            wait = 1 + int(state.faults.value("retry", request.url.query, state.counters().get("faults_throttle")) * 20)
+            wait = request.state.retry_after
             if is_graph:
                 return graph.error(state, request, 429, "TooManyRequests", graph.THROTTLED,
                                    headers={"Retry-After": str(wait)})

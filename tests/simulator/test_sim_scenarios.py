@@ -125,7 +125,7 @@ def test_poisoned_skiptoken_is_rejected_like_microsoft_and_repairable(client_for
 def test_faults_show_up_and_leave_the_data_intact(client_for: object, scenario: str, evidence: set[str]) -> None:
     speed = 400.0 if scenario in ("slow", "expire", "chaos", "latency", "throttle") else 1.0
     cfg_kw = {"slow_seconds": 200.0} if scenario in ("slow", "chaos") else {}
-    prob = "" if scenario in ("expire", "latency", "chaos") else ":0.5"
+    prob = "" if scenario in ("expire", "latency", "chaos") else ":1" if scenario == "throttle" else ":0.5"
     with _sim(scenario + prob, speed=speed, **cfg_kw) as sim:
         c = client_for(sim, timeout=0.3 if scenario in ("slow", "chaos") else 30)  # type: ignore[operator]
         start, end = window(sim, 2, 30)
