@@ -424,6 +424,17 @@ class Simulator:
             out[row_key(row.trace_id, row.recipient)] = ground_truth_row(row, now_us, api, prefer_unknown)
         return out
 
+    def export_powershell(self, tenant_id: str, path: str | Path, start: datetime, end: datetime,
+                          style: str = "elastic", array: bool = False, bom: bool = False) -> int:
+        """Write the rows of ``[start, end]`` as a PowerShell export (see :mod:`exotrace.simulator.export`:
+        styles ``elastic``, ``ps51``, ``ps7``); returns the number of rows written."""
+        from exotrace.simulator.export import write_powershell_export
+
+        rows = self.ground_truth(tenant_id, api="rws", start=start, end=end)
+        ordered = sorted(rows.values(), key=lambda r: (r["Received"], r["RecipientAddress"].lower()))
+        ordered.sort(key=lambda r: r["Received"], reverse=True)  # newest first, ties by recipient
+        return write_powershell_export(path, ordered, to_us(start), to_us(end), style, array, bom)
+
     def stats(self) -> dict[str, int]:
         """Counters: requests per endpoint, 429s, faults injected, tokens issued, rows served."""
         assert self.state is not None, "simulator not started"
