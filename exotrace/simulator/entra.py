@@ -24,7 +24,7 @@ from exotrace.simulator.certs import load_cert, thumbprints
 from exotrace.simulator.config import SimTenant
 
 if TYPE_CHECKING:
-    from exotrace.simulator.server import SimState
+    from exotrace.simulator.app import SimState
 
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 RWS_RESOURCE = "https://outlook.office365.com"

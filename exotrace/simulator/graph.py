@@ -19,7 +19,7 @@ from exotrace.simulator.odata import Clause, FilterError, parse_clauses, parse_d
 from exotrace.simulator.views import graph_item, matcher
 
 if TYPE_CHECKING:
-    from exotrace.simulator.server import SimState
+    from exotrace.simulator.app import SimState
 
 SP_APP_ID = "8bd644d1-64a1-4d4b-ae52-2e0cbf64e373"
 SP_MISSING = (

@@ -24,7 +24,7 @@ from exotrace.simulator.odata import Clause, FilterError, parse_clauses, parse_d
 from exotrace.simulator.views import matcher, rws_item
 
 if TYPE_CHECKING:
-    from exotrace.simulator.server import SimState
+    from exotrace.simulator.app import SimState
 
 NO_PERMISSION = {"ErrorCode": "", "Message": "No permission to access the report for the organization ."}
 LIGHT_CT = "application/json;odata=minimalmetadata;streaming=true;charset=utf-8"
