@@ -701,7 +701,11 @@ class SyncSinkPipeline:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def start(self) -> None:
-        self._run(self.pipeline.start())
+        try:
+            self._run(self.pipeline.start())
+        except BaseException:
+            self._stop_loop()
+            raise
 
     def submit(self, docs: Sequence[Document]) -> int:
         return int(self._run(self.pipeline.submit(docs)))
@@ -719,13 +723,20 @@ class SyncSinkPipeline:
         return dict(self._run(_call(self.pipeline.metrics)))
 
     def close(self, timeout: float | None = None) -> None:
+        if self._loop.is_closed():
+            return
         try:
             self._run(self.pipeline.close(timeout))
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
-            if not self._thread.is_alive():
-                self._loop.close()
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def __enter__(self) -> SyncSinkPipeline:
         self.start()

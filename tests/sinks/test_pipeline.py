@@ -381,3 +381,15 @@ def test_check_sinks_reports_reachability(tmp_path: Path) -> None:
     result = asyncio.run(check_sinks(configs))
     assert result["file"] == ""
     assert "cannot connect" in result["syslog"]
+
+
+def test_sync_start_failure_stops_its_thread(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from exotrace.sinks import load_sinks
+
+    monkeypatch.delenv("EXO_MISSING_TOKEN", raising=False)
+    sp = SyncSinkPipeline(load_sinks([{"type": "splunk_hec", "url": "https://127.0.0.1:9",
+                                       "token": "env:EXO_MISSING_TOKEN"}]), state_dir)
+    with pytest.raises(ConfigError):
+        sp.start()
+    assert not sp._thread.is_alive()
+    sp.close()  # harmless after a failed start
