@@ -136,11 +136,13 @@ class SimApp:
             applicable = tuple(f for f in REQUEST_FAULTS
                                if f != "badrcpt" or (_LIST.match(path) and "$skiptoken" in request.query_params))
             remaining = state.faults.burst(state.clock.now().timestamp())
-            if remaining is not None:
+            if remaining is not None:  # inside a throttling burst: refused until it ends
                 fault = "throttle"
                 request.state.retry_after = max(1, math.ceil(remaining))
             else:
                 fault = state.faults.decide(key, applicable)
+                if fault == "throttle":  # an isolated 429
+                    request.state.retry_after = 1 + int(state.faults.value("retry", key) * 20)
             if fault:
                 state.count(f"faults_{fault}")
                 state.count("faults_injected")

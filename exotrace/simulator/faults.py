@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict, defaultdict, deque
 
 #: Faults decided before the request is handled, in this order (first hit wins).
-REQUEST_FAULTS = ("flaky", "drop", "slow", "badrcpt", "truncate", "malformed")
+REQUEST_FAULTS = ("throttle", "flaky", "drop", "slow", "badrcpt", "truncate", "malformed")
 #: Throttling bursts: each slot of simulated time has a burst with the scenario's probability.
 BURST_SLOT = 600.0
 _MAX_KEYS = 50_000
