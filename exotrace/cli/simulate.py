@@ -52,6 +52,8 @@ def config_snippet(sim: object) -> str:
 @click.option("--rows-per-day", default=500, show_default=True, type=int, help="Trace rows per tenant per day.")
 @click.option("--tenants", "tenant_count", default=1, show_default=True, type=click.IntRange(1, 200),
               help="Number of simulated tenants.")
+@click.option("--history-days", default=90, show_default=True, type=click.IntRange(1, 3650),
+              help="Days of mail flow before the start (the APIs serve 90 at most).")
 @click.option("--token-lifetime", default=3600, show_default=True, type=int,
               help="Access token lifetime, simulated seconds.")
 @click.option("--start", "start_at", default=None, help="Simulated 'now' at start (ISO 8601 UTC); default: now.")
@@ -59,7 +61,7 @@ def config_snippet(sim: object) -> str:
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None,
               help="Where to write the CA and client certificates (default: a temporary directory).")
 def simulate(host: str, port: int, seed: int, scenario: str, speed: float, rows_per_day: int,
-             tenant_count: int, token_lifetime: int, start_at: str | None, no_tls: bool,
+             tenant_count: int, history_days: int, token_lifetime: int, start_at: str | None, no_tls: bool,
              state_dir: str | None) -> None:
     """Serve simulated Microsoft 365 tenants: Entra ID tokens, Graph message traces and the Reporting
     Web Service, over HTTPS on loopback, until Ctrl-C.
@@ -89,7 +91,8 @@ def simulate(host: str, port: int, seed: int, scenario: str, speed: float, rows_
         start = start.replace(tzinfo=UTC)
     tenants = [SimTenant.default(name, seed) for name in tenant_names(tenant_count)]
     cfg = SimulatorConfig(seed=seed, scenario=scenario, speed=speed, tls=not no_tls, host=host, port=port,
-                          tenants=tenants, rows_per_day=rows_per_day, token_lifetime=token_lifetime,
+                          tenants=tenants, rows_per_day=rows_per_day, history_days=history_days,
+                          token_lifetime=token_lifetime,
                           start=start, state_dir=state_dir)
     try:
         sim = start_simulator(cfg)
