@@ -163,9 +163,18 @@ def test_msal_with_secret(sim: Simulator, discovery: object) -> None:
     assert asked == (1 if discovery == "url" else 0)
 
 
-def test_msal_with_certificate(sim: Simulator) -> None:
+@pytest.mark.parametrize("style", ["public_certificate", "sha1_thumbprint"])
+def test_msal_with_certificate(sim: Simulator, style: str) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
     t = sim.tenant("contoso")
-    cred = {"private_key": Path(t.key_pem).read_text(), "public_certificate": Path(t.cert_pem).read_text()}
+    cred: dict[str, str] = {"private_key": Path(t.key_pem).read_text()}
+    if style == "public_certificate":
+        cred["public_certificate"] = Path(t.cert_pem).read_text()
+    else:
+        cert = x509.load_pem_x509_certificate(Path(t.cert_pem).read_bytes())
+        cred["thumbprint"] = cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - what MSAL sends
     result = _msal_app(sim, cred, False).acquire_token_for_client(scopes=[RWS_SCOPE])
     assert "access_token" in result, result
     assert _claims(result["access_token"])["roles"] == ["ReportingWebService.Read.All"]
