@@ -73,3 +73,22 @@ def test_usage_errors_exit_2() -> None:
 def test_tenant_names() -> None:
     assert tenant_names(2) == ["contoso", "fabrikam"]
     assert tenant_names(10)[-1] == "tenant10" and len(set(tenant_names(10))) == 10
+
+
+def test_config_snippet_loads_with_the_collector_config(tmp_path: Path, monkeypatch: object) -> None:
+    from exotrace.cli.simulate import config_snippet
+    from exotrace.config import load_config
+    from exotrace.simulator import SimTenant, SimulatorConfig, start_simulator
+
+    tenants = [SimTenant.default("contoso"), SimTenant.default("fabrikam")]
+    with start_simulator(SimulatorConfig(tenants=tenants, history_days=1)) as sim:
+        path = tmp_path / "exotrace.toml"
+        path.write_text(config_snippet(sim))
+        for t in sim.tenants:
+            monkeypatch.setenv(f"EXOTRACE_SECRET_{t.name.upper()}", t.client_secret)  # type: ignore[attr-defined]
+        cfg = load_config(path)
+        assert [t.name for t in cfg.tenants] == ["contoso", "fabrikam"]
+        first = cfg.tenants[0]
+        assert (first.tenant_id, first.client_id) == (sim.tenants[0].tenant_id, sim.tenants[0].client_id)
+        assert first.graph_url == sim.graph_url and first.rws_url == sim.rws_url
+        assert str(first.ca_bundle) == sim.ca_file and "contoso.co.uk" in first.local_domains
