@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,20 @@ from exotrace.errors import TransientError
 from exotrace.sinks.base import Record, SendResult, Sink
 from exotrace.sinks.config import StdoutSinkConfig
 
-__all__ = ["FAST", "ScriptedSink", "make_doc", "make_docs", "numbers"]
+__all__ = ["FAST", "ScriptedSink", "eventually", "make_doc", "make_docs", "numbers"]
 
 #: Fast retries for tests (the real defaults are 0.5 s .. 60 s).
 FAST = {"retry_initial": 0.005, "retry_max": 0.02, "batch_timeout": 0.01}
+
+
+async def eventually(pred: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Wait until ``pred()`` holds (no fixed sleeps: CI machines can be slow); fail after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not pred():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
 
 
 @pytest.fixture(scope="session")

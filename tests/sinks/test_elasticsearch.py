@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import FAST, make_doc, make_docs, numbers
+from conftest import FAST, eventually, make_doc, make_docs, numbers
 from sink_fakes import RESET, FakeElasticsearch, FakeOpenSearch, Response, TlsFiles
 
 from exotrace.sinks import SinkPipeline, load_sinks, read_metrics
@@ -124,19 +124,17 @@ def test_tls_with_ca_and_auth_failure_keeps_data(state_dir: Path, tls: TlsFiles)
             p = SinkPipeline(load_sinks([ok, no_ca]), state_dir)
             await p.start()
             t = await p.submit(make_docs(0, 5))
-            await asyncio.sleep(0.3)
+            await eventually(lambda: p.metrics()["tls"]["sent"] == 5
+                             and "CERTIFICATE_VERIFY_FAILED" in p.last_errors()["untrusted"])
             assert not p.acked(t)  # the sink without the CA cannot verify the certificate
-            assert "CERTIFICATE_VERIFY_FAILED" in p.last_errors()["untrusted"]
-            assert p.metrics()["tls"]["sent"] == 5
             await p.close(timeout=0.1)
 
         with FakeElasticsearch(api_key="other") as es:
             p = SinkPipeline(load_sinks([es_table(es.url, name="badkey")]), state_dir / "2")
             await p.start()
             t = await p.submit(make_docs(0, 3))
-            await asyncio.sleep(0.2)
+            await eventually(lambda: "401" in p.last_errors()["badkey"])
             assert not p.acked(t)
-            assert "401" in p.last_errors()["badkey"]
             m = p.metrics()["badkey"]
             assert m["dead_lettered"] == 0 and m["pending"] == 3  # operator must act; nothing dropped
             await p.close(timeout=0.1)

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import FAST, make_docs, numbers
+from conftest import FAST, eventually, make_docs, numbers
 from sink_fakes import RESET, FakeAzureMonitor, FakeIntake, FakeSplunkHec, TlsFiles
 
 from exotrace.sinks import SinkPipeline, load_sinks, read_metrics
@@ -126,9 +126,8 @@ def test_sentinel_bad_secret_keeps_data(state_dir: Path, tls: TlsFiles, monkeypa
         p = SinkPipeline(load_sinks([_sentinel_table(az, tls)]), state_dir)
         await p.start()
         t = await p.submit(make_docs(0, 3))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: "invalid_client" in p.last_errors()["sentinel"])
         assert not p.acked(t)
-        assert "invalid_client" in p.last_errors()["sentinel"]
         assert "wrong" not in p.last_errors()["sentinel"]
         await p.close(timeout=0.1)
 
@@ -190,9 +189,8 @@ def test_hec_wrong_index_keeps_data(state_dir: Path) -> None:
             p = SinkPipeline(load_sinks([table]), state_dir)
             await p.start()
             t = await p.submit(make_docs(0, 5))
-            await asyncio.sleep(0.2)
+            await eventually(lambda: "Incorrect index" in p.last_errors()["splunk_hec"])
             assert not p.acked(t)
-            assert "Incorrect index" in p.last_errors()["splunk_hec"]
             assert p.metrics()["splunk_hec"]["dead_lettered"] == 0
             await p.close(timeout=0.1)
 

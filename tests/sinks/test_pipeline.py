@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import FAST, ScriptedSink, make_docs, numbers
+from conftest import FAST, ScriptedSink, eventually, make_docs, numbers
 
 from exotrace.errors import ConfigError, SinkError, TransientError
 from exotrace.sinks import SinkPipeline, SyncSinkPipeline, read_metrics, run_sync
@@ -46,8 +46,7 @@ def test_ticket_acked_only_after_the_sink_acknowledged(state_dir: Path) -> None:
         await p.start()
         t = await p.submit(make_docs(0, 10))
         assert t == 10
-        await asyncio.sleep(0.05)
-        assert release == [10]  # the batch is in flight
+        await eventually(lambda: release == [10])  # the batch is in flight
         assert not p.acked(t)
         assert not await p.wait_acked(t, timeout=0.05)
         gate.set()
@@ -89,7 +88,7 @@ def test_down_then_up_spools_and_delivers_everything_in_order(state_dir: Path) -
         p = SinkPipeline([cfg(buffer_max_events=20, batch_max_events=7)], state_dir, sinks=[sink])
         await p.start()
         tickets = [await p.submit(make_docs(i, i + 10)) for i in range(0, 100, 10)]
-        await asyncio.sleep(0.05)
+        await eventually(lambda: p.metrics()["scripted"]["failed"] > 0)
         assert not any(p.acked(t) for t in tickets)
         m = p.metrics()["scripted"]
         assert m["spooled"] >= 80 and m["failed"] > 0 and m["pending"] == 100
@@ -148,7 +147,7 @@ def test_crash_abandons_only_memory_documents(state_dir: Path) -> None:
 
         sink.send = blocked  # type: ignore[method-assign]
         t1 = await p.submit(make_docs(0, 10))
-        await asyncio.sleep(0.02)
+        await eventually(lambda: bool(p._workers[0].batches))  # taken: in flight, only in memory
         sink.send = orig  # type: ignore[method-assign]
         p._workers[0].down = True  # failing from now on: new data goes straight to the spool
         t2 = await p.submit(make_docs(10, 20))
@@ -252,7 +251,7 @@ def test_backpressure_blocks_submit_when_spool_full(state_dir: Path) -> None:
         p = SinkPipeline([cfg(buffer_max_events=1, spool_max_bytes=20_000)], state_dir, sinks=[sink])
         await p.start()
         await p.submit(make_docs(0, 1))
-        await asyncio.sleep(0.05)  # the sink failed: now everything goes to the spool
+        await eventually(lambda: p.metrics()["scripted"]["failed"] > 0)  # failing: new data goes to the spool
         for i in range(1, 100):
             try:
                 await asyncio.wait_for(p.submit(make_docs(i, i + 1)), 0.2)
@@ -280,7 +279,7 @@ def test_best_effort_sink_drops_oldest_when_spool_full(state_dir: Path) -> None:
                          sinks=[sink])
         await p.start()
         await p.submit(make_docs(0, 1))
-        await asyncio.sleep(0.05)
+        await eventually(lambda: p.metrics()["scripted"]["failed"] > 0)
         for i in range(1, 200):
             await asyncio.wait_for(p.submit(make_docs(i, i + 1)), 2)  # never blocks
         m = p.metrics()["scripted"]
