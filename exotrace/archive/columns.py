@@ -7,6 +7,7 @@ Pure functions, no I/O. The column order here is the order of :data:`SEARCH_COLU
 from __future__ import annotations
 
 import ipaddress
+from datetime import date
 from hashlib import blake2b
 from typing import Any
 
@@ -16,8 +17,8 @@ from exotrace.model import Document, canonical_status
 from exotrace.timeparse import normalize_ts
 
 __all__ = [
-    "SEARCH_COLUMNS", "content_hash", "encode", "extract", "ip_variants", "normalize_ip", "reverse_domain",
-    "split_address",
+    "SEARCH_COLUMNS", "content_hash", "day_number", "encode", "extract", "ip_variants", "normalize_ip",
+    "reverse_domain", "split_address",
 ]
 
 SEARCH_COLUMNS: tuple[str, ...] = (
@@ -27,6 +28,7 @@ SEARCH_COLUMNS: tuple[str, ...] = (
     "sender",
     "sender_rdomain",
     "received",
+    "day",
     "status",
     "subject",
     "message_id",
@@ -42,6 +44,29 @@ SEARCH_COLUMNS: tuple[str, ...] = (
 #: (StartDate, EndDate, Index) and anything derived from it or from the fetch time.
 VOLATILE_EVENT_FIELDS = frozenset({"original", "ingested", "created"})
 VOLATILE_TRACE_FIELDS = frozenset({"StartDate", "EndDate", "Index"})
+
+
+_EPOCH = date(1970, 1, 1).toordinal()
+_DAYS: dict[str, int] = {}
+
+
+def day_number(received: str | None) -> int:
+    """Days since 1970-01-01 of an archive time (``YYYY-MM-DD...``); 0 when unknown.
+
+    The leading column of the search indexes: new mail lands in the newest day's part of each index.
+    """
+    if not received:
+        return 0
+    prefix = received[:10]
+    day = _DAYS.get(prefix)
+    if day is None:
+        try:
+            day = date.fromisoformat(prefix).toordinal() - _EPOCH
+        except ValueError:
+            day = 0
+        if len(_DAYS) < 100_000:
+            _DAYS[prefix] = day
+    return day
 
 
 def reverse_domain(domain: str | None) -> str | None:
@@ -92,13 +117,15 @@ def extract(document: Document) -> tuple[Any, ...]:
         recipient_rdomain = reverse_domain(recipient.rpartition("@")[2]) if "@" in recipient else None
     sender, sender_rdomain = split_address(_first((email.get("from") or {}).get("address")))
     size = ((email.get("attachments") or {}).get("file") or {}).get("size")
+    received = normalize_ts(doc.get("@timestamp"))
     return (
         str(trace_id).strip().lower(),
         recipient,
         recipient_rdomain,
         sender,
         sender_rdomain,
-        normalize_ts(doc.get("@timestamp")),
+        received,
+        day_number(received),
         canonical_status(document.status),
         email.get("subject"),
         email.get("message_id"),

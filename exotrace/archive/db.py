@@ -410,11 +410,7 @@ class Archive:
 
     def search(self, query: _query.SearchQuery) -> list[dict[str, Any]]:
         """Rows matching ``query``, newest ``received`` first (see :func:`exotrace.archive.query.row_dict`)."""
-        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            sql, params = _query.build_search(query, conn)
-            return [_query.row_dict(r) for r in conn.execute(sql, params)]
-
-        return self._read(run)
+        return self._read(lambda c: _query.search(c, query))
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The row with this key (``row_key(trace_id, recipient)``), or ``None``."""

@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
-from exotrace.archive.columns import ip_variants, reverse_domain
+from exotrace.archive.columns import day_number, ip_variants, reverse_domain
 from exotrace.model import STATUSES, canonical_status
 from exotrace.timeparse import format_ts, parse_time
 
 __all__ = [
-    "DIRECTIONS", "SELECT_ROWS", "DomainSuffix", "SearchQuery", "address_filter", "build_search", "row_dict",
-    "stats",
+    "DIRECTIONS", "SELECT_ROWS", "DomainSuffix", "SearchQuery", "address_filter", "build_search", "days_present",
+    "row_dict", "search", "stats",
 ]
 
 DIRECTIONS = ("inbound", "outbound", "internal", "external")
@@ -36,7 +37,7 @@ _WILDCARDS = frozenset("*?[")
 _ROW_FIELDS = ("key", "seq", "trace_id", "status", "received", "message_id", "from_ip", "to_ip", "direction",
                "tenant", "size", "fingerprint", "observed_at", "first_seen", "updated_at", "source")
 SELECT_ROWS = (
-    f"SELECT {', '.join('m.' + f for f in _ROW_FIELDS)}, d.doc "
+    f"SELECT {', '.join('m.' + f for f in _ROW_FIELDS)}, m.id, d.doc "
     "FROM messages m JOIN documents d ON d.id = m.id"
 )
 
@@ -237,6 +238,83 @@ def build_search(query: SearchQuery, conn: sqlite3.Connection | None = None) -> 
     return sql, [*inner_params, limit]
 
 
+def _day_bounds(query: SearchQuery) -> tuple[int | None, int | None]:
+    lo = day_number(format_ts(parse_time(query.since))) if query.since else None
+    hi = None
+    if query.until:
+        end = parse_time(query.until, end=True) - timedelta(milliseconds=1)
+        hi = day_number(format_ts(end))
+    return lo, hi
+
+
+def days_present(conn: sqlite3.Connection, lo: int | None = None, hi: int | None = None) -> Iterator[int]:
+    """The ``day`` values present in ``messages`` within [lo, hi], newest first (one index probe each)."""
+    sql = "SELECT max(day) FROM messages WHERE day < ?"
+    cursor = hi + 1 if hi is not None else 1 << 40
+    while True:
+        (day,) = conn.execute(sql, (cursor,)).fetchone()
+        if day is None or (lo is not None and day < lo):
+            return
+        yield day
+        cursor = day
+
+
+def _uses_day_indexes(query: SearchQuery) -> bool:
+    return bool(query.sender or query.recipient or query.message_id or query.ip) and not query.trace_id
+
+
+def _day_ids(
+    conn: sqlite3.Connection, query: SearchQuery, day: int, limit: int | None, domains: list[str] | None,
+    suffix: DomainSuffix | None,
+) -> list[int]:
+    limit_sql = " LIMIT ?" if limit else ""
+    limit_params = [limit] if limit else []
+    if suffix is not None and domains is not None:
+        if not domains:
+            return []
+        rest, rest_params, _ = where_clause(query, split=suffix)
+        where = _where(["m.day = ?", f"{suffix.column} = ?", *rest])
+        branch = f"SELECT * FROM (SELECT m.id, m.received FROM messages m{where}{_ORDER}{limit_sql})"
+        sql = (
+            f"SELECT id FROM ({' UNION ALL '.join([branch] * len(domains))}) "
+            f"ORDER BY received DESC, id DESC{limit_sql}"
+        )
+        params = [v for domain in domains for v in (day, domain, *rest_params, *limit_params)] + limit_params
+    else:
+        conditions, params, _ = where_clause(query)
+        sql = f"SELECT m.id FROM messages m{_where(['m.day = ?', *conditions])}{_ORDER}{limit_sql}"
+        params = [day, *params, *limit_params]
+    return [row[0] for row in conn.execute(sql, params)]
+
+
+def search(conn: sqlite3.Connection, query: SearchQuery) -> list[dict[str, Any]]:
+    """Rows matching ``query``, newest ``received`` first, as :func:`row_dict` dicts.
+
+    Address, message-id and IP filters walk the days newest first through the day-partitioned indexes
+    and stop at the limit; other searches use :func:`build_search` (the ``received`` index or a scan).
+    """
+    if not _uses_day_indexes(query):
+        sql, params = build_search(query, conn)
+        return [row_dict(r) for r in conn.execute(sql, params)]
+    where_clause(query)  # validate every filter before touching the archive
+    limit = int(query.limit) if query.limit else None
+    _, _, suffix = where_clause(query)
+    domains = suffix.expand(conn) if suffix is not None else None
+    lo, hi = _day_bounds(query)
+    ids: list[int] = []
+    for day in days_present(conn, lo, hi):
+        ids += _day_ids(conn, query, day, limit - len(ids) if limit else None, domains, suffix)
+        if limit and len(ids) >= limit:
+            break
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows += conn.execute(f"{SELECT_ROWS} WHERE m.id IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
+    order = {id_: n for n, id_ in enumerate(ids)}
+    rows.sort(key=lambda r: order[r[-2]])
+    return [row_dict(r) for r in rows]
+
+
 def _first_address(doc: dict[str, Any], side: str) -> str | None:
     addresses = ((doc.get("email") or {}).get(side) or {}).get("address")
     if isinstance(addresses, list) and addresses:
@@ -246,7 +324,7 @@ def _first_address(doc: dict[str, Any], side: str) -> str | None:
 
 def row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     """A result row: the archive columns, display ``sender``/``recipient``/``subject`` and the ECS ``doc``."""
-    out = dict(zip(_ROW_FIELDS, row[:-1], strict=True))
+    out = dict(zip(_ROW_FIELDS, row[:-2], strict=True))
     doc = orjson.loads(row[-1])
     out["sender"] = _first_address(doc, "from")
     out["recipient"] = _first_address(doc, "to")

@@ -5,6 +5,11 @@
 Addresses, trace ids and domains are stored lower-cased; domains are stored label-reversed
 (``mail.contoso.com`` -> ``com.contoso.mail``) so "this domain and its subdomains" is an index range.
 Times are ``YYYY-MM-DDTHH:MM:SS.mmmZ`` strings (see :mod:`exotrace.timeparse`).
+
+Since v3 the address, message-id and IP indexes lead with ``day`` (days since 1970 of ``received``):
+mail arrives roughly in time order, so inserts touch only the newest part of each index, which stays
+in the page cache however large the archive grows. Searches walk the days newest first
+(:func:`exotrace.archive.query.search`). Only the unique ``key`` index is global.
 """
 
 from __future__ import annotations
@@ -86,5 +91,26 @@ CREATE INDEX messages_from_ip ON messages (from_ip) WHERE from_ip IS NOT NULL;
 CREATE INDEX messages_to_ip ON messages (to_ip) WHERE to_ip IS NOT NULL;
 """
 
+V3_DAY_INDEXES = """
+-- day-partitioned search indexes: inserts stay in the newest part of each index
+ALTER TABLE messages ADD COLUMN day INTEGER NOT NULL DEFAULT 0;
+UPDATE messages SET day = CAST(julianday(substr(received, 1, 10)) - 2440587.5 AS INTEGER)
+    WHERE received IS NOT NULL AND julianday(substr(received, 1, 10)) IS NOT NULL;
+DROP INDEX messages_recipient;
+DROP INDEX messages_recipient_rdomain;
+DROP INDEX messages_sender;
+DROP INDEX messages_sender_rdomain;
+DROP INDEX messages_message_id;
+DROP INDEX messages_from_ip;
+DROP INDEX messages_to_ip;
+CREATE INDEX messages_day_recipient ON messages (day, recipient, received);
+CREATE INDEX messages_day_recipient_rdomain ON messages (day, recipient_rdomain, received);
+CREATE INDEX messages_day_sender ON messages (day, sender, received);
+CREATE INDEX messages_day_sender_rdomain ON messages (day, sender_rdomain, received);
+CREATE INDEX messages_day_message_id ON messages (day, message_id);
+CREATE INDEX messages_day_from_ip ON messages (day, from_ip) WHERE from_ip IS NOT NULL;
+CREATE INDEX messages_day_to_ip ON messages (day, to_ip) WHERE to_ip IS NOT NULL;
+"""
+
 #: Append-only. Version n is ``MIGRATIONS[n - 1]``.
-MIGRATIONS: list[Migration] = [V1_TABLES, V2_SEARCH_INDEXES]
+MIGRATIONS: list[Migration] = [V1_TABLES, V2_SEARCH_INDEXES, V3_DAY_INDEXES]

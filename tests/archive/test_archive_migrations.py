@@ -35,7 +35,9 @@ def test_v1_database_is_migrated_on_open_and_data_kept(db_path) -> None:
         rows = arch.search(SearchQuery(recipient="*@contoso.com"))
         assert [r["key"] for r in rows] == ["t1|linus@contoso.com"]
         indexes = {r[0] for r in arch.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert "messages_recipient" in indexes
+        assert "messages_day_recipient" in indexes and "messages_recipient" not in indexes
+        # v3 back-filled the day of the old row: 2024-05-01 is day 19844 after 1970-01-01.
+        assert arch.conn.execute("SELECT day FROM messages").fetchone() == (19844,)
     # Opening again applies nothing.
     with Archive.open(db_path) as arch:
         assert arch.ensure_schema("archive", MIGRATIONS) == 0

@@ -152,3 +152,28 @@ def test_rows_carry_columns_and_document(filled: Archive) -> None:
     assert row["subject"] == "Invoice May"
     assert row["first_seen"] and row["updated_at"] and row["fingerprint"]
     assert row["doc"]["email"]["local_id"] == "t1"
+
+
+def test_address_search_walks_days_newest_first_across_the_limit(arch: Archive) -> None:
+    docs = [doc(f"d{day:02d}-{n}", "linus@contoso.com", received=f"2024-05-{day:02d}T{n:02d}:00:00.000Z")
+            for day in range(1, 11) for n in range(3)]
+    docs.append(doc("nodate", "linus@contoso.com", received=""))
+    docs.append(doc("other", "zed@contoso.com", received="2024-05-10T23:00:00.000Z"))
+    arch.upsert(docs)
+    rows = arch.search(SearchQuery(recipient="linus@contoso.com", limit=7))
+    assert [r["trace_id"] for r in rows] == ["d10-2", "d10-1", "d10-0", "d09-2", "d09-1", "d09-0", "d08-2"]
+    rows = arch.search(SearchQuery(recipient="contoso.com", since="2024-05-03T01:00Z", until="2024-05-04", limit=0))
+    assert [r["trace_id"] for r in rows] == ["d04-2", "d04-1", "d04-0", "d03-2", "d03-1"]
+    everything = arch.search(SearchQuery(recipient="linus@contoso.com", limit=None))
+    assert len(everything) == 31 and everything[-1]["trace_id"] == "nodate"
+    assert ids(arch, sender="alice@example.com", limit=2) == ["other:zed@contoso.com", "d10-2:linus@contoso.com"]
+
+
+def test_days_present(arch: Archive) -> None:
+    from exotrace.archive.query import days_present
+
+    arch.upsert([doc(f"t{d}", received=f"2024-05-0{d}T10:00:00.000Z") for d in (1, 3, 5)])
+    assert list(days_present(arch.conn)) == [19848, 19846, 19844]
+    assert list(days_present(arch.conn, 19845, 19847)) == [19846]
+    plan = " ".join(r[3] for r in arch.conn.execute("EXPLAIN QUERY PLAN SELECT max(day) FROM messages WHERE day < 1"))
+    assert "INDEX" in plan
