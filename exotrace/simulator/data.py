@@ -50,6 +50,15 @@ _SUBJECTS = [
 #: The IPs the MaxMind test databases know (see shared/geoip/README.md), plus a few others.
 _GEO_IPS = ["81.2.69.144", "216.160.83.56", "2a02:cf43:eae5:4877:400b:d6af:8d9f:b62b", "89.160.20.112",
             "1.128.0.0"]
+#: Final-status mix per direction: (cumulative probability, status).
+_FINAL_MIX: dict[str, tuple[tuple[float, str], ...]] = {
+    "inbound": ((0.80, "Delivered"), (0.87, "FilteredAsSpam"), (0.91, "Quarantined"), (0.94, "Failed"),
+                (0.95, "Pending"), (0.97, "Resolved"), (1.0, "None")),
+    "outbound": ((0.92, "Delivered"), (0.98, "Failed"), (1.0, "Pending")),
+    "internal": ((0.90, "Delivered"), (0.93, "Recalled"), (0.95, "Failed"), (0.98, "Resolved"),
+                 (1.0, "Quarantined")),
+    "ndr": ((1.0, "Delivered"),),
+}
 _HOSTS = ["MN2PR00MB0670.namprd00.prod.outlook.com", "DB9PR02MB7211.eurprd02.prod.outlook.com",
           "SY4P282MB1234.AUSP282.PROD.OUTLOOK.COM", "AM0PR06MB4321.eurprd06.prod.outlook.com"]
 
@@ -223,6 +232,7 @@ class TenantData:
 
     def _generate(self, hour: int) -> list[Row]:
         rng = random.Random(f"{self.seed}:{self.tenant.name}:{hour}")
+        self._hour_prefix = from_us(hour * HOUR_US).strftime("%Y-%m-%dT%H:")
         expected = self.rows_per_day / 24 * _DIURNAL[hour % 24] / ROWS_PER_MESSAGE
         messages = int(expected) + (1 if rng.random() < expected - int(expected) else 0)
         rows: list[Row] = []
@@ -235,8 +245,11 @@ class TenantData:
         p = self.profile
         rnd = rng.random
         bits = rng.getrandbits
-        received = hour * HOUR_US + int(rnd() * HOUR_US)
-        received_text = iso_short(received)
+        offset = int(rnd() * HOUR_US)
+        received = hour * HOUR_US + offset
+        secs, micro = divmod(offset, US)
+        frac = f"{micro:06d}".rstrip("0")
+        received_text = f"{self._hour_prefix}{secs // 60:02d}:{secs % 60:02d}{'.' + frac if frac else ''}Z"
         trace_id = (f"{bits(32):08x}-{bits(16):04x}-{bits(16):04x}-"
                     f"{bits(16):04x}-{(0x08D0 << 32) | (hour & 0xFFFFFFFF):012x}")
         roll = rnd()
@@ -295,12 +308,9 @@ class TenantData:
             delay = self._delay(rng)
             final = "Expanded" if is_group else self._final_status(rng, row_dir)
             timeline = self._timeline(rng, received, received + delay, final)
-            out.append(Row(
-                received_us=received, trace_id=trace_id, message_id=message_id, sender=sender,
-                recipient=addr, rcpt_lower=p.lower[addr], subject=subject,
-                size=size + int(rnd() * 400), from_ip=from_ip, to_ip=row_to_ip,
-                organization=p.organization, direction=row_dir, visible_us=received + delay,
-                timeline=timeline, received_text=received_text,
+            out.append(Row(  # positional: measurably faster than keywords at millions of rows
+                received, trace_id, message_id, sender, addr, p.lower[addr], subject, size + int(rnd() * 400),
+                from_ip, row_to_ip, p.organization, row_dir, received + delay, timeline, received_text,
             ))
         return out
 
@@ -316,17 +326,7 @@ class TenantData:
     @staticmethod
     def _final_status(rng: random.Random, direction: str) -> str:
         r = rng.random()
-        if direction == "inbound":
-            table = [(0.80, "Delivered"), (0.87, "FilteredAsSpam"), (0.91, "Quarantined"), (0.94, "Failed"),
-                     (0.95, "Pending"), (0.97, "Resolved"), (1.0, "None")]
-        elif direction == "outbound":
-            table = [(0.92, "Delivered"), (0.98, "Failed"), (1.0, "Pending")]
-        elif direction == "internal":
-            table = [(0.90, "Delivered"), (0.93, "Recalled"), (0.95, "Failed"), (0.98, "Resolved"),
-                     (1.0, "Quarantined")]
-        else:
-            table = [(1.0, "Delivered")]
-        for limit, status in table:
+        for limit, status in _FINAL_MIX[direction]:
             if r < limit:
                 return status
         return "Delivered"
