@@ -9,6 +9,7 @@ import socket
 import ssl
 import tempfile
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -171,17 +172,24 @@ class Simulator:
 
         Rows use legacy field names and canonical ``Status``; ``start``/``end`` optionally restrict
         ``Received`` (inclusive). ``prefer_unknown=False`` gives Graph's ``unknownFutureValue`` where a
-        client without the ``Prefer`` header would see it.
+        client without the ``Prefer`` header would see it. For very large tenants prefer
+        :meth:`iter_ground_truth`, which streams.
         """
-        assert self.state is not None, "simulator not started"
+        return dict(self.iter_ground_truth(tenant_id, at, api, prefer_unknown, start, end))
+
+    def iter_ground_truth(self, tenant_id: str, at: datetime | None = None, api: str = "graph",
+                          prefer_unknown: bool = True, start: datetime | None = None,
+                          end: datetime | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """:meth:`ground_truth` as a stream of ``(row_key, row)``, newest first; memory stays flat."""
+        if self.state is None:
+            raise RuntimeError("simulator not started")
         tenant = self.tenant(tenant_id)
         now_us = to_us(at or self.clock.now())
-        lo = self.state.horizon_us(now_us) if start is None else max(to_us(start), self.state.horizon_us(now_us))
+        horizon = self.state.horizon_us(now_us)
+        lo = horizon if start is None else max(to_us(start), horizon)
         hi = now_us if end is None else min(to_us(end), now_us)
-        out: dict[str, dict[str, Any]] = {}
         for row in self.state.data[tenant.name].iter_desc(lo, hi, now_us, lo):
-            out[row_key(row.trace_id, row.recipient)] = ground_truth_row(row, now_us, api, prefer_unknown)
-        return out
+            yield row_key(row.trace_id, row.recipient), ground_truth_row(row, now_us, api, prefer_unknown)
 
     def export_powershell(self, tenant_id: str, path: str | Path, start: datetime, end: datetime,
                           style: str = "elastic", array: bool = False, bom: bool = False) -> int:
@@ -196,7 +204,8 @@ class Simulator:
 
     def stats(self) -> dict[str, int]:
         """Counters: requests per endpoint, 429s, faults injected, tokens issued, rows served."""
-        assert self.state is not None, "simulator not started"
+        if self.state is None:
+            raise RuntimeError("simulator not started")
         return self.state.counters()
 
 

@@ -109,6 +109,14 @@ def test_ground_truth_moves_with_time(small: Simulator) -> None:
     assert Counter(r["Status"] for r in early.values())["GettingStatus"] > 0
 
 
+def test_iter_ground_truth_streams_the_same_rows(small: Simulator) -> None:
+    tid = small.tenants[0].tenant_id
+    at = small.clock.now()
+    streamed = list(small.iter_ground_truth(tid, at=at, api="rws"))
+    assert dict(streamed) == small.ground_truth(tid, at=at, api="rws")
+    assert len(streamed) == len(dict(streamed))
+
+
 def test_ground_truth_stops_at_the_90_day_horizon(small: Simulator) -> None:
     tid = small.tenants[0].tenant_id
     truth = small.ground_truth(tid)
