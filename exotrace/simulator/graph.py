@@ -13,7 +13,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from exotrace.simulator.data import HOUR_US, US, hour_of_trace_id, iso7, iso_short
+from exotrace.simulator.data import HOUR_US, US, hour_of_trace_id, iso7, iso_short, to_us
 from exotrace.simulator.entra import GRAPH_ROLE, Caller, check_bearer
 from exotrace.simulator.odata import Clause, FilterError, parse_clauses, parse_datetime
 from exotrace.simulator.views import graph_item, matcher
@@ -112,7 +112,7 @@ async def list_traces(state: SimState, request: Request, version: str, caller: C
     tenant = caller.tenant
     data = state.data[tenant.name]
     now = state.clock.now()
-    now_us = int(now.timestamp() * US)
+    now_us = to_us(now)
     prefer_unknown = "include-unknown-enum-members" in request.headers.get("prefer", "").lower()
     params = request.query_params
 
@@ -230,7 +230,7 @@ async def details(state: SimState, request: Request, version: str, caller: Calle
                   recipient: str) -> Response:
     """``messageTraces/{id}/getDetailsByRecipient(recipientAddress='...')``."""
     data = state.data[caller.tenant.name]
-    now_us = int(state.clock.now().timestamp() * US)
+    now_us = to_us(state.clock.now())
     value: list[dict[str, Any]] = []
     horizon = state.horizon_us(now_us)
     for row in data.find(trace_id, recipient):

@@ -18,7 +18,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from exotrace.simulator.data import US, from_us, iso7, iso_short
+from exotrace.simulator.data import US, from_us, iso7, iso_short, to_us
 from exotrace.simulator.entra import Caller, check_bearer
 from exotrace.simulator.odata import Clause, FilterError, parse_clauses, parse_datetime
 from exotrace.simulator.views import matcher, rws_item
@@ -103,7 +103,7 @@ async def message_trace(state: SimState, request: Request, caller: Caller, repor
     params = request.query_params
     fmt = response_format(request)
     verbose = fmt == "verbose"
-    now_us = int(state.clock.now().timestamp() * US)
+    now_us = to_us(state.clock.now())
     try:
         clauses = parse_clauses(params.get("$filter", ""), allow_or=False)
     except FilterError as exc:
