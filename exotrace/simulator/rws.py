@@ -162,6 +162,8 @@ async def message_trace(state: SimState, request: Request, caller: Caller, repor
     match = matcher(view, "rws", now_us, True)
     rows, more, i = [], False, 0
     for row in data.iter_desc(start, end, now_us, state.horizon_us(now_us), match=match):
+        if page == 0:  # $top=0: an empty page, and no link that would loop
+            break
         if i >= skip:
             if len(rows) == page:
                 more = True
