@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 from datetime import UTC, datetime
 
@@ -117,7 +118,11 @@ def simulate(host: str, port: int, seed: int, scenario: str, speed: float, rows_
             echo(f"#   export EXOTRACE_SECRET_{t.name.upper().replace('-', '_')}='{t.client_secret}'")
         echo(config_snippet(sim))
         echo("Press Ctrl-C to stop.")
-        threading.Event().wait()
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        while not stop.wait(0.5):
+            pass
+        click.echo("Stopping.")
     except KeyboardInterrupt:
         click.echo("\nStopping.")
     finally:

@@ -60,6 +60,24 @@ def test_serves_until_ctrl_c_and_prints_what_a_collector_needs(tmp_path: Path) -
             proc.communicate()
 
 
+def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "exotrace", "simulate", "--no-tls", "--history-days", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("Press Ctrl-C"):
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "Stopping." in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def test_usage_errors_exit_2() -> None:
     runner = CliRunner()
     for args in (["--scenario", "nope"], ["--speed", "0"], ["--start", "yesterday"], ["--tenants", "0"]):
