@@ -9,8 +9,10 @@ numbers are never reused across restarts) and returns the last one as the ticket
 true once no required sink still holds a document numbered ``<= ticket``. A clean ``close()`` writes the
 memory buffers to the spools, so after a restart the spooled documents keep their numbers and old
 tickets become acked when the replay delivers them. After a crash (no ``close()``), documents that were
-only in memory are gone: their tickets are reported by :meth:`SinkPipeline.abandoned` and never acked;
-resubmit them (the collector re-reads from its checkpoint, which never moved past them).
+only in memory are gone: every ticket from the first lost document on is reported by
+:meth:`SinkPipeline.abandoned` and never acked; resubmit them (the collector re-reads from its checkpoint,
+which never moved past them). Spooled documents of abandoned tickets are still delivered (duplicates, no
+gaps).
 
 Routing. New documents go to memory while the sink keeps up; once its memory buffer is full, or the sink
 is failing (down or slow), or its spool still holds unread documents, they go to the spool instead, and
@@ -348,6 +350,8 @@ class _Worker:
         for b in self.batches:
             if b.spool_pos is None:  # spool-sourced batches are still in the spool files
                 recs.extend(r for r in b.records if r.seq in self.inflight_undone)
+        # spool reads not committed (in flight, or done behind an unfinished one) are read again next run
+        self.spool.rewind(sum(len(b.records) for b in self.batches if b.spool_pos is not None))
         recs.extend(self.memory)
         recs.sort(key=lambda r: r.seq)
         self.spool.write_older(recs)
@@ -571,31 +575,31 @@ class SinkPipeline:
             self._save_state(running=True)
 
     def _mark_lost(self, lo: int, hi: int, present: list[tuple[int, int]], sink: str) -> None:
-        """Seqs in [lo, hi] not in the spool were in memory when the last run died."""
-        lost: list[tuple[int, int]] = []
-        cur = lo
+        """After a crash: seqs in [lo, hi] that are not in the spool were only in memory and are gone.
+
+        A submission can be split between memory (lost) and the spool (kept), so everything from the first
+        missing seq up to ``hi`` is abandoned, spooled or not: a ticket is then never acked while part of
+        its batch is lost. Spooled documents in that range are still delivered (the resubmission
+        duplicates them, which at-least-once allows)."""
+        first_missing = lo
         for a, b in present:
-            if b < cur:
+            if b < first_missing:
                 continue
-            if a > hi:
+            if a > first_missing:
                 break
-            if a > cur:
-                lost.append((cur, a - 1))
-            cur = max(cur, b + 1)
-        if cur <= hi:
-            lost.append((cur, hi))
-        if lost:
-            n = sum(b - a + 1 for a, b in lost)
-            log.error("Sink %s: the last run stopped without closing; up to %d documents that were only in "
-                      "memory were not delivered: their tickets are abandoned and must be resubmitted.", sink, n)
-            merged = sorted(self._abandoned + lost)
-            out: list[tuple[int, int]] = []
-            for a, b in merged:
-                if out and a <= out[-1][1] + 1:
-                    out[-1] = (out[-1][0], max(out[-1][1], b))
-                else:
-                    out.append((a, b))
-            self._abandoned = out
+            first_missing = b + 1
+        if first_missing > hi:
+            return
+        log.error("Sink %s: the last run stopped without closing; documents from sequence %d on may not have "
+                  "been delivered: their tickets are abandoned and must be resubmitted.", sink, first_missing)
+        merged = sorted([*self._abandoned, (first_missing, hi)])
+        out: list[tuple[int, int]] = []
+        for a, b in merged:
+            if out and a <= out[-1][1] + 1:
+                out[-1] = (out[-1][0], max(out[-1][1], b))
+            else:
+                out.append((a, b))
+        self._abandoned = out
 
     def _load_state(self) -> dict[str, Any]:
         path = self.state_dir / _STATE_FILE

@@ -176,3 +176,20 @@ def test_spool_repairs_a_torn_line_and_drops_oldest(tmp_path: Path) -> None:
     assert s2.drop_oldest() == 0  # the first segment was already read
     assert s2.unread == 2
     assert s2.drop_oldest() == 2 and s2.unread == 0
+
+
+def test_spool_write_older_keeps_sequence_order_across_segments(tmp_path: Path) -> None:
+    """Memory records on both sides of an existing segment are split so replay stays in seq order."""
+    s = Spool(tmp_path)
+    s.open()
+    s.append(_recs(115, 200))
+    s.write_older(_recs(100, 115) + _recs(200, 231))
+    assert s.peek_seq() == 100
+    s.close()
+    s2 = Spool(tmp_path)
+    s2.open()
+    seqs = []
+    while s2.has_unread():
+        seqs += [r.seq for r in s2.read(7, 10_000)]
+        s2.commit()
+    assert seqs == list(range(100, 231))

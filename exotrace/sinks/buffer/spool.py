@@ -149,22 +149,36 @@ class Spool:
         return len(data)
 
     def write_older(self, records: list[Record]) -> None:
-        """Persist records older than everything unread (memory buffer at shutdown) as their own segment."""
+        """Persist records (the memory buffer at shutdown, sorted by seq) that are older than what the spool
+        holds unread. They are split at existing segment boundaries so that reading segments in name order
+        still reads sequence numbers in increasing order."""
         if not records:
             return
         self._close_writer()
-        name = f"{records[0].seq:020d}{_SUFFIX}"
-        path = self.folder / name
-        data = b"".join(encode_line(r) for r in records)
-        with path.open("ab") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if name not in self._sizes:
-            bisect.insort(self._segments, name)
-            self._sizes[name] = 0
-        self._sizes[name] += len(data)
-        self._unread += len(records)
+        bounds = [int(name[: -len(_SUFFIX)]) for name in self._segments]
+        groups: list[list[Record]] = []
+        last = -1
+        for r in records:
+            slot = bisect.bisect_right(bounds, r.seq)
+            if not groups or slot != last:
+                groups.append([])
+                last = slot
+            groups[-1].append(r)
+        for group in groups:
+            name = f"{group[0].seq:020d}{_SUFFIX}"
+            data = b"".join(encode_line(r) for r in group)
+            with (self.folder / name).open("ab") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if name not in self._sizes:
+                bisect.insort(self._segments, name)
+                self._sizes[name] = 0
+            self._sizes[name] += len(data)
+            self._unread += len(group)
+            if self._read_seg is None or name < self._read_seg:
+                self._read_seg, self._read_off = name, 0  # read these first
+        self._peek = None
 
     def _new_segment(self, first_seq: int) -> None:
         self._close_writer()
@@ -237,6 +251,14 @@ class Spool:
                         if count >= limit:
                             return
             idx += 1
+
+    def rewind(self, uncommitted: int) -> None:
+        """Forget reads that were not committed (``uncommitted`` records): they will be read again."""
+        self._unread += uncommitted
+        self._peek = None
+        if self._segments:
+            self._read_seg = self._segments[0]
+            self._read_off = self._starts.get(self._read_seg, 0)
 
     def position(self) -> tuple[str, int] | None:
         """The read position (for :meth:`commit` once what was read up to here is acknowledged)."""
