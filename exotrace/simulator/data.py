@@ -8,6 +8,8 @@ publish time (received + delay: invisible before) and a status timeline; what th
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import random
 import threading
 from collections import OrderedDict
@@ -238,7 +240,7 @@ class TenantData:
         rows: list[Row] = []
         for n in range(messages):
             rows.extend(self._message(rng, hour, n))
-        rows.sort(key=lambda r: (-r.received_us, r.rcpt_lower))
+        rows.sort(key=_sort_key)
         return rows
 
     def _message(self, rng: random.Random, hour: int, n: int) -> list[Row]:
@@ -363,15 +365,17 @@ class TenantData:
         top_hour, low_hour = end_us // HOUR_US, lo // HOUR_US
         candidates = range(top_hour, low_hour - 1, -1) if hours is None else sorted(
             (h for h in set(hours) if low_hour <= h <= top_hour), reverse=True)
+        # first position in a bucket: past rows newer than end, and past the continuation row
+        first_key = (-end_us, "") if after is None else max((-end_us, ""), (-after[0], after[1]))
         for hour in candidates:
-            for row in self.bucket(hour):
-                r = row.received_us
-                if r > end_us:
-                    continue
-                if r < lo:
+            rows = self.bucket(hour)
+            if after is None:
+                i = bisect.bisect_left(rows, first_key, key=_sort_key)
+            else:
+                i = bisect.bisect_right(rows, first_key, key=_sort_key)
+            for row in itertools.islice(rows, i, None):
+                if row.received_us < lo:
                     break
-                if after is not None and (r > after[0] or (r == after[0] and row.rcpt_lower <= after[1])):
-                    continue
                 if row.visible_us > now_us:
                     continue
                 if match is not None and not match(row):
@@ -385,6 +389,11 @@ class TenantData:
             return []
         tid, rc = trace_id.lower(), (recipient or "").lower()
         return [r for r in self.bucket(hour) if r.trace_id == tid and (not rc or r.rcpt_lower == rc)]
+
+
+def _sort_key(row: Row) -> tuple[int, str]:
+    """Newest first, ties by recipient ascending."""
+    return (-row.received_us, row.rcpt_lower)
 
 
 def hour_of_trace_id(trace_id: str) -> int | None:
