@@ -48,20 +48,19 @@ def iso_text(value: str) -> str:
     return format_iso(parse_timestamp(value))
 
 
-def millis_text(value: str) -> str:
-    """``@timestamp`` text for a timestamp string; fast for ISO text in UTC (the common case)."""
+def utc_iso_millis(value: str) -> str | None:
+    """``@timestamp`` text for ISO text in UTC (``Z`` or no zone), the common case; None for anything else."""
     m = _ISO.fullmatch(value)
-    if m is not None:
-        year, month, day, hh, mm, ss, frac, zone = m.groups()
-        if hh is not None and (zone is None or zone in ("Z", "z")):
-            datetime(int(year), int(month), int(day), int(hh), int(mm), int(ss or 0))  # validates the fields
-            return f"{year}-{month}-{day}T{hh}:{mm}:{ss or '00'}.{(frac or '')[:3].ljust(3, '0')}Z"
-    return format_millis(parse_timestamp(value))
-
-
-def timestamp_is_iso(value: str) -> bool:
-    """True when the string ``value`` is ISO 8601 text (no caching: received times rarely repeat)."""
-    return _ISO.fullmatch(value) is not None
+    if m is None:
+        return None
+    year, month, day, hh, mm, ss, frac, zone = m.groups()
+    if hh is None or (zone is not None and zone not in ("Z", "z")):
+        return None
+    try:
+        datetime(int(year), int(month), int(day), int(hh), int(mm), int(ss or 0))  # validates the fields
+    except ValueError:
+        return None
+    return f"{year}-{month}-{day}T{hh}:{mm}:{ss or '00'}.{(frac or '')[:3].ljust(3, '0')}Z"
 
 
 @lru_cache(maxsize=4096)

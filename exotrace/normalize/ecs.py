@@ -20,11 +20,11 @@ from exotrace.model import GRAPH_TO_LEGACY, Document, RawRecord, canonical_statu
 from exotrace.normalize.dates import (
     format_iso,
     format_millis,
+    is_iso,
     is_iso_cached,
     iso_text,
-    millis_text,
     parse_timestamp,
-    timestamp_is_iso,
+    utc_iso_millis,
 )
 from exotrace.normalize.domains import domain_parts
 from exotrace.normalize.fingerprint import fingerprint_values
@@ -37,7 +37,7 @@ _CATEGORY = ["email"]
 _TYPE = ["info"]
 _RENAME = GRAPH_TO_LEGACY
 _FAILURE_STATUSES = frozenset({"failed", "quarantined", "filteredasspam"})
-_DATE_FIELDS = ("Received", "StartDate", "EndDate")
+_WINDOW_FIELDS = ("StartDate", "EndDate")
 _DIRECTIONS = {
     (True, True): "internal", (False, False): "external", (True, False): "outbound", (False, True): "inbound"
 }
@@ -89,6 +89,8 @@ class Normalizer:
             tags.append("preserve_original_event")
         self._tags = tags
         self._address_cache: dict[str, tuple[str, dict[str, Any], bool]] = {}
+        self._status_cache: dict[Any, tuple[str, str, str]] = {}
+        self._extras = self.options.extras
 
     # -- public -----------------------------------------------------------------------------------
     def normalize(self, record: RawRecord) -> Document:
@@ -107,77 +109,79 @@ class Normalizer:
             raise NormalizeError("json", "record is not a JSON object")
         # One pass: Graph keys renamed to legacy names, null and empty values dropped (Elastic's clean-up).
         m = {_RENAME.get(k, k): v for k, v in fields.items() if v is not None and v != ""}
-        status_raw = m.get("Status")
-        status = canonical_status(status_raw) if status_raw is not None else ""
-        status_lower = status.lower()
-        outcome = (
-            "success" if status_lower == "delivered" else "failure" if status_lower in _FAILURE_STATUSES else "unknown"
-        )
+        get = m.get
+        status_raw = get("Status")
+        status, outcome, action = self._status(status_raw)
         event: dict[str, Any] = {"category": _CATEGORY, "outcome": outcome, "type": _TYPE}
-        if self.options.extras and status:
-            event["action"] = _action(status)
+        if action:
+            event["action"] = action
 
         # Dates: keep ISO text verbatim (as Elastic does); rewrite other shapes (/Date(ms)/, US culture) as ISO.
-        received = m.get("Received")
-        if received in (None, ""):
+        received = get("Received")
+        if received is None:
             raise NormalizeError("date", "field [email.delivery_timestamp] not present as part of path")
-        try:
-            timestamp = millis_text(received) if isinstance(received, str) else format_millis(
-                parse_timestamp(received))
-        except ValueError as exc:
-            raise NormalizeError("date", f"unable to parse date [{received}]: {exc}") from None
-        for name in _DATE_FIELDS:
-            value = m.get(name)
-            if value is None or value == "":
-                continue
-            if name == "Received":
-                if isinstance(value, str) and timestamp_is_iso(value):
-                    continue
-            elif isinstance(value, str) and is_iso_cached(value):
-                continue
-            try:
-                m[name] = iso_text(value) if isinstance(value, str) else format_iso(parse_timestamp(value))
-            except ValueError:
-                pass  # StartDate/EndDate are informational; Received parsed above
+        timestamp = utc_iso_millis(received) if received.__class__ is str else None
+        if timestamp is None:
+            timestamp = self._slow_received(m, received)
+        for name in _WINDOW_FIELDS:
+            value = get(name)
+            if value is not None and not (value.__class__ is str and is_iso_cached(value)):
+                try:
+                    m[name] = iso_text(value) if value.__class__ is str else format_iso(parse_timestamp(value))
+                except ValueError:
+                    pass  # informational query bounds: kept as they are
 
-        sender = _text(m.get("SenderAddress"))
+        sender = get("SenderAddress", "")
+        recipient = get("RecipientAddress", "")
+        trace_id = get("MessageTraceId", "")
+        subject = get("Subject", "")
+        message_id = get("MessageId", "")
+        from_ip = get("FromIP", "")
+        to_ip = get("ToIP", "")
+        if not (sender.__class__ is recipient.__class__ is trace_id.__class__ is subject.__class__
+                is message_id.__class__ is from_ip.__class__ is to_ip.__class__ is str):
+            sender, recipient, trace_id, subject, message_id, from_ip, to_ip = map(
+                str, (sender, recipient, trace_id, subject, message_id, from_ip, to_ip))
         if sender == "<>":
             sender = ""
-        recipient = _text(m.get("RecipientAddress"))
-        trace_id = _text(m.get("MessageTraceId"))
-        subject = _text(m.get("Subject"))
-        message_id = _text(m.get("MessageId"))
-        size = m.get("Size")
-        if size is not None and size != "":
+        size = get("Size")
+        if size is not None and size.__class__ is not int:
             size = _int(size)
-        else:
-            size = None
 
-        email: dict[str, Any] = {}
-        if size is not None:
-            email["attachments"] = {"file": {"size": size}}
-        email["delivery_timestamp"] = m["Received"]
-        if sender:
-            email["from"] = {"address": [sender]}
-        if trace_id:
-            email["local_id"] = trace_id
-        if message_id:
-            email["message_id"] = message_id
-        if subject:
-            email["subject"] = subject
-        if recipient:
-            email["to"] = {"address": [recipient]}
+        email: dict[str, Any] = {
+            "attachments": {"file": {"size": size}},
+            "delivery_timestamp": m["Received"],
+            "from": {"address": [sender]},
+            "local_id": trace_id,
+            "message_id": message_id,
+            "subject": subject,
+            "to": {"address": [recipient]},
+        }
+        if size is None:
+            del email["attachments"]
+        if not sender:
+            del email["from"]
+        if not trace_id:
+            del email["local_id"]
+        if not message_id:
+            del email["message_id"]
+        if not subject:
+            del email["subject"]
+        if not recipient:
+            del email["to"]
         doc: dict[str, Any] = {"@timestamp": timestamp, "ecs": _ECS, "event": event, "email": email}
 
-        src = self._address(sender, "source") if sender else None
-        dst = self._address(recipient, "destination") if recipient else None
-        from_ip = _text(m.get("FromIP"))
-        to_ip = _text(m.get("ToIP"))
-        source = self._side(src, from_ip)
-        destination = self._side(dst, to_ip)
-        if source:
+        src = self._address(sender) if sender else None
+        dst = self._address(recipient) if recipient else None
+        if src is not None or from_ip:
+            source = dict(src[1]) if src is not None else {}
+            if from_ip:
+                self._ip(source, from_ip)
             doc["source"] = source
-        if destination:
+        if dst is not None or to_ip:
+            destination = dict(dst[1]) if dst is not None else {}
+            if to_ip:
+                self._ip(destination, to_ip)
             doc["destination"] = destination
 
         direction = None
@@ -185,20 +189,21 @@ class Normalizer:
             direction = _DIRECTIONS[(src is not None and src[2], dst is not None and dst[2])]
             email["direction"] = direction
 
-        users = [recipient] if recipient else []
-        if sender and sender not in users:
-            users.append(sender)
-        for party in (dst, src):
-            if party is not None and party[0] and party[0] not in users:
-                users.append(party[0])
+        users = [recipient, sender, dst[0] if dst else "", src[0] if src else ""]
+        if not (users[0] and users[1] and users[2] and users[3]) or len(set(users)) < 4:
+            users = _unique(users)
         related: dict[str, Any] = {"user": users} if users else {}
-        if self.options.extras and (from_ip or to_ip):
+        if self._extras and (from_ip or to_ip):
             related["ip"] = [from_ip] if not to_ip or to_ip == from_ip else [from_ip, to_ip] if from_ip else [to_ip]
         if related:
             doc["related"] = related
         if direction is not None and direction != "external":
-            chosen = (dst,) if direction == "inbound" else (src,) if direction == "outbound" else (dst, src)
-            people = [p[1]["user"] for p in chosen if p is not None]
+            if direction == "inbound":
+                people = [dst[1]["user"]] if dst else []
+            elif direction == "outbound":
+                people = [src[1]["user"]] if src else []
+            else:
+                people = [p[1]["user"] for p in (dst, src) if p is not None]
             if len(people) == 1:
                 person = people[0]
                 doc["user"] = {"email": person["email"], "id": person["id"], "name": person["name"]}
@@ -215,7 +220,8 @@ class Normalizer:
             event["original"] = record.original
         if self._tags:
             doc["tags"] = list(self._tags)
-        fp = fingerprint_values(size, sender, trace_id, message_id, subject, recipient, _text(trace.get("Status")))
+        fp = fingerprint_values(size, sender, trace_id, message_id, subject, recipient,
+                                status_raw if status_raw.__class__ is str else _text(trace.get("Status")))
         return Document(
             doc=doc,
             key=row_key(trace_id, recipient) if trace_id and recipient else "",
@@ -226,7 +232,29 @@ class Normalizer:
             observed_at=record.observed_at or _observed_from_window(m),
         )
 
-    def _address(self, address: str, role: str) -> tuple[str, dict[str, Any], bool]:
+    def _status(self, raw: Any) -> tuple[str, str, str]:
+        """(canonical status, event.outcome, event.action or "") for a raw status value; cached."""
+        cached = self._status_cache.get(raw) if raw.__class__ is str or raw is None else None
+        if cached is None:
+            status = canonical_status(raw) if raw is not None else ""
+            lower = status.lower()
+            outcome = "success" if lower == "delivered" else "failure" if lower in _FAILURE_STATUSES else "unknown"
+            cached = (status, outcome, _action(status) if self._extras and status else "")
+            if raw.__class__ is str or raw is None:
+                self._status_cache[raw] = cached
+        return cached
+
+    def _slow_received(self, m: dict[str, Any], received: Any) -> str:
+        """@timestamp for a Received value off the fast path; rewrites non-ISO shapes as ISO in ``m``."""
+        try:
+            parsed = parse_timestamp(received)
+        except ValueError as exc:
+            raise NormalizeError("date", f"unable to parse date [{received}]: {exc}") from None
+        if not (received.__class__ is str and is_iso(received)):
+            m["Received"] = format_iso(parsed)
+        return format_millis(parsed)
+
+    def _address(self, address: str) -> tuple[str, dict[str, Any], bool]:
         """(local part, ECS side template, is local) for an address; cached. Templates are shared: never mutate."""
         cached = self._address_cache.get(address)
         if cached is None:
@@ -240,12 +268,6 @@ class Normalizer:
                 self._address_cache.clear()
             self._address_cache[address] = cached
         return cached
-
-    def _side(self, party: tuple[str, dict[str, Any], bool] | None, ip: str) -> dict[str, Any]:
-        side = dict(party[1]) if party is not None else {}
-        if ip:
-            self._ip(side, ip)
-        return side
 
     def _ip(self, side: dict[str, Any], ip: str) -> None:
         if not ip:
