@@ -203,3 +203,17 @@ def test_operator_item_errors_are_retried_not_dead_lettered(state_dir: Path) -> 
         assert len(es.indices[DS]) == 10
     m = read_metrics(state_dir)["elasticsearch"]
     assert m["dead_lettered"] == 0 and m["retried"] == 20
+
+
+def test_cloud_id_resolves_to_the_deployment_host() -> None:
+    import base64
+
+    from exotrace.sinks.elasticsearch import ElasticsearchSink
+
+    cloud_id = "exo:" + base64.b64encode(b"westeurope.azure.elastic-cloud.com:443$abc123$kib456").decode()
+    (cfg,) = load_sinks([{"type": "elasticsearch", "cloud_id": cloud_id, "api_key": "env:ES_KEY"}])
+    sink = ElasticsearchSink(cfg)
+    asyncio.run(sink.start())
+    node = sink._client.transport.node_pool.all()[0].config
+    assert (node.scheme, node.host, node.port) == ("https", "abc123.westeurope.azure.elastic-cloud.com", 443)
+    asyncio.run(sink.close())
