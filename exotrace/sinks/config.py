@@ -125,7 +125,7 @@ api_key = "env:EXOTRACE_ES_API_KEY"
 namespace = "default"          # data stream logs-microsoft_exchange_online_message_trace.log-default
 """
     concurrency: int = _f(2, doc="Requests in flight at once (order between them is not kept).")
-    batch_max_events: int = _f(1000, doc="Most documents per bulk request.")
+    batch_max_events: int = _f(2000, doc="Most documents per bulk request (about 3 MB of message traces).")
     hosts: list[str] = _f([], doc="Node URLs, e.g. `https://es.example.net:9200` (or use `cloud_id`).")
     cloud_id: str | None = _f(None, doc="Elastic Cloud deployment id, instead of `hosts`.")
     api_key: Secret | None = _f(None, doc="API key (the base64 `id:key` form), as `env:`/`file:` reference.")
@@ -157,7 +157,7 @@ username = "exotrace"
 password = "env:EXOTRACE_OS_PASSWORD"
 """
     concurrency: int = _f(2, doc="Requests in flight at once (order between them is not kept).")
-    batch_max_events: int = _f(1000, doc="Most documents per bulk request.")
+    batch_max_events: int = _f(2000, doc="Most documents per bulk request (about 3 MB of message traces).")
     hosts: list[str] = _f([], doc="Node URLs.")
     username: str | None = _f(None, doc="Basic-auth user.")
     password: Secret | None = _f(None, doc="Basic-auth password reference.")
