@@ -76,15 +76,26 @@ def reverse_domain(domain: str | None) -> str | None:
     return ".".join(reversed(domain.strip().strip(".").lower().split(".")))
 
 
+_ADDRESSES: dict[str, tuple[str | None, str | None]] = {}
+
+
 def split_address(address: str | None) -> tuple[str | None, str | None]:
     """Lower-cased address and its label-reversed domain; ``(None, None)`` for empty or ``<>``."""
     if not address or not isinstance(address, str):
         return None, None
+    found = _ADDRESSES.get(address)
+    if found is not None:
+        return found
     text = address.strip().lower()
     if not text or text == "<>":
-        return None, None
-    _, at, domain = text.rpartition("@")
-    return text, reverse_domain(domain) if at else None
+        found = (None, None)
+    else:
+        _, at, domain = text.rpartition("@")
+        found = (text, reverse_domain(domain) if at else None)
+    if len(_ADDRESSES) >= 200_000:  # the same addresses repeat; keep the cache bounded
+        _ADDRESSES.clear()
+    _ADDRESSES[address] = found
+    return found
 
 
 def normalize_ip(value: Any) -> str | None:
