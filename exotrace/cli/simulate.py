@@ -117,9 +117,9 @@ def simulate(host: str, port: int, seed: int, scenario: str, speed: float, rows_
         for t in sim.tenants:
             echo(f"#   export EXOTRACE_SECRET_{t.name.upper().replace('-', '_')}='{t.client_secret}'")
         echo(config_snippet(sim))
-        echo("Press Ctrl-C to stop.")
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        echo("Press Ctrl-C to stop.")
         while not stop.wait(0.5):
             pass
         click.echo("Stopping.")
