@@ -353,6 +353,12 @@ def _tenant(raw: dict[str, Any], i: int, base: Path, settings: CollectorSettings
                               key=f"{where}certificate")
         if "certificate_password" in raw:
             cert_pw = resolve_secret(raw["certificate_password"], key=f"{where}certificate_password", base=base)
+        from exotrace.auth import load_certificate  # late import: auth imports this module
+
+        try:
+            load_certificate(cert, cert_pw.reveal() if cert_pw else None)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}{exc}", key=f"{where}certificate") from None
     else:
         raise ConfigError(
             f"{where}client_secret: a credential is required; add client_secret = \"env:EXOTRACE_SECRET\" "

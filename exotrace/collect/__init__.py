@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -48,6 +49,8 @@ async def run_collector(cfg: AppConfig, *, mode: str = "once", since: timedelta 
     archive = await asyncio.to_thread(open_archive, cfg.archive_path)
     pipeline = None
     shipper = None
+    # one writer thread for every tenant: SQLite has one writer, and one malloc arena stays compact
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exotrace-db")
     loop = asyncio.get_running_loop()
     installed: list[int] = []
     try:
@@ -65,7 +68,8 @@ async def run_collector(cfg: AppConfig, *, mode: str = "once", since: timedelta 
                     loop.add_signal_handler(sig, _on_signal, stop, sig)
                     installed.append(sig)
         runners = [TenantRunner(t, archive, clock, mode=mode, since=since, stop=stop, shipper=shipper,
-                                progress=progress, geoip_dir=geoip_dir) for t in (tenants or cfg.tenants)]
+                                progress=progress, geoip_dir=geoip_dir, executor=executor)
+                   for t in (tenants or cfg.tenants)]
         return list(await asyncio.gather(*(r.run() for r in runners)))
     finally:
         for sig in installed:
@@ -73,6 +77,7 @@ async def run_collector(cfg: AppConfig, *, mode: str = "once", since: timedelta 
         if pipeline is not None:
             await pipeline.close()
         await asyncio.to_thread(archive.close)
+        executor.shutdown(wait=True)
 
 
 def _on_signal(stop: asyncio.Event, sig: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +37,8 @@ log = logging.getLogger("exotrace.collect")
 
 #: Rows normalized and upserted at a time (bounds memory for 5000-row pages).
 CHUNK = 1000
+#: Entries of the normalizer's address cache kept per tenant (memory bound for long backfills).
+ADDRESS_CACHE = 20_000
 
 #: In ``--once`` mode a window (or a broken tenant) is given up after this many failed attempts.
 ONCE_ATTEMPTS = 6
@@ -90,8 +93,9 @@ class TenantRunner:
     def __init__(self, tenant: TenantConfig, archive: Archive, clock: Clock, *, mode: str,
                  since: timedelta | None, stop: asyncio.Event, shipper: Shipper | None = None,
                  progress: Callable[[str, float, float], None] | None = None,
-                 geoip_dir: str | None = None) -> None:
+                 geoip_dir: str | None = None, executor: Executor | None = None) -> None:
         self.t = tenant
+        self.executor = executor
         self.s = tenant.settings
         self.archive = archive
         self.ledger = Ledger(archive.conn)
@@ -132,6 +136,9 @@ class TenantRunner:
         try:
             await self._loop(source)
         finally:
+            if self._inflight and self.stop.is_set():
+                # shutdown: let each read commit the page in hand (it stops right after)
+                await asyncio.wait(list(self._inflight), timeout=self._timeout() * 2)
             for task in list(self._inflight):
                 task.cancel()
             if self._inflight:
@@ -145,7 +152,10 @@ class TenantRunner:
         return self.report
 
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.to_thread(fn, *args)
+        """Run archive work (and normalization) on the collector's single writer thread."""
+        if self.executor is None:
+            return await asyncio.to_thread(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def _save_tenant(self) -> None:
         with self.archive.transaction():
@@ -302,7 +312,7 @@ class TenantRunner:
                     counts[_slot(group, _received(row))] += 1
                 n_rows = len(page.rows)
                 if self.shipper is not None:
-                    res, ticket = await self.shipper.commit(lambda p=page: self._commit_page(p))
+                    res, ticket = await self.shipper.commit(lambda p=page: self._commit_page(p), self._db)
                     if ticket is not None:
                         tickets.append(ticket)
                 else:
@@ -372,6 +382,9 @@ class TenantRunner:
             self.ledger.tenant_update(self.t.name, requests=0, rows=len(rows))
             max_seq = int(self.archive.conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0])
         rows.clear()
+        cache = getattr(self.normalizer, "_address_cache", None)
+        if isinstance(cache, dict) and len(cache) > ADDRESS_CACHE:
+            cache.clear()  # the normalizer's per-address cache would otherwise grow to 200k entries
         return res, changed, max_seq
 
     def _mark_read(self, group: list[Window], counts: list[int], now: datetime, new: int, updated: int) -> None:

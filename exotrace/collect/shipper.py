@@ -59,10 +59,12 @@ class Shipper:
             log.info("replayed %d changes not acknowledged by the sinks before the last stop", total)
         return total
 
-    async def commit(self, fn: Callable[[], tuple[Any, list[Document], int]]) -> tuple[Any, int | None]:
-        """Run ``fn`` (commit a page: result, changed docs, max seq) and submit its changes, in order."""
+    async def commit(self, fn: Callable[[], tuple[Any, list[Document], int]],
+                     run: Callable[..., Any]) -> tuple[Any, int | None]:
+        """Run ``fn`` (commit a page: result, changed docs, max seq) through ``run`` and submit its
+        changes, in commit order."""
         async with self.lock:
-            res, changed, max_seq = await asyncio.to_thread(fn)
+            res, changed, max_seq = await run(fn)
             ticket = await self.pipeline.submit(changed) if changed else None
             if ticket is not None:
                 self._pending.append((max_seq, ticket))

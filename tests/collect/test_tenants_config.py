@@ -120,3 +120,32 @@ def test_redaction() -> None:
             '{"access_token":"abcdef123456"}')
     out = redact(text)
     assert "verysecret" not in out and "eyJhbGciOi" not in out and "abcdef123456" not in out
+
+
+def test_certificate_pem_and_pfx(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    with start_simulator(SimulatorConfig(seed=8, speed=600.0, rows_per_day=300,
+                                         tenants=[SimTenant.default("contoso", 8)])) as sim:
+        t = sim.tenants[0]
+        path = write_config(sim, tmp_path)
+        pem_cfg = path.read_text().replace('client_secret = "env:EXOTRACE_TEST_SECRET_CONTOSO"',
+                                           f'certificate = "{t.bundle_pem}"')
+        path.write_text(pem_cfg)
+        reports, _, _ = collect(sim, path, since=timedelta(hours=6))
+        assert reports[0].ok and reports[0].rows > 0, reports[0].error
+        key = serialization.load_pem_private_key(Path(t.key_pem).read_bytes(), None)
+        cert = x509.load_pem_x509_certificate(Path(t.cert_pem).read_bytes())
+        pfx = tmp_path / "app.pfx"
+        pfx.write_bytes(pkcs12.serialize_key_and_certificates(
+            b"app", key, cert, None, serialization.BestAvailableEncryption(b"pfx-pass-123")))
+        os.environ["EXOTRACE_TEST_PFX_PW"] = "pfx-pass-123"
+        path.write_text(pem_cfg.replace(f'certificate = "{t.bundle_pem}"',
+                                        f'certificate = "{pfx}"\ncertificate_password = "env:EXOTRACE_TEST_PFX_PW"'))
+        reports, _, _ = collect(sim, path, since=timedelta(hours=6))
+        assert reports[0].ok, reports[0].error
+        os.environ["EXOTRACE_TEST_PFX_PW"] = "wrong"
+        with pytest.raises(ConfigError, match="certificate"):
+            collect(sim, path, since=timedelta(hours=6))
