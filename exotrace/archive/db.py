@@ -115,6 +115,22 @@ class _State:
     insert: list[Any] | None = None
 
 
+_Prepared = tuple[list[tuple[Document, tuple[Any, ...], str, bytes, str]], list[Document]]
+
+
+def _prepare(batch: list[Document], now: str) -> _Prepared:
+    """Columns, JSON text, content digest and observation time of each document (no I/O)."""
+    good: list[tuple[Document, tuple[Any, ...], str, bytes, str]] = []
+    errors: list[Document] = []
+    for document in batch:
+        if document.is_error or not document.key:
+            errors.append(document)
+            continue
+        text, digest = encode(document.doc)
+        good.append((document, extract(document), text, digest, normalize_ts(document.observed_at) or now))
+    return good, errors
+
+
 def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
@@ -279,9 +295,7 @@ class Archive:
                 ).fetchone()
                 counters = [last_id, last_seq]
                 for batch in _batched(documents, BATCH_SIZE):
-                    self._upsert_batch(batch, source, now, counters, result)
-                    if not keep_changed:
-                        result.changed.clear()
+                    self._apply(_prepare(batch, now), source, now, counters, result, keep_changed)
         except sqlite3.Error as exc:
             raise ArchiveError(f"archive {self.path}: upsert failed: {exc}") from exc
         self._written += result.new + result.updated
@@ -299,27 +313,21 @@ class Archive:
                 found[key] = _State(id_, status, digest, observed or "")
         return found
 
-    def _upsert_batch(
-        self, batch: list[Document], source: str, now: str, counters: list[int], result: UpsertResult
+    def _apply(
+        self, prepared: _Prepared, source: str, now: str, counters: list[int], result: UpsertResult,
+        keep_changed: bool,
     ) -> None:
-        good: list[Document] = []
-        rejects: list[tuple[Any, ...]] = []
-        for document in batch:
-            if document.is_error or not document.key:
-                rejects.append(self._error_reject_row(document, source, now))
-                result.errors += 1
-            else:
-                good.append(document)
-        states = self._lookup(list({d.key for d in good}))
+        """Classify one prepared batch against the archive and write it."""
+        good, errors = prepared
+        rejects = [self._error_reject_row(document, source, now) for document in errors]
+        result.errors += len(errors)
+        states = self._lookup(list({item[0].key for item in good}))
         inserts: list[list[Any]] = []
         updates: dict[int, tuple[Any, ...]] = {}
         docs: dict[int, str] = {}
         history: list[tuple[Any, ...]] = []
-        for document in good:
-            columns = extract(document)
+        for document, columns, text, digest, observed in good:
             status = columns[_STATUS]
-            text, digest = encode(document.doc)
-            observed = normalize_ts(document.observed_at) or now
             state = states.get(document.key)
             if state is None:
                 counters[0] += 1
@@ -331,7 +339,8 @@ class Archive:
                 docs[counters[0]] = text
                 history.append((counters[0], "first_seen", None, status, observed, now, source))
                 result.new += 1
-                result.changed.append(document)
+                if keep_changed:
+                    result.changed.append(document)
                 continue
             if status == state.status and digest == state.digest:
                 result.unchanged += 1
@@ -357,7 +366,8 @@ class Archive:
             state.status, state.digest, state.observed_at = status, digest, observed
             docs[state.id] = text
             result.updated += 1
-            result.changed.append(document)
+            if keep_changed:
+                result.changed.append(document)
         conn = self._conn
         if inserts:
             inserts.sort(key=lambda row: row[1])  # key order: neighbouring leaf pages in the key index
