@@ -1,0 +1,129 @@
+"""Unit tests: skiptoken repair, quota governor, window planning, horizon warnings, Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from exotrace.collect import open_archive
+from exotrace.collect.plan import plan
+from exotrace.collect.quota import QuotaGovernor
+from exotrace.collect.runner import TenantRunner
+from exotrace.config import CollectorSettings, parse_config
+from exotrace.net import parse_retry_after
+from exotrace.sources.graph import repair_next_link, repair_skiptoken
+from exotrace.state.ledger import TICK, Ledger, Window
+
+
+class ManualClock:
+    def __init__(self, start: datetime) -> None:
+        self.t = start
+
+    def now(self) -> datetime:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += timedelta(seconds=max(0.0, seconds))
+        await asyncio.sleep(0)
+
+    def sleep_sync(self, seconds: float) -> None:
+        self.t += timedelta(seconds=seconds)
+
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def _token(obj: dict[str, str], pad: bool) -> str:
+    text = base64.b64encode(json.dumps(obj).encode()).decode()
+    return text if pad else text.rstrip("=")
+
+
+def test_repair_double_encoded_skiptoken() -> None:
+    good = {"StartDate": "2026-03-26T15:43:20.2718704Z", "EndDate": "2026-03-27T00:00:00Z",
+            "StartingRecipientAddress": "a@contoso.com", "ResultSize": "5000"}
+    poisoned = {k: json.dumps(v) for k, v in good.items()}
+    for pad in (True, False):
+        fixed = repair_skiptoken(_token(poisoned, pad))
+        assert fixed is not None
+        body = fixed + "=" * (-len(fixed) % 4)
+        assert json.loads(base64.b64decode(body)) == good
+        assert fixed.endswith("=") == (pad and _token(poisoned, True).endswith("="))
+        assert repair_skiptoken(_token(good, pad)) is None  # healthy tokens are followed as given
+    url = ("https://graph.microsoft.com/v1.0/admin/exchange/tracing/messageTraces?$filter=x&$skiptoken="
+           + _token(poisoned, True).replace("=", "%3D") + "&$top=5000")
+    repaired = repair_next_link(url)
+    assert repaired is not None and repaired.endswith("&$top=5000") and "$filter=x" in repaired
+    assert repair_next_link(url.split("$skiptoken")[0]) is None
+
+
+def test_quota_governor_never_exceeds_limit() -> None:
+    clock = ManualClock(NOW)
+    gov = QuotaGovernor(3, timedelta(seconds=300), clock)  # type: ignore[arg-type]
+    stamps: list[datetime] = []
+
+    async def go() -> None:
+        for _ in range(10):
+            await gov.acquire()
+            stamps.append(clock.now())
+
+    asyncio.run(go())
+    for s in stamps:
+        assert sum(1 for x in stamps if s - timedelta(seconds=300) < x <= s) <= 3
+    assert stamps[-1] - stamps[0] >= timedelta(seconds=900)
+    gov.pause(120)
+    before = clock.now()
+    asyncio.run(gov.acquire())
+    assert clock.now() - before >= timedelta(seconds=120)
+
+
+def test_plan_backfill_and_tail() -> None:
+    s = CollectorSettings()
+    ws = plan("t", None, NOW, s, horizon=timedelta(days=90), since=timedelta(days=30), partial=True)
+    assert ws[0].start == NOW - timedelta(days=30)
+    assert all(b.start == a.end + TICK for a, b in zip(ws, ws[1:], strict=False))
+    assert ws[-1].end == NOW - s.lag - TICK
+    assert max(w.span for w in ws) <= timedelta(days=10)
+    young = [w for w in ws if w.end > NOW - s.settle_after]
+    assert all(w.span <= s.window for w in young)
+    # a later daemon pass only adds whole grid windows after the last one; --since extends backwards
+    more = plan("t", (ws[0].start, ws[-1].end), NOW + timedelta(minutes=40), s, horizon=timedelta(days=90),
+                since=timedelta(days=45), partial=False)
+    back = [w for w in more if w.end < ws[0].start]
+    assert back[0].start == NOW + timedelta(minutes=40) - timedelta(days=45)
+    assert back[-1].end + TICK == ws[0].start
+    tail = [w for w in more if w.start > ws[-1].end]
+    assert tail[0].start == ws[-1].end + TICK and all((w.end + TICK).minute % 15 == 0 for w in tail)
+
+
+def test_horizon_warning_and_expiry(tmp_path: Path) -> None:
+    os.environ["EXOTRACE_UNIT_SECRET"] = "unit-secret-value"
+    cfg = parse_config({"tenant": [{"name": "t", "tenant_id": "x", "client_id": "y",
+                                    "client_secret": "env:EXOTRACE_UNIT_SECRET"}]}, base=tmp_path)
+    arch = open_archive(tmp_path / "a.db")
+    try:
+        ledger = Ledger(arch.conn)
+        near = Window("t", NOW - timedelta(days=89), NOW - timedelta(days=88) - TICK, next_read=NOW)
+        gone = Window("t", NOW - timedelta(days=95), NOW - timedelta(days=91) - TICK, next_read=NOW)
+        with arch.transaction():
+            ledger.add([near, gone])
+        runner = TenantRunner(cfg.tenants[0], arch, ManualClock(NOW), mode="once", since=None,  # type: ignore[arg-type]
+                              stop=asyncio.Event())
+        runner._horizon(NOW)
+        states = {w.start: (w.state, w.next_read) for w in ledger.windows("t")}
+        assert states[gone.start] == ("failed", None)
+        assert states[near.start][0] == "pending"
+        assert any("ages past the 90-day horizon" in w for w in runner.report.warnings)
+        assert any("aged past" in w for w in runner.report.warnings)
+    finally:
+        arch.close()
+
+
+def test_retry_after_forms() -> None:
+    assert parse_retry_after("30") == 30.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    when = datetime(2026, 11, 22, 12, 0, 30, tzinfo=UTC)
+    assert parse_retry_after("Sun, 22 Nov 2026 12:00:30 GMT", when - timedelta(seconds=10)) == 10.0
