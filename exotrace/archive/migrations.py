@@ -83,7 +83,9 @@ def apply_migrations(conn: sqlite3.Connection, component: str, migrations: Seque
     """
     if conn.in_transaction:
         raise ArchiveError(f"cannot migrate {component!r} inside an open transaction")
-    conn.execute(_CREATE)
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone()
+    if exists is None:
+        conn.execute(_CREATE)  # an up-to-date archive is opened without taking the write lock
     current = applied_versions(conn).get(component, 0)
     if current > len(migrations):
         raise ArchiveError(
