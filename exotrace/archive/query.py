@@ -296,9 +296,8 @@ def search(conn: sqlite3.Connection, query: SearchQuery) -> list[dict[str, Any]]
     if not _uses_day_indexes(query):
         sql, params = build_search(query, conn)
         return [row_dict(r) for r in conn.execute(sql, params)]
-    where_clause(query)  # validate every filter before touching the archive
     limit = int(query.limit) if query.limit else None
-    _, _, suffix = where_clause(query)
+    _, _, suffix = where_clause(query)  # also validates every filter before the archive is read
     domains = suffix.expand(conn) if suffix is not None else None
     lo, hi = _day_bounds(query)
     ids: list[int] = []
