@@ -77,7 +77,7 @@ def collect(config_path: str, once: bool, settle: bool, since: str | None, tenan
             log_format: str | None, quiet: bool, no_progress: bool) -> None:
     """Collect message traces from Microsoft 365 into the archive (and the configured sinks).
 
-    Without --once, runs as a daemon: live tail every minute, re-reads of recent windows, and the
+    Without --once, runs as a daemon: live tail (15-minute windows), re-reads of recent windows, and the
     backfill; SIGTERM/SIGINT finish the page in hand, commit and exit. Exit codes: 0 done, 2 config
     error, 3 a tenant's credentials or permissions are broken, 4 some windows could not be collected
     (kept for retry).
@@ -178,8 +178,8 @@ def _tenant_status(ledger: Any, name: str, now: datetime, cfg: AppConfig) -> dic
     return {
         "tenant": name,
         "api": info.get("api"),
-        "first": s["first"].isoformat() if s["first"] else None,
-        "complete_until": until.isoformat() if until else None,
+        "first": s["first"].isoformat(timespec="seconds") if s["first"] else None,
+        "complete_until": until.isoformat(timespec="seconds") if until else None,
         "lag_seconds": round((now - until).total_seconds()) if until else None,
         "windows": s["windows"],
         "coverage_hours": {k: round(v / 3600, 2) for k, v in s["seconds"].items()},
@@ -215,9 +215,15 @@ def _print_status(out: dict[str, Any]) -> None:
         cov = f"{t['first'] or '-'} .. {t['complete_until'] or '-'}"
         lag = "-" if t["lag_seconds"] is None else str(timedelta(seconds=t["lag_seconds"]))
         wins = ", ".join(f"{k} {v}" for k, v in sorted(t["windows"].items())) or "none"
-        err = t["last_error"] or "-"
-        table.add_row(t["tenant"], cov, lag, wins, err[:120], t["quota"])
+        err = "see below" if t["last_error"] else "-"
+        table.add_row(t["tenant"], cov, lag, wins, err, t["quota"])
     err_console.print(table)
+    for t in out["tenants"]:
+        if t["last_error"]:
+            err_console.print(f"{t['tenant']}: last error ({t['last_error_at'] or '?'}): {t['last_error']}",
+                              markup=False, highlight=False, soft_wrap=True)
+        if t.get("warning"):
+            err_console.print(f"{t['tenant']}: warning: {t['warning']}", markup=False, soft_wrap=True)
     for t in out["tenants"]:
         for w in t["horizon_at_risk"][:5]:
             err_console.print(f"warning: {t['tenant']}: window {w} is uncollected and near the API horizon",

@@ -158,11 +158,13 @@ class TenantRunner:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def _save_tenant(self) -> None:
+        extra = {"last_error_at": fmt_time(self.clock.now())} if self.report.error else {}
         with self.archive.transaction():
             self.ledger.tenant_update(
                 self.t.name, api=self.t.api, quota_used=self.quota.used(), quota_limit=self.quota.limit,
-                updated_at=fmt_time(self.clock.now()),
-                last_error=self.report.error, warning="; ".join(self.report.warnings[-3:]) or None)
+                updated_at=fmt_time(self.clock.now()), requests=self.caller.counters.requests,
+                throttled=self.caller.counters.throttled,
+                last_error=self.report.error, warning="; ".join(self.report.warnings[-3:]) or None, **extra)
 
     # -- main loop ----------------------------------------------------------------------------
     async def _loop(self, source: Source) -> None:

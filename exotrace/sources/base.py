@@ -134,7 +134,7 @@ class ApiCaller:
                     await self._sleep(backoff.next())
                     continue
                 return data, str(resp.request.url), fetched
-            text = redact(body[:2000].decode("utf-8", "replace"))
+            text = redact(_error_text(body))
             if status == 429:
                 self.counters.throttled += 1
                 wait = parse_retry_after(resp.headers.get("Retry-After"), fetched)
@@ -186,6 +186,24 @@ class ApiCaller:
 
     async def _sleep(self, seconds: float, retry_after: float | None = None) -> None:
         await self.clock.sleep(max(seconds, retry_after or 0.0))
+
+
+def _error_text(body: bytes) -> str:
+    """The useful part of an error body: Graph ``code: message``, RWS ``Message``, OData ``message``."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:2000].decode("utf-8", "replace")
+    if isinstance(data, dict):
+        err = data.get("error") or data.get("odata.error")
+        if isinstance(err, dict):
+            msg = err.get("message")
+            if isinstance(msg, dict):
+                msg = msg.get("value")
+            return f"{err.get('code') or 'error'}: {msg}"
+        if isinstance(data.get("Message"), str):
+            return str(data["Message"])
+    return body[:2000].decode("utf-8", "replace")
 
 
 def _sp_missing(text: str) -> bool:
