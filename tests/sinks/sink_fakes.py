@@ -202,7 +202,8 @@ class HttpFake:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
-        self._server = await asyncio.start_server(self._conn, sock=sock, ssl=ctx, backlog=128)
+        self._server = await asyncio.start_server(self._conn, sock=sock, ssl=ctx, backlog=128,
+                                                  limit=32 * 1024 * 1024)  # big bodies in few reads
 
     def stop(self) -> None:
         """Close the listener (clients then get 'connection refused'); ``restart()`` listens again."""
