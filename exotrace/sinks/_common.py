@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -9,7 +10,19 @@ from typing import Any
 from exotrace.errors import SinkError, TransientError
 from exotrace.sinks.base import Record, SendResult
 
-__all__ = ["epoch_seconds", "get_path", "post_chunks"]
+__all__ = ["epoch_seconds", "get_path", "post_chunks", "timestamp_of"]
+
+_TS = re.compile(rb'\{"@timestamp":"([^"\\]*)"')
+
+
+def timestamp_of(r: Record) -> str | None:
+    """The document's ``@timestamp``; read from the bytes without decoding when it is the first key."""
+    m = _TS.match(r.raw)
+    if m:
+        return m.group(1).decode()
+    ts = r.doc.get("@timestamp")
+    return ts if isinstance(ts, str) else None
+
 
 
 def get_path(doc: dict[str, Any], path: str) -> Any:

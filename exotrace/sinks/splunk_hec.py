@@ -20,7 +20,7 @@ import httpx
 import orjson
 
 from exotrace.errors import AuthError, ConfigError, TransientError
-from exotrace.sinks._common import epoch_seconds
+from exotrace.sinks._common import epoch_seconds, timestamp_of
 from exotrace.sinks._http import check_response, make_client, transport_error
 from exotrace.sinks.base import Record, SendResult, Sink
 from exotrace.sinks.config import SplunkHecSinkConfig
@@ -60,7 +60,7 @@ class SplunkHecSink(Sink):
         self._client = make_client(self.config, headers)
 
     def _envelope(self, r: Record) -> bytes:
-        t = epoch_seconds(r.doc.get("@timestamp"))
+        t = epoch_seconds(timestamp_of(r))
         head = b'{"time":%s,' % orjson.dumps(t) if t is not None else b"{"
         return head + self._meta + b',"event":' + r.raw + b"}"
 

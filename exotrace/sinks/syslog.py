@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from exotrace.errors import TransientError
+from exotrace.sinks._common import timestamp_of
 from exotrace.sinks._http import ssl_context
 from exotrace.sinks.base import Record, SendResult, Sink
 from exotrace.sinks.config import SyslogSinkConfig
@@ -32,8 +33,8 @@ def _field(value: str, limit: int) -> str:
 
 def format_message(r: Record, *, pri: int, hostname: str, app_name: str, procid: str, msgid: str) -> bytes:
     """One RFC 5424 message (without framing)."""
-    ts = r.doc.get("@timestamp")
-    if not isinstance(ts, str) or "T" not in ts:
+    ts = timestamp_of(r)
+    if not ts or "T" not in ts:
         ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     header = f"<{pri}>1 {_field(ts, 32)} {hostname} {app_name} {procid} {msgid} - "
     return header.encode("ascii") + r.raw

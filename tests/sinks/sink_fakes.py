@@ -489,7 +489,7 @@ class FakeSplunkHec(HttpFake):
         self.token = token
         self.ack_enabled = ack_enabled
         self.ack_after_polls = ack_after_polls
-        self.events: list[dict[str, Any]] = []
+        self._events: list[bytes | dict[str, Any]] = []  # raw envelope lines are decoded on access
         self.pending_acks: dict[int, tuple[int, bool]] = {}  # ackId -> (polls, lost)
         self.next_ack = 0
         self.invalid_markers: set[str] = set()
@@ -517,12 +517,10 @@ class FakeSplunkHec(HttpFake):
         if req.path != "/services/collector/event":
             return Response.json({"text": "The requested URL was not found on this server.", "code": 404}, 404)
         body = gzip.decompress(req.body) if req.headers.get("content-encoding") == "gzip" else req.body
-        try:  # fast path: one envelope per line (what exotrace sends)
-            fast = [orjson.loads(line) for line in body.split(b"\n") if line.strip()]
-        except orjson.JSONDecodeError:
-            fast = None
-        if fast is not None and all(isinstance(e, dict) and "event" in e for e in fast) and not self.invalid_markers:
-            return self._accept(fast)
+        if not self.invalid_markers and self.indexes is None:  # fast path: one envelope per line, kept raw
+            lines = [line for line in body.split(b"\n") if line.strip()]
+            if all(line[:1] == b"{" and line[-1:] == b"}" and b'"event":' in line for line in lines):
+                return self._accept(lines)
         events = []
         dec = json.JSONDecoder()
         text = body.decode()
@@ -546,10 +544,16 @@ class FakeSplunkHec(HttpFake):
             n += 1
         return self._accept(events)
 
-    def _accept(self, events: list[dict[str, Any]]) -> Response:
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [orjson.loads(e) if isinstance(e, bytes) else e for e in self._events]
+
+    def _accept(self, events: Sequence[bytes | dict[str, Any]]) -> Response:
         if not events:
             return Response.json({"text": "No data", "code": 5}, 400)
-        if self.indexes is not None and any(e.get("index", "main") not in self.indexes for e in events):
+        if self.indexes is not None and any(isinstance(e, dict) and e.get("index", "main") not in self.indexes
+                                            for e in events):
             return Response.json({"text": "Incorrect index", "code": 7, "invalid-event-number": 0}, 400)
         with self._lock:
             if self.ack_enabled:
@@ -557,9 +561,9 @@ class FakeSplunkHec(HttpFake):
                 self.next_ack += 1
                 self.pending_acks[ack_id] = (0, self.lose_unacked)
                 if not self.lose_unacked:
-                    self.events.extend(events)
+                    self._events.extend(events)
                 return Response.json({"text": "Success", "code": 0, "ackId": ack_id})
-            self.events.extend(events)
+            self._events.extend(events)
         return Response.json({"text": "Success", "code": 0})
 
     def _ack(self, req: Request) -> Response:
@@ -592,7 +596,7 @@ class FakeAzureMonitor(HttpFake):
         self.dcr, self.stream = dcr, stream
         self.tokens: set[str] = set()
         self.token_requests = 0
-        self.rows: list[dict[str, Any]] = []
+        self._bodies: list[bytes] = []  # accepted JSON arrays, decoded on access
         self.body_sizes: list[int] = []
 
     def _scripted(self, req: Request) -> bool:
@@ -634,13 +638,19 @@ class FakeAzureMonitor(HttpFake):
         self.body_sizes.append(len(raw))
         if len(raw) > 1_000_000:
             return Response.json({"error": {"code": "ContentLengthLimitExceeded"}}, 413)
-        rows = orjson.loads(raw)
-        self.expect(isinstance(rows, list), "body must be a JSON array")
+        self.expect(raw[:2] == b"[{" and raw[-2:] == b"}]", "body must be a JSON array of objects")
+        with self._lock:
+            self._bodies.append(raw)
+        return Response(204)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """Accepted rows; each must have the TimeGenerated column custom tables require."""
+        with self._lock:
+            rows = [row for body in self._bodies for row in orjson.loads(body)]
         for row in rows:
             self.expect("TimeGenerated" in row, "row without TimeGenerated")
-        with self._lock:
-            self.rows.extend(rows)
-        return Response(204)
+        return rows
 
 
 # --------------------------------------------------------------------------------------------------
@@ -656,30 +666,38 @@ class FakeIntake(HttpFake):
         self.auth = auth
         self.intake_key = intake_key
         self.reject = reject
-        self.docs: list[dict[str, Any]] = []
+        self._docs: list[bytes | str] = []  # one JSON document each, decoded on access
+
+    @property
+    def docs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [orjson.loads(d) for d in self._docs]
 
     def handle(self, req: Request) -> Any:
         if self.auth and req.headers.get(self.auth[0].lower()) != self.auth[1]:
             return Response.json({"message": "unauthorized"}, 401)
         body = gzip.decompress(req.body) if req.headers.get("content-encoding") == "gzip" else req.body
         ctype = req.headers.get("content-type", "")
+        raw: list[bytes | str]
         if req.path == "/batch":
             data = orjson.loads(body)
             if data.get("intake_key") != self.intake_key:
                 return Response.json({"message": "Invalid intake key"}, 401)
             self.expect(set(data) == {"intake_key", "jsons"}, f"sekoia body keys {sorted(data)}")
             self.expect(all(isinstance(j, str) for j in data["jsons"]), "jsons must be JSON strings")
-            docs = [orjson.loads(j) for j in data["jsons"]]
+            raw = data["jsons"]
         elif ctype == "application/x-ndjson":
-            docs = [orjson.loads(line) for line in body.split(b"\n") if line]
+            raw = [line for line in body.split(b"\n") if line]
+            self.expect(all(line[:1] == b"{" and line[-1:] == b"}" for line in raw), "NDJSON lines must be objects")
         elif ctype == "application/json":
-            docs = orjson.loads(body)
+            raw = [orjson.dumps(d) for d in orjson.loads(body)]
         else:
             return Response.json({"message": f"unsupported content-type {ctype}"}, 415)
-        if self.reject and any(self.reject(d) for d in docs):
+        if self.reject and any(self.reject(orjson.loads(d)) for d in raw):
             return Response.json({"message": "invalid event"}, 400)
         with self._lock:
-            self.docs.extend(docs)
+            self._docs.extend(raw)
+        docs = raw
         if req.path == "/batch":
             return Response.json({"received": True, "event_ids": [str(uuid.uuid4()) for _ in docs]})
         return Response(200, b"ok")
