@@ -174,3 +174,28 @@ def test_large_batches_span_several_rounds(arch: Archive) -> None:
     changed = [doc(f"t{i}", f"u{i % 50}@contoso.com", status="Failed") for i in range(5000)]
     quiet = arch.upsert(changed, keep_changed=False)
     assert quiet.updated == 5000 and quiet.changed == []
+
+
+def test_upsert_restores_the_garbage_collector(arch: Archive) -> None:
+    import gc
+
+    import pytest
+
+    assert gc.isenabled()
+    arch.upsert([doc("t1")])
+    assert gc.isenabled()
+
+    def failing():
+        yield doc("t2")
+        raise RuntimeError("input broke")
+
+    with pytest.raises(RuntimeError):
+        arch.upsert(failing())
+    assert gc.isenabled()
+    assert arch.count() == 1
+    gc.disable()
+    try:
+        arch.upsert([doc("t3")])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
