@@ -149,8 +149,8 @@ def extract(document: Document) -> tuple[Any, ...]:
     )
 
 
-def encode(doc: dict[str, Any]) -> tuple[str, bytes]:
-    """The document's JSON text and a 16-byte digest of its content without the volatile fields.
+def encode(doc: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The document's JSON (UTF-8 bytes) and a 16-byte digest of its content without the volatile fields.
 
     The digest only detects changes (it is no security boundary); SHA-1 is the fastest hashlib digest.
 
@@ -160,7 +160,7 @@ def encode(doc: dict[str, Any]) -> tuple[str, bytes]:
     raw = orjson.dumps(doc)
     stable = _without_volatile(doc)
     digest = sha1(raw if stable is doc else orjson.dumps(stable)).digest()[:16]  # fastest hashlib digest here
-    return raw.decode(), digest
+    return raw, digest
 
 
 def content_hash(doc: dict[str, Any]) -> bytes:

@@ -64,7 +64,8 @@ _INSERT_MESSAGE = (
 _UPDATE_COLUMNS = ("seq", *SEARCH_COLUMNS, "content_hash", "observed_at", "updated_at", "origin", "line",
                    "source")
 _UPDATE_MESSAGE = f"UPDATE messages SET {', '.join(c + ' = ?' for c in _UPDATE_COLUMNS)} WHERE id = ?"
-_UPSERT_DOCUMENT = "INSERT OR REPLACE INTO documents (id, doc) VALUES (?, ?)"
+#: The JSON arrives as UTF-8 bytes; SQLite turns them into TEXT without a Python decode.
+_UPSERT_DOCUMENT = "INSERT OR REPLACE INTO documents (id, doc) VALUES (?, CAST(? AS TEXT))"
 _INSERT_HISTORY = (
     "INSERT INTO history (message, event, old_status, new_status, observed_at, recorded_at, source) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -116,12 +117,12 @@ class _State:
     insert: list[Any] | None = None
 
 
-_Prepared = tuple[list[tuple[Document, tuple[Any, ...], str, bytes, str]], list[Document]]
+_Prepared = tuple[list[tuple[Document, tuple[Any, ...], bytes, bytes, str]], list[Document]]
 
 
 def _prepare(batch: list[Document], now: str) -> _Prepared:
     """Columns, JSON text, content digest and observation time of each document (no I/O)."""
-    good: list[tuple[Document, tuple[Any, ...], str, bytes, str]] = []
+    good: list[tuple[Document, tuple[Any, ...], bytes, bytes, str]] = []
     errors: list[Document] = []
     for document in batch:
         if document.is_error or not document.key:
@@ -332,7 +333,7 @@ class Archive:
         states = self._lookup(list({item[0].key for item in good}))
         inserts: list[list[Any]] = []
         updates: dict[int, tuple[Any, ...]] = {}
-        docs: dict[int, str] = {}
+        docs: dict[int, bytes] = {}
         history: list[tuple[Any, ...]] = []
         for document, columns, text, digest, observed in good:
             status = columns[_STATUS]

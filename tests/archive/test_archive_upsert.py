@@ -199,3 +199,10 @@ def test_upsert_restores_the_garbage_collector(arch: Archive) -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_documents_are_json_text_readable_by_sqlite(arch: Archive) -> None:
+    arch.upsert([doc(subject="Straße ünïcode ✓")])
+    row = arch.conn.execute("SELECT typeof(doc), json_extract(doc, '$.email.subject') FROM documents").fetchone()
+    assert row == ("text", "Straße ünïcode ✓")
+    assert arch.get(KEY)["subject"] == "Straße ünïcode ✓"
