@@ -71,3 +71,12 @@ def test_second_run_resumes_without_duplicates(tmp_path: Path) -> None:
         assert r1[0].ok and r2[0].ok
         assert r2[0].windows_read >= 1
         check_complete(sim, tmp_path / "archive.db", sim.tenants[0], t0, t_end)
+
+
+def test_graph_beta(tmp_path: Path) -> None:
+    cfg = SimulatorConfig(seed=6, speed=600.0, rows_per_day=800, tenants=[SimTenant.default("contoso", 6)])
+    with start_simulator(cfg) as sim:
+        path = write_config(sim, tmp_path, extra='graph_version = "beta"', collector="page_size = 300")
+        reports, t0, t_end = collect(sim, path, since=timedelta(days=2))
+        assert reports[0].ok, reports[0].error
+        check_complete(sim, tmp_path / "archive.db", sim.tenants[0], t0, t_end)

@@ -127,3 +127,16 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     when = datetime(2026, 11, 22, 12, 0, 30, tzinfo=UTC)
     assert parse_retry_after("Sun, 22 Nov 2026 12:00:30 GMT", when - timedelta(seconds=10)) == 10.0
+
+
+def test_rws_envelopes() -> None:
+    from exotrace.sources.rws import _rows_and_next
+
+    light = {"odata.metadata": "x", "value": [{"MessageTraceId": "a", "RecipientAddress": "b"}],
+             "odata.nextLink": "../../reportingwebservice/reporting.svc/MessageTrace?$skiptoken=2000"}
+    rows, nxt = _rows_and_next(light)
+    assert rows == light["value"] and nxt and nxt.endswith("$skiptoken=2000")
+    verbose = {"d": {"results": [{"__metadata": {"id": "x"}, "MessageTraceId": "a"}], "__next": "https://h/n"}}
+    rows, nxt = _rows_and_next(verbose)
+    assert rows == [{"MessageTraceId": "a"}] and nxt == "https://h/n"
+    assert _rows_and_next({"value": []}) == ([], None)
