@@ -46,12 +46,7 @@ class ElasticsearchSink(Sink):
         c = self.config
         kw: dict[str, Any] = {"request_timeout": c.timeout, "max_retries": 0, "retry_on_timeout": False,
                               "verify_certs": c.verify_certs}
-        try:
-            from elasticsearch.serializer import OrjsonSerializer
-
-            kw["serializer"] = OrjsonSerializer()  # bulk responses decode several times faster
-        except ImportError:  # pragma: no cover - older clients
-            pass
+        kw["serializer"] = _bulk_serializer()
         if c.cloud_id:
             kw["cloud_id"] = c.cloud_id
         else:
@@ -91,6 +86,28 @@ class ElasticsearchSink(Sink):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+#: What a bulk response with ``"errors":false`` in its first bytes is decoded to (all items succeeded).
+NO_ERRORS: dict[str, Any] = {"errors": False}
+
+
+def _bulk_serializer() -> Any:
+    """orjson for responses, and no decoding at all for the common all-succeeded bulk response."""
+    from elasticsearch.serializer import JsonSerializer
+
+    try:
+        from elasticsearch.serializer import OrjsonSerializer as base
+    except ImportError:  # pragma: no cover - clients without orjson support
+        base = JsonSerializer
+
+    class BulkSerializer(base):  # type: ignore[misc,valid-type]
+        def loads(self, data: bytes) -> Any:
+            if b'"errors":false' in data[:64]:
+                return NO_ERRORS
+            return super().loads(data)
+
+    return BulkSerializer()
 
 
 def map_error(exc: Exception, where: str, *, bulk: bool = False) -> Exception:

@@ -11,11 +11,13 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from exotrace.errors import ConfigError
 from exotrace.sinks._bulk import FILTER_PATH, build_body, parse_items, target
 from exotrace.sinks.base import Record, SendResult, Sink
 from exotrace.sinks.config import OpenSearchSinkConfig
-from exotrace.sinks.elasticsearch import map_error
+from exotrace.sinks.elasticsearch import NO_ERRORS, map_error
 
 __all__ = ["OpenSearchSink"]
 
@@ -40,6 +42,7 @@ class OpenSearchSink(Sink):
         kw: dict[str, Any] = {"hosts": list(c.hosts), "timeout": c.timeout, "max_retries": 0,
                               "retry_on_timeout": False, "verify_certs": c.verify_certs,
                               "use_ssl": any(h.startswith("https:") for h in c.hosts)}
+        kw["serializer"] = _bulk_serializer()
         if c.ca_certs:
             kw["ca_certs"] = c.ca_certs
         if not c.verify_certs:
@@ -75,3 +78,17 @@ class OpenSearchSink(Sink):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _bulk_serializer() -> Any:
+    """opensearch-py's JSON serializer, skipping the decoding of all-succeeded bulk responses."""
+    from opensearchpy.serializer import JSONSerializer
+
+    class BulkSerializer(JSONSerializer):  # type: ignore[misc]
+        def loads(self, s: Any) -> Any:
+            head = s[:64] if isinstance(s, bytes | str) else ""
+            if (b'"errors":false' if isinstance(head, bytes) else '"errors":false') in head:
+                return NO_ERRORS
+            return orjson.loads(s) if isinstance(s, bytes | str) else super().loads(s)
+
+    return BulkSerializer()
