@@ -151,7 +151,7 @@ class SentinelSink(Sink):
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
                    "Content-Encoding": "gzip"}
         try:
-            resp = await self._client.post(self.url, content=gzip.compress(body, 5), headers=headers)
+            resp = await self._client.post(self.url, content=gzip.compress(body, 1), headers=headers)
         except httpx.TransportError as exc:
             raise transport_error(exc, self.url) from exc
         if resp.status_code == 401:
