@@ -10,7 +10,18 @@ from typing import Any
 from exotrace.errors import SinkError, TransientError
 from exotrace.sinks.base import Record, SendResult
 
-__all__ = ["epoch_seconds", "get_path", "post_chunks", "timestamp_of"]
+__all__ = ["epoch_seconds", "get_path", "post_chunks", "quiet_client_loggers", "timestamp_of"]
+
+
+def quiet_client_loggers(*names: str) -> None:
+    """Client libraries log every failed request (opensearch-py with a traceback) at WARNING; the pipeline
+    already logs one line per failed attempt, so raise theirs to ERROR unless the user set a level."""
+    import logging
+
+    for name in names:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.ERROR)
 
 _TS = re.compile(rb'\{"@timestamp":"([^"\\]*)"')
 

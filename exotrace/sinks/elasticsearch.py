@@ -18,6 +18,7 @@ from typing import Any
 
 from exotrace.errors import AuthError, ConfigError, SinkError, ThrottledError, TransientError
 from exotrace.sinks._bulk import FILTER_PATH, build_body, parse_items, target
+from exotrace.sinks._common import quiet_client_loggers
 from exotrace.sinks.base import Record, SendResult, Sink
 from exotrace.sinks.config import ElasticsearchSinkConfig
 from exotrace.sinks.retry import parse_retry_after
@@ -42,6 +43,8 @@ class ElasticsearchSink(Sink):
 
     async def start(self) -> None:
         from elasticsearch import Elasticsearch
+
+        quiet_client_loggers("elastic_transport.transport", "elastic_transport.node_pool")
 
         c = self.config
         kw: dict[str, Any] = {"request_timeout": c.timeout, "max_retries": 0, "retry_on_timeout": False,

@@ -15,6 +15,7 @@ import orjson
 
 from exotrace.errors import ConfigError
 from exotrace.sinks._bulk import FILTER_PATH, build_body, parse_items, target
+from exotrace.sinks._common import quiet_client_loggers
 from exotrace.sinks.base import Record, SendResult, Sink
 from exotrace.sinks.config import OpenSearchSinkConfig
 from exotrace.sinks.elasticsearch import NO_ERRORS, map_error
@@ -37,6 +38,8 @@ class OpenSearchSink(Sink):
 
     async def start(self) -> None:
         from opensearchpy import OpenSearch
+
+        quiet_client_loggers("opensearch", "urllib3.connectionpool")
 
         c = self.config
         kw: dict[str, Any] = {"hosts": list(c.hosts), "timeout": c.timeout, "max_retries": 0,
