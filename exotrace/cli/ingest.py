@@ -97,7 +97,7 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
         rejects_file = RejectWriter(rejects_path) if rejects_path else None
         if rejects_file is not None:
             stack.callback(rejects_file.close)
-        deliver = _sink_delivery(config_path, stack)
+        deliver = _sink_delivery(config_path, stack, archive_path)
 
         size = total_bytes(paths)
         show_progress = not quiet and sys.stderr.isatty() and size >= PROGRESS_MIN_BYTES
@@ -146,8 +146,12 @@ def _summary(stats: IngestStats, archive_path: str | None, rejects_path: str | N
         err_console.print(f"Rejected records are kept in {kept}.", highlight=False, soft_wrap=True)
 
 
-def _sink_delivery(config_path: Path | None, stack: ExitStack) -> _SinkDelivery | None:
-    """Deliver to the [[sink]] tables of a config file, if one is given."""
+def _sink_delivery(config_path: Path | None, stack: ExitStack, archive_path: str) -> _SinkDelivery | None:
+    """Deliver to the [[sink]] tables of a config file, if one is given.
+
+    Sink state (spool, tickets, metrics) lives in ``<archive>.spool``, as for ``collect``, so
+    ``exotrace status`` shows the same sinks' metrics whichever command fed them.
+    """
     if config_path is None:
         return None
     import tomllib
@@ -161,7 +165,7 @@ def _sink_delivery(config_path: Path | None, stack: ExitStack) -> _SinkDelivery 
         raise ConfigError(f"{config_path}: no [[sink]] table; add one (see docs/sinks.md)", key="sink")
     from exotrace.sinks import SyncSinkPipeline, load_sinks
 
-    spool = config_path.parent / ".exotrace-spool"
+    spool = Path(f"{archive_path}.spool")
     pipeline = SyncSinkPipeline(load_sinks(tables), state_dir=spool)
     pipeline.start()
     delivery = _SinkDelivery(pipeline)
