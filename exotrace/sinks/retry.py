@@ -1,10 +1,14 @@
-"""Retry policy: exponential backoff with full jitter, capped, honouring the server's Retry-After."""
+"""Retry policy for sinks: exponential backoff with full jitter, capped, honouring the server's Retry-After.
+
+``parse_retry_after`` is the shared one from :mod:`exotrace.net.retry`, re-exported for the sinks.
+"""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
+
+from exotrace.net.retry import parse_retry_after
 
 __all__ = ["Backoff", "parse_retry_after"]
 
@@ -31,21 +35,3 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None when absent or invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        from datetime import UTC, datetime
-
-        when = parsedate_to_datetime(value)
-        return max(0.0, (when - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError, IndexError):
-        return None
