@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import make_docs, numbers
+from sink_helpers import make_docs, numbers
 
 from exotrace.errors import ConfigError
 from exotrace.sinks import SINK_TYPES, Record, Secret, SinkPipeline, example_config, load_sinks

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import FAST, eventually, make_doc, make_docs, numbers
 from sink_fakes import RESET, FakeElasticsearch, FakeOpenSearch, Response, TlsFiles
+from sink_helpers import FAST, eventually, make_doc, make_docs, numbers
 
 from exotrace.sinks import SinkPipeline, load_sinks, read_metrics
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import FAST, ScriptedSink, eventually, make_docs, numbers
+from sink_helpers import FAST, ScriptedSink, eventually, make_docs, numbers
 
 from exotrace.errors import ConfigError, SinkError, TransientError
 from exotrace.sinks import SinkPipeline, SyncSinkPipeline, read_metrics, run_sync

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import FAST, eventually, make_docs, numbers
 from sink_fakes import TlsFiles
+from sink_helpers import FAST, eventually, make_docs, numbers
 
 from exotrace.sinks import SinkPipeline, load_sinks
 
