@@ -38,7 +38,7 @@ def main() -> int:
     ap.add_argument("--days", type=int, default=90)
     ap.add_argument("--speed", type=float, default=8.0, help="simulated seconds per real second")
     ap.add_argument("--quota", type=int, default=90, help="collector's quota (requests per 5 minutes)")
-    ap.add_argument("--concurrency", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--extra", action="append", default=[], help="extra [collector] lines")
     args = ap.parse_args()
@@ -52,7 +52,8 @@ def main() -> int:
         conf = Path(tmp) / "bench.toml"
         conf.write_text("\n".join([
             "[archive]", f'path = "{tmp}/bench.db"', "[collector]", f"quota = {args.quota}",
-            f"concurrency = {args.concurrency}", *args.extra, "[[tenant]]", 'name = "contoso"', f'tenant_id = "{t.tenant_id}"',
+            f"concurrency = {args.concurrency}", *args.extra,
+            "[[tenant]]", 'name = "contoso"', f'tenant_id = "{t.tenant_id}"',
             f'client_id = "{t.client_id}"', 'client_secret = "env:EXOTRACE_BENCH_SECRET"',
             f'login_url = "{sim.login_url}"', f'graph_url = "{sim.graph_url}"', f'ca_bundle = "{sim.ca_file}"',
         ]) + "\n")

@@ -176,7 +176,7 @@ class CollectorSettings:
     #: Look-back of the first run when no ``--since`` is given.
     since: timedelta = timedelta(days=1)
     #: Windows read at the same time per tenant.
-    concurrency: int = 2
+    concurrency: int = 4
     #: HTTP timeout per request (seconds of the clock).
     timeout: float = 120.0
     #: Warn when an uncollected window will age past the API horizon within this margin.
@@ -467,7 +467,7 @@ max_window = "10d"                      # backfill window length (API limit: 10 
 lag = "1m"                              # windows end this long before now
 rereads = ["15m", "1h", "4h", "24h"]    # re-read each window this long after its end, then settle it
 since = "1d"                            # first-run look-back when --since is not given
-concurrency = 2                         # windows read in parallel per tenant
+concurrency = 4                         # windows read in parallel per tenant (one kept for the live tail)
 timeout = "120s"                        # per HTTP request
 horizon_warning = "2d"                  # warn when an uncollected window is this close to the API horizon
 

@@ -31,6 +31,23 @@ class QuotaGovernor:
         self._trim(self.clock.now())
         return len(self._stamps)
 
+    def export(self) -> list[str]:
+        """Request times of the current window (persisted so a restart does not overspend the quota)."""
+        self._trim(self.clock.now())
+        return [t.isoformat() for t in self._stamps]
+
+    def load(self, stamps: list[str]) -> None:
+        """Restore request times saved by :meth:`export` (older ones are dropped)."""
+        now = self.clock.now()
+        for text in stamps:
+            try:
+                t = datetime.fromisoformat(text)
+            except (TypeError, ValueError):
+                continue
+            if now - self.period < t <= now:
+                self._stamps.append(t)
+        self._stamps = deque(sorted(self._stamps))
+
     def pause(self, seconds: float) -> None:
         until = self.clock.now() + timedelta(seconds=seconds)
         if self._paused_until is None or until > self._paused_until:

@@ -126,7 +126,16 @@ class TenantRunner:
         speed = float(getattr(self.clock, "speed", 1.0) or 1.0)
         return max(self.s.timeout / speed, 5.0)
 
+    def _load_quota(self) -> None:
+        saved = self.ledger.tenant_info(self.t.name).get("quota_json")
+        if saved:
+            try:
+                self.quota.load(list(orjson.loads(saved)))
+            except (orjson.JSONDecodeError, TypeError):
+                pass
+
     async def run(self) -> TenantReport:
+        await self._db(self._load_quota)
         client = make_async_client(ca_bundle=self.t.ca_bundle, proxy=self.t.proxy, timeout=self._timeout(),
                                    max_connections=self.s.concurrency + 2)
         tokens = TokenProvider(self.t, self.clock)
@@ -158,7 +167,8 @@ class TenantRunner:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def _save_tenant(self) -> None:
-        extra = {"last_error_at": fmt_time(self.clock.now())} if self.report.error else {}
+        extra: dict[str, Any] = {"last_error_at": fmt_time(self.clock.now())} if self.report.error else {}
+        extra["quota_json"] = orjson.dumps(self.quota.export()).decode()
         with self.archive.transaction():
             self.ledger.tenant_update(
                 self.t.name, api=self.t.api, quota_used=self.quota.used(), quota_limit=self.quota.limit,
@@ -394,7 +404,8 @@ class TenantRunner:
             for w, n in zip(group, counts, strict=True):
                 self.ledger.mark_read(w, now=now, rows=n, rereads=self.s.rereads,
                                       new=new if w is group[0] else 0, updated=updated if w is group[0] else 0)
-            self.ledger.tenant_update(self.t.name, last_success=fmt_time(now), last_error=None)
+            self.ledger.tenant_update(self.t.name, last_success=fmt_time(now), last_error=None,
+                                      quota_json=orjson.dumps(self.quota.export()).decode())
 
     def _retry_at(self, attempts: int, exc: ExotraceError) -> datetime:
         delay = Backoff(base=30.0, cap=3600.0).next() * (2 ** min(attempts, 7))

@@ -62,6 +62,9 @@ MIGRATIONS: list[str] = [
         acked_seq INTEGER NOT NULL DEFAULT 0
     );
     """,
+    """-- collector quota persistence v3
+    ALTER TABLE collector_tenants ADD COLUMN quota_json TEXT;
+    """,
 ]
 
 

@@ -140,3 +140,22 @@ def test_rws_envelopes() -> None:
     rows, nxt = _rows_and_next(verbose)
     assert rows == [{"MessageTraceId": "a"}] and nxt == "https://h/n"
     assert _rows_and_next({"value": []}) == ([], None)
+
+
+def test_quota_survives_restart() -> None:
+    clock = ManualClock(NOW)
+    gov = QuotaGovernor(5, timedelta(seconds=300), clock)  # type: ignore[arg-type]
+
+    async def take(g: QuotaGovernor, n: int) -> None:
+        for _ in range(n):
+            await g.acquire()
+
+    asyncio.run(take(gov, 5))
+    saved = gov.export()
+    clock.t += timedelta(seconds=10)
+    again = QuotaGovernor(5, timedelta(seconds=300), clock)  # type: ignore[arg-type]
+    again.load([*saved, "garbage"])
+    assert again.used() == 5
+    start = clock.now()
+    asyncio.run(take(again, 1))
+    assert clock.now() - start >= timedelta(seconds=290)
