@@ -51,7 +51,9 @@ class GeoEnricher:
         if warn and (city is None or asn is None):
             missing = " and ".join(n for n, p in (("City", city), ("ASN", asn)) if p is None)
             where = geoip_dir or ", ".join(DEFAULT_GEOIP_DIRS)
-            log.warning("No GeoIP %s database in %s: IPs are not enriched with %s data.", missing, where, missing)
+            log.warning(
+                "No GeoIP %s database in %s: IPs are not enriched with %s data (point --geoip-dir or geoip_dir "
+                "at a folder with GeoLite2 .mmdb files, or use --no-geoip).", missing, where, missing)
         return cls(city, asn)
 
     @property
