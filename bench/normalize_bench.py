@@ -1,7 +1,8 @@
 """Normalization throughput: file -> ECS NDJSON with GeoIP, PSL and direction on, on one core.
 
 Reports rows/s and the ratio to a plain ``orjson.loads`` + ``orjson.dumps`` pass over the same file,
-measured in the same run as CPU time of this process, so other load on the machine matters less (targets: >= 50k rows/s, within 8x of the baseline).
+measured in the same run as CPU time of this process, so other load on the machine matters less
+(targets: >= 50k rows/s, within 8x of the baseline).
 
     python bench/normalize_bench.py [--rows 200000]
 """
