@@ -40,6 +40,7 @@ def main() -> int:
     ap.add_argument("--quota", type=int, default=90, help="collector's quota (requests per 5 minutes)")
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--log", help="write the collector's log (JSON lines) to this file")
     ap.add_argument("--extra", action="append", default=[], help="extra [collector] lines")
     args = ap.parse_args()
 
@@ -60,9 +61,12 @@ def main() -> int:
         env = dict(os.environ)
         env[ENV] = clock_to_env(sim.clock)
         start_sim, start_wall = sim.clock.now(), time.monotonic()
+        verbosity = ["--log-format", "json"] if args.log else ["--quiet"]
         proc = subprocess.run([sys.executable, "-m", "exotrace", "collect", "--config", str(conf), "--once",
-                               "--since", f"{args.days}d", "--no-progress", "--quiet"],
+                               "--since", f"{args.days}d", "--no-progress", *verbosity],
                               env=env, capture_output=True, text=True)
+        if args.log:
+            Path(args.log).write_text(proc.stderr)
         sim_elapsed = (sim.clock.now() - start_sim).total_seconds()
         wall = time.monotonic() - start_wall
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
