@@ -1,71 +1,8 @@
-"""Fixtures for the collector tests: simulators over HTTPS, configs, and the completeness check."""
+"""Collector tests: make ``collect_helpers`` importable."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-
-from exotrace.archive import Archive  # noqa: E402
-from exotrace.collect import run_collector  # noqa: E402
-from exotrace.collect.runner import _received  # noqa: E402
-from exotrace.config import load_config  # noqa: E402
-from exotrace.state.ledger import Ledger  # noqa: E402
-
-#: Longest a simulated row keeps changing after it is received (24 h late + 15 min + 4 h retries).
-SETTLED_AFTER = timedelta(hours=30)
-
-
-def collect(sim: Any, cfg_path: Path, *, mode: str = "once", since: timedelta | None = None,
-            tenants: list[str] | None = None) -> tuple[list[Any], datetime, datetime]:
-    cfg = load_config(cfg_path)
-    sel = [cfg.tenant(n) for n in tenants] if tenants else None
-    t0 = sim.clock.now()
-    reports = asyncio.run(run_collector(cfg, mode=mode, since=since, tenants=sel, clock=sim.clock))
-    return reports, t0, sim.clock.now()
-
-
-def check_complete(sim: Any, archive_path: Path, tenant: Any, t0: datetime, t_end: datetime,
-                   api: str = "graph", *, exact: bool = False) -> dict[str, int]:
-    """Compare the archive with the simulator's ground truth.
-
-    Rows old enough to be final at ``t0`` must match exactly; every row visible at ``t0`` must be
-    there; nothing that was never visible may be; statuses stable during the run must match. With
-    ``exact`` the whole collected range must equal the truth at ``t_end`` (a settled run).
-    """
-    with Archive.open(archive_path) as arch:
-        snap = {k: s for k, s in arch.conn.execute("SELECT key, status FROM messages WHERE tenant = ?",
-                                                        (tenant.name,))}
-        count = arch.conn.execute("SELECT count(*) FROM messages WHERE tenant = ?", (tenant.name,)).fetchone()[0]
-        bounds = Ledger(arch.conn).bounds(tenant.name)
-        dupes = arch.conn.execute("SELECT count(*) - count(DISTINCT key) FROM messages").fetchone()[0]
-    assert bounds is not None
-    assert dupes == 0 and count == len(snap), "duplicates in the archive"
-    tid = tenant.tenant_id
-    mine = {k: v for k, v in snap.items()}
-    truth_end = sim.ground_truth(tid, at=t_end, start=bounds[0], end=bounds[1], api=api)
-    truth_t0 = sim.ground_truth(tid, at=t0, start=bounds[0], end=bounds[1], api=api)
-    others = {k for k in mine if k not in truth_end}
-    assert not others, f"{len(others)} archived rows were never visible, e.g. {sorted(others)[:3]}"
-    if exact:
-        want = {k: r["Status"] for k, r in truth_end.items()}
-        diff = {k: (mine.get(k), want.get(k)) for k in set(mine) | set(want) if mine.get(k) != want.get(k)}
-        assert not diff, f"{len(diff)} differences, e.g. {list(diff.items())[:3]}"
-        return {"rows": len(mine)}
-    old_edge = t0 - SETTLED_AFTER
-    missing = [k for k in truth_t0 if k not in mine]
-    assert not missing, f"{len(missing)} rows visible before the run are missing, e.g. {missing[:3]}"
-    wrong = []
-    for k, row in truth_end.items():
-        if _received({"Received": row["Received"]}) <= old_edge:
-            if mine.get(k) != row["Status"]:
-                wrong.append((k, mine.get(k), row["Status"]))
-        elif k in truth_t0 and truth_t0[k]["Status"] == row["Status"] and mine.get(k) != row["Status"]:
-            wrong.append((k, mine.get(k), row["Status"]))
-    assert not wrong, f"{len(wrong)} wrong statuses, e.g. {wrong[:3]}"
-    return {"rows": len(mine), "old": sum(1 for r in truth_end.values()
-                                          if _received({"Received": r["Received"]}) <= old_edge)}

@@ -6,8 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import check_complete, collect
-from helpers import write_config
+from collect_helpers import check_complete, collect, write_config
 
 from exotrace.simulator import SimTenant, SimulatorConfig, start_simulator
 

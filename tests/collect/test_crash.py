@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import orjson
-from conftest import check_complete
-from helpers import write_config
+from collect_helpers import check_complete, write_config
 
 from exotrace.archive import Archive
 from exotrace.collect.clockenv import ENV, clock_to_env

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import write_config
+from collect_helpers import write_config
 
 from exotrace.archive import Archive
 from exotrace.collect.clockenv import ENV, clock_to_env

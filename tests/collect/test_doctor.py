@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import run_cli, write_config
+from collect_helpers import run_cli, write_config
 
 from exotrace.simulator import SimTenant, SimulatorConfig, start_simulator
 

@@ -7,8 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import check_complete, collect
-from helpers import run_cli, write_config
+from collect_helpers import check_complete, collect, run_cli, write_config
 
 from exotrace.config import load_config, parse_config
 from exotrace.errors import ConfigError
