@@ -241,6 +241,10 @@ class AppConfig:
     tenants: tuple[TenantConfig, ...]
     sinks: tuple[dict[str, Any], ...] = ()
     log_format: str = "text"
+    #: ``[normalize]``: GeoIP folder (None: the usual system folders), GeoIP on/off, keep event.original.
+    geoip_dir: Path | None = None
+    geoip: bool = True
+    preserve_original: bool = False
 
     def tenant(self, name: str) -> TenantConfig:
         for t in self.tenants:
@@ -250,7 +254,8 @@ class AppConfig:
         raise ConfigError(f"--tenant {name!r} is not in the configuration (tenants: {names})", key="tenant")
 
 
-_TOP_KEYS = {"archive", "collector", "tenant", "sink", "log"}
+_TOP_KEYS = {"archive", "collector", "tenant", "sink", "log", "normalize"}
+_NORMALIZE_KEYS = {"geoip_dir", "geoip", "preserve_original"}
 _ARCHIVE_KEYS = {"path"}
 _LOG_KEYS = {"format", "level"}
 _SETTING_KEYS = {
@@ -405,6 +410,15 @@ def parse_config(data: dict[str, Any], *, base: Path, path: Path | None = None) 
     log_format = str(log.get("format", "text"))
     if log_format not in {"text", "json"}:
         raise ConfigError("log.format: must be \"text\" or \"json\"", key="log.format")
+    norm = _table(data.get("normalize"), "normalize")
+    _check_keys(norm, _NORMALIZE_KEYS, "normalize.")
+    for flag in ("geoip", "preserve_original"):
+        if flag in norm and not isinstance(norm[flag], bool):
+            raise ConfigError(f"normalize.{flag}: expected true or false", key=f"normalize.{flag}")
+    geoip_dir = _path(str(norm["geoip_dir"]), base) if "geoip_dir" in norm else None
+    if geoip_dir is not None and not geoip_dir.is_dir():
+        raise ConfigError(f"normalize.geoip_dir: {geoip_dir} is not a folder (GeoLite2/GeoIP2 .mmdb files)",
+                          key="normalize.geoip_dir")
     collector = _table(data.get("collector"), "collector")
     _check_keys(collector, _SETTING_KEYS, "collector.")
     settings = _settings(collector, "collector.", CollectorSettings())
@@ -428,6 +442,9 @@ def parse_config(data: dict[str, Any], *, base: Path, path: Path | None = None) 
         tenants=tenants,
         sinks=tuple(sinks),
         log_format=log_format,
+        geoip_dir=geoip_dir,
+        geoip=bool(norm.get("geoip", True)),
+        preserve_original=bool(norm.get("preserve_original", False)),
     )
 
 
@@ -473,6 +490,11 @@ horizon_warning = "2d"                  # warn when an uncollected window is thi
 
 [log]
 format = "text"                         # or "json"
+
+[normalize]
+# geoip_dir = "/var/lib/GeoIP"          # GeoLite2/GeoIP2 City and ASN .mmdb files (default: system folders)
+# geoip = true                          # false: no GeoIP enrichment
+# preserve_original = false             # true: keep event.original (Elastic's preserve_original_event)
 
 [[tenant]]
 name = "contoso"                        # label carried into every document (organization.name)

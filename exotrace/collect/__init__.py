@@ -68,7 +68,9 @@ async def run_collector(cfg: AppConfig, *, mode: str = "once", since: timedelta 
                     loop.add_signal_handler(sig, _on_signal, stop, sig)
                     installed.append(sig)
         runners = [TenantRunner(t, archive, clock, mode=mode, since=since, stop=stop, shipper=shipper,
-                                progress=progress, geoip_dir=geoip_dir, executor=executor)
+                                progress=progress, executor=executor, geoip=cfg.geoip,
+                                geoip_dir=geoip_dir or (str(cfg.geoip_dir) if cfg.geoip_dir else None),
+                                preserve_original=cfg.preserve_original)
                    for t in (tenants or cfg.tenants)]
         return list(await asyncio.gather(*(r.run() for r in runners)))
     finally:

@@ -93,7 +93,8 @@ class TenantRunner:
     def __init__(self, tenant: TenantConfig, archive: Archive, clock: Clock, *, mode: str,
                  since: timedelta | None, stop: asyncio.Event, shipper: Shipper | None = None,
                  progress: Callable[[str, float, float], None] | None = None,
-                 geoip_dir: str | None = None, executor: Executor | None = None) -> None:
+                 geoip_dir: str | None = None, executor: Executor | None = None, geoip: bool = True,
+                 preserve_original: bool = False) -> None:
         self.t = tenant
         self.executor = executor
         self.s = tenant.settings
@@ -107,8 +108,8 @@ class TenantRunner:
         self.progress = progress
         self.report = TenantReport(tenant.name)
         self.normalizer = Normalizer(NormalizeOptions(
-            local_domains=tenant.local_domains, geoip_dir=geoip_dir, preserve_original=False,
-            tenant=tenant.name))
+            local_domains=tenant.local_domains, geoip_dir=geoip_dir, geoip=geoip,
+            preserve_original=preserve_original, tenant=tenant.name))
         self.quota = QuotaGovernor(self.s.quota, self.s.quota_period, clock)
         self._inflight: dict[asyncio.Task[None], list[Window]] = {}
         self._busy: set[datetime] = set()

@@ -148,3 +148,22 @@ def test_certificate_pem_and_pfx(tmp_path: Path) -> None:
         os.environ["EXOTRACE_TEST_PFX_PW"] = "wrong"
         with pytest.raises(ConfigError, match="certificate"):
             collect(sim, path, since=timedelta(hours=6))
+
+
+def test_normalize_table_geoip_and_original(tmp_path: Path) -> None:
+    geo = Path(__file__).parent.parent / "data" / "geoip"
+    with start_simulator(SimulatorConfig(seed=12, speed=600.0, rows_per_day=2000,
+                                         tenants=[SimTenant.default("contoso", 12)])) as sim:
+        path = write_config(sim, tmp_path)
+        path.write_text(path.read_text() + f'\n[normalize]\ngeoip_dir = "{geo}"\npreserve_original = true\n')
+        reports, _, _ = collect(sim, path, since=timedelta(days=1))
+        assert reports[0].ok, reports[0].error
+    from exotrace.archive import Archive
+
+    with Archive.open(tmp_path / "archive.db") as arch:
+        docs = [r["doc"] for r in arch.rows_since(0, 100000)]
+    assert docs and all("original" in d["event"] for d in docs)
+    assert any("geo" in (d.get("source") or {}) for d in docs)
+    with pytest.raises(ConfigError, match="normalize.geoip_dir"):
+        path.write_text(path.read_text().replace(str(geo), str(tmp_path / "nope")))
+        load_config(path)
