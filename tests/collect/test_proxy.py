@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import socketserver
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from collect_helpers import check_complete, collect, write_config
 
+from exotrace.collect import run_collector
+from exotrace.config import load_config
 from exotrace.simulator import SimTenant, SimulatorConfig, start_simulator
 
 
@@ -81,12 +84,6 @@ def test_dead_proxy_is_reported_not_bypassed(tmp_path: Path) -> None:
     with start_simulator(SimulatorConfig(seed=13, speed=600.0, rows_per_day=100,
                                          tenants=[SimTenant.default("contoso", 13)])) as sim:
         path = write_config(sim, tmp_path, extra=f'proxy = "http://127.0.0.1:{dead}"')
-        path.write_text(path.read_text() + '\n[collector]\n' if False else path.read_text())
-        import asyncio
-
-        from exotrace.collect import run_collector
-        from exotrace.config import load_config
-
         cfg = load_config(path)
         stop = asyncio.Event()
 
