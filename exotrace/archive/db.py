@@ -53,6 +53,8 @@ log = logging.getLogger("exotrace.archive")
 DEFAULT_PATH = "exotrace.db"
 #: Documents handled per round trip (key lookup, then executemany).
 BATCH_SIZE = 5000
+#: Page size of new archives (existing ones keep theirs).
+PAGE_SIZE = 16384
 #: Keys per ``IN (...)`` lookup, well under SQLite's bound-variable limit.
 LOOKUP_CHUNK = 500
 
@@ -179,6 +181,8 @@ class Archive:
         except sqlite3.Error as exc:
             raise ArchiveError(f"cannot open archive {path}: {exc}") from exc
         try:
+            # New files only (a no-op once tables exist): 16 KiB pages halve the write cost of ~2 KB documents.
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal" and path != ":memory:":
                 log.warning("Archive %s is in journal mode %s, not WAL; readers may wait for writers.", path, mode)

@@ -19,6 +19,7 @@ _US_DATE = re.compile(
     r"(\d{1,2})/(\d{1,2})/(\d{4})(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?\s*([AaPp][Mm])?)?"
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_fromisoformat = datetime.fromisoformat
 
 
 def parse_timestamp(value: object) -> datetime:
@@ -50,6 +51,17 @@ def iso_text(value: str) -> str:
 
 def utc_iso_millis(value: str) -> str | None:
     """``@timestamp`` text for ISO text in UTC (``Z`` or no zone), the common case; None for anything else."""
+    # Fast path for the shape every API and PowerShell 7 writes: YYYY-MM-DDTHH:MM:SS[.fraction]Z.
+    if len(value) >= 20 and value[-1] == "Z" and value[10] == "T" and (value[19] == "." or len(value) == 20):
+        try:
+            _fromisoformat(value)  # validates the fields, in C
+        except ValueError:
+            return None
+        if value[19] == "Z":
+            return value[:19] + ".000Z"
+        frac = value[20:-1]
+        if frac.isdigit() and len(frac) <= 9:
+            return f"{value[:20]}{frac[:3]:0<3}Z"
     m = _ISO.fullmatch(value)
     if m is None:
         return None

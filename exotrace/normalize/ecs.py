@@ -108,7 +108,10 @@ class Normalizer:
         if not isinstance(fields, dict):
             raise NormalizeError("json", "record is not a JSON object")
         # One pass: Graph keys renamed to legacy names, null and empty values dropped (Elastic's clean-up).
-        m = {_RENAME.get(k, k): v for k, v in fields.items() if v is not None and v != ""}
+        if _RENAME.keys().isdisjoint(fields):  # legacy keys (PowerShell, RWS): nothing to rename
+            m = {k: v for k, v in fields.items() if v is not None and v != ""}
+        else:
+            m = {_RENAME.get(k, k): v for k, v in fields.items() if v is not None and v != ""}
         get = m.get
         status_raw = get("Status")
         status, outcome, action = self._status(status_raw)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+from binascii import b2a_base64
+from hashlib import sha1
 from typing import Any
 
 #: The fields Elastic fingerprints, already in sorted order.
@@ -69,16 +71,13 @@ def fingerprint_values(
     size: int | None, sender: str, trace_id: str, message_id: str, subject: str, recipient: str, status: str
 ) -> str:
     """Fast path: the fingerprint of a message-trace document from its seven values ("" or None = absent)."""
-    parts: list[bytes] = []
+    data = b"\x00".join([text.encode() for text in (sender, trace_id, message_id, subject, recipient, status)
+                          if text])
     if size is not None:
-        parts.append(_scalar_bytes(size))
-    for text in (sender, trace_id, message_id, subject, recipient, status):
-        if text:
-            parts.append(text.encode("utf-8"))
-    if not parts:
+        data = _scalar_bytes(size) + b"\x00" + data if data else _scalar_bytes(size)
+    elif not data:
         return ""
-    digest = hashlib.sha1(b"\x00" + b"\x00".join(parts)).digest()
-    return base64.b64encode(digest).decode("ascii")
+    return b2a_base64(sha1(b"\x00" + data).digest(), newline=False).decode("ascii")
 
 
 def fingerprint(doc: dict[str, Any]) -> str:
