@@ -8,7 +8,11 @@ from email.utils import parsedate_to_datetime
 
 
 class Backoff:
-    """Delays ``base * 2**n`` capped at ``cap``, with full jitter (``random.uniform(d/2, d)``)."""
+    """Delays ``base * 2**n`` capped at ``cap``, with full jitter (``random.uniform(d/2, d)``).
+
+    A server's ``retry_after`` wins over the computed delay, bounded by twice ``cap`` so that a broken
+    header cannot stall a caller for hours.
+    """
 
     def __init__(self, base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None) -> None:
         self.base = base
@@ -16,9 +20,12 @@ class Backoff:
         self.attempt = 0
         self._rng = rng or random.Random()
 
-    def next(self) -> float:
-        d = min(self.cap, self.base * (2 ** self.attempt))
+    def next(self, retry_after: float | None = None) -> float:
+        """The delay before the next attempt (and count this one)."""
+        d = min(self.cap, self.base * (2 ** min(self.attempt, 60)))
         self.attempt += 1
+        if retry_after is not None and retry_after >= 0:
+            return min(retry_after, self.cap * 2)
         return self._rng.uniform(d / 2, d)
 
     def reset(self) -> None:

@@ -9,7 +9,7 @@ import httpx
 
 from exotrace import __version__
 from exotrace.errors import AuthError, ConfigError, SinkError, ThrottledError, TransientError
-from exotrace.sinks.retry import parse_retry_after
+from exotrace.net.retry import parse_retry_after
 
 __all__ = ["USER_AGENT", "check_response", "make_client", "ssl_context", "transport_error"]
 

@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from exotrace.errors import AuthError, ConfigError, SinkError, ThrottledError, TransientError
+from exotrace.net.retry import parse_retry_after
 from exotrace.sinks._bulk import FILTER_PATH, build_body, parse_items, target
 from exotrace.sinks._common import quiet_client_loggers
 from exotrace.sinks.base import Record, SendResult, Sink
 from exotrace.sinks.config import ElasticsearchSinkConfig
-from exotrace.sinks.retry import parse_retry_after
 
 __all__ = ["ElasticsearchSink"]
 

@@ -42,10 +42,10 @@ import orjson
 from exotrace.clock import Clock, SystemClock
 from exotrace.errors import AuthError, ConfigError, InputError, PermanentError, SinkError, TransientError
 from exotrace.model import Document
+from exotrace.net.retry import Backoff
 from exotrace.sinks.base import Record, Sink
 from exotrace.sinks.buffer.spool import Spool
 from exotrace.sinks.config import SinkConfig, load_sinks
-from exotrace.sinks.retry import Backoff
 
 __all__ = [
     "METRIC_NAMES",
@@ -270,7 +270,7 @@ class _Worker:
 
     async def _deliver(self, batch: list[Record]) -> None:
         parts: list[list[Record]] = [batch]
-        backoff = Backoff(self.cfg.retry_initial, self.cfg.retry_max)
+        backoff = Backoff(base=self.cfg.retry_initial, cap=self.cfg.retry_max)
         while parts:
             part = parts.pop(0)
             while part:
@@ -287,7 +287,7 @@ class _Worker:
                     part = []
                     continue
                 except TransientError as exc:
-                    delay = backoff.next_delay(exc.retry_after)
+                    delay = backoff.next(exc.retry_after)
                     self._failing(part, f"{exc}", delay)
                 except (AuthError, ConfigError, PermanentError) as exc:
                     delay = self.cfg.retry_max
@@ -296,7 +296,7 @@ class _Worker:
                     raise
                 except Exception as exc:  # a bug or an unmapped library error: keep the data, retry
                     self.log.exception("Sink %s: unexpected error while sending.", self.name)
-                    delay = backoff.next_delay()
+                    delay = backoff.next()
                     self._failing(part, f"{type(exc).__name__}: {exc}", delay)
                 else:
                     retry = set(result.retry)
@@ -316,7 +316,7 @@ class _Worker:
                         self.down = False
                         self.last_error = ""
                         continue
-                    delay = backoff.next_delay(result.retry_after)
+                    delay = backoff.next(result.retry_after)
                     self._failing(part, f"{len(part)} documents to retry", delay)
                 self.counters["retried"] += len(part)
                 await self.clock.sleep(delay)
