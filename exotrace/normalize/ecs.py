@@ -64,6 +64,8 @@ class NormalizeOptions:
     preserve_original: keep ``event.original`` and add the ``preserve_original_event`` tag.
     tenant: label written to ``organization.name``.
     extras: add exotrace's extra fields (``event.action``, ``related.ip``); off gives Elastic's exact shape.
+    address_cache_size: addresses whose ECS parts are kept between records (the cache empties when full);
+        a long-running collector may want it smaller.
     """
 
     local_domains: tuple[str, ...] = ()
@@ -73,6 +75,7 @@ class NormalizeOptions:
     tenant: str | None = None
     extras: bool = True
     tags: tuple[str, ...] = field(default=())
+    address_cache_size: int = 200_000
 
 
 class Normalizer:
@@ -267,7 +270,7 @@ class Normalizer:
             template: dict[str, Any] = {"domain": domain, **domain_parts(domain),
                                         "user": {"domain": domain, "email": address, "id": address, "name": name}}
             cached = (name, template, domain.lower() in self._local)
-            if len(self._address_cache) > 200_000:
+            if len(self._address_cache) >= self.options.address_cache_size:
                 self._address_cache.clear()
             self._address_cache[address] = cached
         return cached
