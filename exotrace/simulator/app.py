@@ -187,7 +187,8 @@ class SimApp:
                          504: "GatewayTimeout"}
                 return graph.error(state, request, code, names[code], "The service is temporarily unavailable.",
                                    headers={"Retry-After": "2"} if code == 503 else None)
-            return rws.odata_error(code, "An error has occurred on the server.", False, code="UnknownError")
+            return rws.odata_error(code, "An error has occurred on the server.", "light", code="UnknownError",
+                                   lang="")
         if fault == "badrcpt":
             return graph.bad_request(state, request, "|System.ArgumentException|Invalid starting recipient address")
         return None

@@ -60,14 +60,14 @@ def response_format(request: Request) -> str:
     return "atom"
 
 
-def odata_error(status: int, message: str, fmt: str, code: str = "") -> Response:
+def odata_error(status: int, message: str, fmt: str, code: str = "", lang: str = "en-US") -> Response:
     if fmt == "atom":
         xml = ('<?xml version="1.0" encoding="utf-8" standalone="yes"?><m:error xmlns:m="http://schemas.microsoft'
-               f'.com/ado/2007/08/dataservices/metadata"><m:code>{escape(code)}</m:code><m:message xml:lang="en-US">'
+               f'.com/ado/2007/08/dataservices/metadata"><m:code>{escape(code)}</m:code><m:message xml:lang="{lang}">'
                f"{escape(message)}</m:message></m:error>")
         return Response(xml, status_code=status, headers=_headers(XML_CT))
     key = "error" if fmt == "verbose" else "odata.error"
-    body = {key: {"code": code, "message": {"lang": "en-US", "value": message}}}
+    body = {key: {"code": code, "message": {"lang": lang, "value": message}}}
     return JSONResponse(body, status_code=status, headers=_headers(VERBOSE_CT if fmt == "verbose" else LIGHT_CT))
 
 
@@ -152,7 +152,8 @@ async def message_trace(state: SimState, request: Request, caller: Caller, repor
             return odata_error(400, "Skip token is not valid.", fmt)
         if skip >= 999999:
             state.count("rws_500")
-            return odata_error(500, "An error has occurred on the server.", fmt, code="UnknownError")
+            # the body captured from the service (msapi.md 2.3) has an empty lang
+            return odata_error(500, "An error has occurred on the server.", fmt, code="UnknownError", lang="")
         if skip < 0:
             return odata_error(400, "Skip token is not valid.", fmt)
     data = state.data[caller.tenant.name]
@@ -192,7 +193,8 @@ async def message_trace(state: SimState, request: Request, caller: Caller, repor
             results.append(it)
         d: dict[str, Any] = {"results": results}
         if more:
-            d["__next"] = (f"{base}/MessageTrace?$format=json&$filter={quote(qs_filter, safe='')}"
+            d["__next"] = (f"{base}/MessageTrace?$format=json&$filter="
+                           f"{quote(_echo_filter(qs_filter, start, end), safe=chr(39))}"
                            + (f"&$top={top}" if top_given else "") + f"&$skiptoken={next_skip}")
         return Response(_verbose_json({"d": d}), headers=_headers(VERBOSE_CT))
     body: dict[str, Any] = {"odata.metadata": f"{state.base_url}{_SERVICE_PATH}/$metadata#MessageTrace",

@@ -13,7 +13,7 @@ from exotrace.errors import ConfigError
 from exotrace.model import STATUSES
 from exotrace.simulator import SimTenant, SimulatorConfig, start_simulator
 from exotrace.simulator.config import parse_scenario
-from exotrace.simulator.data import HOUR_US, TenantData, hour_of_trace_id, to_us
+from exotrace.simulator.data import _DIURNAL, HOUR_US, TenantData, hour_of_trace_id, to_us
 from exotrace.simulator.server import Simulator
 
 HOUR0 = to_us(START) // HOUR_US
@@ -190,3 +190,25 @@ def test_start_and_stop_without_context_manager() -> None:
     finally:
         sim.stop()
     sim.stop()  # idempotent
+
+
+def test_memory_stays_bounded_and_evicted_hours_regenerate_identically() -> None:
+    data = TenantData(SimTenant.default("contoso"), 7, 20000, cache_rows=3000)
+    first = list(data.bucket(HOUR0 - 100))
+    biggest = 0
+    for h in range(HOUR0 - 99, HOUR0):
+        biggest = max(biggest, len(data.bucket(h)))
+        assert data._cached_rows <= 3000 + biggest  # the budget, plus at most the newest hour
+    assert HOUR0 - 100 not in data._cache and len(data._cache) < 10
+    assert data.bucket(HOUR0 - 100) == first  # regenerated from the seed, not kept
+
+
+def test_millions_of_rows_per_day_are_generated_an_hour_at_a_time() -> None:
+    per_day = 3_000_000
+    data = TenantData(SimTenant.default("contoso"), 7, per_day, cache_rows=1000)
+    quiet = HOUR0 - HOUR0 % 24 + 2  # 02:00 UTC, among the quietest hours (~0.25 of an average hour)
+    rows = data.bucket(quiet)
+    expected = per_day / 24 * _DIURNAL[2]
+    assert 0.85 * expected <= len(rows) <= 1.15 * expected
+    assert len({(r.trace_id, r.rcpt_lower) for r in rows}) == len(rows)
+    assert len(data._cache) == 1  # one hour in memory, nothing else generated

@@ -152,6 +152,7 @@ def _msal_app(sim: Simulator, credential: object, discovery: object) -> msal.Con
 def test_msal_with_secret(sim: Simulator, discovery: object) -> None:
     url = f"{sim.login_url}/common/discovery/instance"
     before = sim.stats().get("requests_instance_discovery", 0)
+    openid_before = sim.stats().get("requests_openid", 0)
     app = _msal_app(sim, sim.tenant("contoso").client_secret, url if discovery == "url" else False)
     result = app.acquire_token_for_client(scopes=[GRAPH_SCOPE])
     assert "access_token" in result, result
@@ -161,6 +162,7 @@ def test_msal_with_secret(sim: Simulator, discovery: object) -> None:
     assert again["token_source"] == "cache"
     asked = sim.stats().get("requests_instance_discovery", 0) - before
     assert asked == (1 if discovery == "url" else 0)
+    assert sim.stats().get("requests_openid", 0) - openid_before == 1  # MSAL read the OpenID metadata first
 
 
 @pytest.mark.parametrize("style", ["public_certificate", "sha1_thumbprint"])
@@ -185,3 +187,24 @@ def test_msal_surfaces_entra_errors(sim: Simulator) -> None:
     assert result["error"] == "invalid_client"
     assert result["error_description"].startswith("AADSTS7000215")
     assert result.get("correlation_id")
+
+
+def test_token_lifetime_is_configurable_and_enforced() -> None:
+    from sim_helpers import START
+
+    from exotrace.simulator import SimulatorConfig, start_simulator
+
+    with start_simulator(SimulatorConfig(start=START, history_days=1, token_lifetime=120, speed=2.0)) as s:
+        t = s.tenants[0]
+        with httpx.Client(verify=s.ssl_context()) as c:
+            body = _post(c, s, t.tenant_id, {"client_id": t.client_id, "client_secret": t.client_secret,
+                                             "scope": GRAPH_SCOPE}).json()
+            claims = _claims(body["access_token"])
+            assert claims["exp"] - claims["iat"] == 120
+            assert body["expires_in"] == 60  # wall-clock seconds at speed 2
+            url = f"{s.graph_url}/v1.0/admin/exchange/tracing/messageTraces"
+            headers = {"Authorization": f"Bearer {body['access_token']}"}
+            assert c.get(url, params={"$top": "1"}, headers=headers).status_code == 200
+            s.clock.advance(121)
+            late = c.get(url, params={"$top": "1"}, headers=headers)
+            assert late.status_code == 401 and "expired" in late.json()["error"]["message"]

@@ -186,3 +186,77 @@ def test_late_scenario_publishes_more_rows_late() -> None:
             return 1 - len(now_rows) / len(later)
 
     assert late_share("late") > late_share("default") * 2
+
+
+def test_latency_is_2_to_4_seconds_per_5000_rows_of_simulated_time() -> None:
+    """The ``latency`` scenario sleeps on the simulated clock (so ``speed`` scales it): 0.15 s plus
+    2-4 s per 5000 rows. Recorded, not timed."""
+    import asyncio
+
+    from exotrace.clock import ScaledClock
+    from exotrace.simulator.app import SimState
+    from exotrace.simulator.certs import new_key
+    from exotrace.simulator.entra import TokenKey
+
+    def state(scenario: str) -> SimState:
+        cfg = SimulatorConfig(seed=11, scenario=scenario, start=START, history_days=1)
+        return SimState(cfg, [SimTenant.default("contoso")], ScaledClock(START, 50.0), TokenKey(new_key("token"), "k"))
+
+    slept: list[float] = []
+
+    async def record(seconds: float) -> None:
+        slept.append(seconds)
+
+    on, off = state("latency"), state("default")
+    for s in (on, off):
+        s.clock.sleep = record  # type: ignore[method-assign]
+    for _ in range(40):
+        asyncio.run(on.latency(5000))
+    assert len(slept) == 40 and all(2.15 <= x <= 4.15 for x in slept)
+    assert max(slept) - min(slept) > 1  # varies from page to page
+    slept.clear()
+    asyncio.run(on.latency(500))
+    assert 0.15 + 0.2 <= slept[0] <= 0.15 + 0.4
+    slept.clear()
+    asyncio.run(off.latency(5000))
+    assert slept == []
+
+
+def test_throttle_bursts_refuse_everything_until_retry_after() -> None:
+    from exotrace.simulator.faults import BURST_SLOT, Faults
+
+    faults = Faults(11, {"throttle": 0.15})
+    slot0 = 1_800_000_000 // BURST_SLOT * BURST_SLOT
+    bursts = [s for s in range(400) if faults.burst(slot0 + s * BURST_SLOT + 1) is not None]
+    assert 0.08 * 400 < len(bursts) < 0.25 * 400  # about the scenario's probability
+    first = slot0 + bursts[0] * BURST_SLOT
+    remaining = faults.burst(first + 1)
+    assert remaining is not None and 29 <= remaining <= 149
+    assert faults.burst(first + 1 + remaining - 0.5) is not None  # still refused just before the end
+    assert faults.burst(first + 1 + remaining + 0.01) is None  # over when Retry-After says
+    assert Faults(11, {"throttle": 0.15}).burst(first + 1) == remaining  # deterministic
+
+
+def test_throttle_burst_through_the_api(client_for: object) -> None:
+    """Inside a burst the same request is refused again and again (no two-failure cap), with a
+    Retry-After that covers the burst; once it has passed the request goes through."""
+    from exotrace.simulator.faults import BURST_SLOT, Faults
+
+    faults = Faults(11, {"throttle": 0.15})
+    slot = next(s for s in range(int(START.timestamp() // BURST_SLOT), 10**10) if faults.burst(s * BURST_SLOT + 1))
+    at = START + timedelta(seconds=slot * BURST_SLOT + 1 - START.timestamp())
+    with start_simulator(SimulatorConfig(seed=11, scenario="throttle", start=at, history_days=2,
+                                         rows_per_day=100)) as sim:
+        c = client_for(sim)  # type: ignore[operator]
+        tok = token(c, sim, sim.tenant("contoso"))
+        start, end = window(sim, 1, 1)
+        params = {"$filter": graph_filter(start, end), "$top": "1"}
+        waits = []
+        for _ in range(4):
+            r = c.get(f"{sim.graph_url}{LIST}", params=params, headers=auth(tok))
+            assert r.status_code == 429 and "surpassed the permitted limit" in r.json()["error"]["message"]
+            waits.append(int(r.headers["Retry-After"]))
+        assert waits[0] >= 25
+        sim.clock.advance(waits[-1] + 1)
+        codes = [c.get(f"{sim.graph_url}{LIST}", params=params, headers=auth(tok)).status_code for _ in range(3)]
+        assert 200 in codes  # isolated 429s (p=0.15) never fail one request more than twice in a row
