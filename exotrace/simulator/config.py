@@ -161,6 +161,10 @@ class SimulatorConfig:
     quota_window: float = 300.0
     #: Oldest StartDate the Reporting Web Service accepts, in days (the backing cmdlet allows 10).
     rws_max_age_days: int = 10
+    #: RWS page size without ``$top`` and its cap (unconfirmed: 2000 per Elastic, 5000 per an XSOAR comment).
+    rws_max_page: int = 2000
+    #: HTTP status of a retired RWS (unconfirmed: 404 by default; 403 and 410 are the other candidates).
+    rws_retired_status: int = 404
     #: How long a ``slow`` response stalls, in simulated seconds (long enough to trip a client timeout).
     slow_seconds: float = 120.0
     #: Generated rows kept in memory per tenant (about 0.5 KB each); older hours are regenerated on demand.

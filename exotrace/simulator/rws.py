@@ -31,7 +31,6 @@ LIGHT_CT = "application/json;odata=minimalmetadata;streaming=true;charset=utf-8"
 VERBOSE_CT = "application/json;odata=verbose;charset=utf-8"
 ATOM_CT = "application/atom+xml;type=feed;charset=utf-8"
 XML_CT = "application/xml;charset=utf-8"
-MAX_PAGE = 2000
 _SERVICE_PATH = "/ecp/ReportingWebService/Reporting.svc"
 _FIELDS = {f.lower(): f for f in ("StartDate", "EndDate", "SenderAddress", "RecipientAddress", "Status",
                                   "MessageId", "FromIP", "ToIP", "MessageTraceId", "Subject", "Organization")}
@@ -82,7 +81,8 @@ def guard(state: SimState, request: Request, report: str) -> Caller | Response:
             "x-ms-diagnostics": f'2000001;reason="{caller[2]}";error_category="invalid_token"'})
     if caller.tenant.rws_retired or "retired" in state.scenarios:
         state.count("rws_retired")
-        return odata_error(404, f"Resource not found for the segment '{report}'.", response_format(request))
+        return odata_error(state.config.rws_retired_status, f"Resource not found for the segment '{report}'.",
+                           response_format(request))
     if not caller.tenant.rws_role:
         state.count("rws_403")
         return JSONResponse(NO_PERMISSION, status_code=403)
@@ -133,7 +133,8 @@ async def message_trace(state: SimState, request: Request, caller: Caller, repor
                                 f"{state.config.rws_max_age_days} days from today.", fmt)
     if end < start:
         return odata_error(400, "Invalid date range: EndDate must be later than StartDate.", fmt)
-    top = MAX_PAGE
+    max_page = state.config.rws_max_page
+    top = max_page
     top_given = "$top" in params
     if top_given:
         try:
@@ -143,7 +144,7 @@ async def message_trace(state: SimState, request: Request, caller: Caller, repor
                                     "The $top query option requires a non-negative integer value.", fmt)
         if top < 0:
             return odata_error(400, "The $top query option requires a non-negative integer value.", fmt)
-    page = min(top, MAX_PAGE)
+    page = min(top, max_page)
     skip = 0
     if "$skiptoken" in params:
         try:

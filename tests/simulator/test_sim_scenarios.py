@@ -9,7 +9,7 @@ from datetime import timedelta
 import httpx
 import jwt
 import pytest
-from sim_helpers import START, PatientGraphReader, auth, graph_filter, repair, token, window
+from sim_helpers import START, PatientGraphReader, auth, graph_filter, repair, token, window, z
 
 from exotrace.simulator import SimTenant, SimulatorConfig, start_simulator
 from exotrace.simulator.server import Simulator
@@ -260,3 +260,22 @@ def test_throttle_burst_through_the_api(client_for: object) -> None:
         sim.clock.advance(waits[-1] + 1)
         codes = [c.get(f"{sim.graph_url}{LIST}", params=params, headers=auth(tok)).status_code for _ in range(3)]
         assert 200 in codes  # isolated 429s (p=0.15) never fail one request more than twice in a row
+
+
+def test_unconfirmed_rws_behaviours_are_options(client_for: object) -> None:
+    """msapi.md marks the RWS page cap and the retired failure mode unconfirmed: both are options."""
+    with _sim("default", rws_max_page=3000) as sim:
+        c = client_for(sim)  # type: ignore[operator]
+        tok = token(c, sim, sim.tenant("contoso"), scope="https://outlook.office365.com/.default")
+        h = {**auth(tok), "Accept": "application/json"}
+        start, end = window(sim, 0.5, 9 * 24)
+        flt = f"StartDate eq datetime'{z(start)}' and EndDate eq datetime'{z(end)}'"
+        page = c.get(f"{sim.rws_url}/MessageTrace", params={"$filter": flt}, headers=h).json()
+        assert len(page["value"]) == 3000 and "$skiptoken=3000" in page["odata.nextLink"]
+        capped = c.get(f"{sim.rws_url}/MessageTrace", params={"$filter": flt, "$top": "9000"}, headers=h).json()
+        assert len(capped["value"]) == 3000
+    with _sim("retired", rws_retired_status=410) as sim:
+        c = client_for(sim)  # type: ignore[operator]
+        tok = token(c, sim, sim.tenant("contoso"), scope="https://outlook.office365.com/.default")
+        r = c.get(f"{sim.rws_url}/MessageTrace", headers={**auth(tok), "Accept": "application/json"})
+        assert r.status_code == 410
