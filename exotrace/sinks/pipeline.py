@@ -487,14 +487,19 @@ class SinkPipeline:
         return await self._wait(lambda: self.acked(ticket) or self.abandoned(ticket), timeout) and self.acked(ticket)
 
     async def flush(self, timeout: float | None = None) -> bool:
-        """Send everything buffered now; True when every sink is empty."""
+        """Send everything buffered now; True when every sink is empty.
+
+        Waits for every required sink to empty (or ``timeout``); a best-effort sink that is failing is
+        not waited for (its documents stay spooled for a later run), so it cannot hold up ``ingest``."""
         if not self._started:
             return True
         for w in self._workers:
             w.flushing += 1
             w.wake.set()
         try:
-            return await self._wait(lambda: all(w.idle() for w in self._workers), timeout)
+            await self._wait(lambda: all(w.idle() or (w.down and not w.cfg.required) for w in self._workers),
+                             timeout)
+            return all(w.idle() for w in self._workers)
         finally:
             for w in self._workers:
                 w.flushing -= 1

@@ -475,3 +475,106 @@ def test_random_faults_concurrency_restarts_and_crashes_lose_nothing(state_dir: 
 
     asyncio.run(final())
     assert delivered == set(range(submitted))
+
+
+def test_batches_close_on_count_bytes_and_time(state_dir: Path) -> None:
+    async def main() -> None:
+        # count: 10 documents, at most 4 per batch (the last 2 go when batch_timeout expires)
+        sink = ScriptedSink()
+        async with SinkPipeline([cfg(batch_max_events=4, batch_timeout=0.05)], state_dir, sinks=[sink]) as p:
+            assert await p.wait_acked(await p.submit(make_docs(0, 10)), timeout=5)
+        assert [len(c) for c in sink.calls] == [4, 4, 2]
+
+        # bytes: any two documents fit, no three do
+        docs = make_docs(10, 20)
+        sizes = [len(orjson.dumps(d.doc)) for d in docs]
+        limit = 2 * max(sizes) + min(sizes) // 2
+        assert 3 * min(sizes) > limit
+        sink = ScriptedSink()
+        async with SinkPipeline([cfg(batch_max_bytes=limit, batch_timeout=0.05)], state_dir, sinks=[sink]) as p:
+            assert await p.wait_acked(await p.submit(docs), timeout=5)
+        assert [len(c) for c in sink.calls] == [2] * 5
+        assert all(sum(len(r.raw) for r in batch) <= limit for batch in
+                   [sink.delivered[i:i + 2] for i in range(0, 10, 2)])
+
+        # time: documents submitted apart, within batch_timeout, travel together; nothing waits longer
+        sink = ScriptedSink()
+        async with SinkPipeline([cfg(batch_timeout=0.5)], state_dir, sinks=[sink]) as p:
+            await p.submit(make_docs(20, 22))
+            await asyncio.sleep(0.01)
+            t = await p.submit(make_docs(22, 23))
+            assert await p.wait_acked(t, timeout=5)  # sent by the timer: no flush, no full batch
+        assert [len(c) for c in sink.calls] == [3]
+
+    asyncio.run(main())
+
+
+class _RecordingClock:
+    """The pipeline's retry waits, recorded and skipped."""
+
+    def __init__(self) -> None:
+        from exotrace.clock import SystemClock
+
+        self._real = SystemClock()
+        self.sleeps: list[float] = []
+
+    def now(self) -> Any:
+        return self._real.now()
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await asyncio.sleep(0)
+
+    def sleep_sync(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+
+def test_retry_delays_grow_exponentially_with_jitter_up_to_the_cap(state_dir: Path) -> None:
+    async def main() -> None:
+        sink = ScriptedSink()
+        sink.script = [TransientError("down")] * 6 + [TransientError("throttled", retry_after=3.0), None,
+                                                      TransientError("down again")]
+        clock = _RecordingClock()
+        p = SinkPipeline([cfg(retry_initial=1.0, retry_max=8.0)], state_dir, clock, sinks=[sink])
+        await p.start()
+        assert await p.wait_acked(await p.submit(make_docs(0, 3)), timeout=5)
+        assert await p.wait_acked(await p.submit(make_docs(3, 4)), timeout=5)
+        await p.close()
+        steps = [1, 2, 4, 8, 8, 8]  # doubling from retry_initial, capped at retry_max
+        waits = clock.sleeps
+        assert len(waits) == 8
+        for d, got in zip(steps, waits[:6], strict=True):
+            assert d / 2 <= got <= d  # jitter: between half and all of the step
+        assert len({round(w / d, 6) for d, w in zip(steps, waits, strict=False)}) > 1  # not a fixed delay
+        assert waits[6] == 3.0  # the server's Retry-After wins
+        assert 0.5 <= waits[7] <= 1.0  # a success resets the backoff
+        assert delivered_numbers(sink) == [0, 1, 2, 3]
+
+    asyncio.run(main())
+
+
+def test_flush_does_not_wait_for_a_failing_best_effort_sink(state_dir: Path) -> None:
+    """`ingest` flushes before exiting: a best-effort sink that is down must not hold it up."""
+
+    async def main() -> None:
+        good, broken = ScriptedSink("good"), ScriptedSink("broken")
+        broken.down = True
+        p = SinkPipeline([cfg("good"), cfg("broken", required=False)], state_dir, sinks=[good, broken])
+        await p.start()
+        t = await p.submit(make_docs(0, 5))
+        assert not await asyncio.wait_for(p.flush(), 10)  # returns (not everything is out), never hangs
+        assert p.acked(t) and delivered_numbers(good) == list(range(5))
+        assert p.metrics()["broken"]["pending"] == 5
+        await p.close(timeout=0.1)
+        assert read_metrics(state_dir)["broken"]["spooled"] == 5  # kept for the next run
+
+        required = ScriptedSink("required")
+        required.down = True
+        p = SinkPipeline([cfg("required")], state_dir / "2", sinks=[required])
+        await p.start()
+        t = await p.submit(make_docs(0, 2))
+        assert not await p.flush(timeout=0.2)  # a required sink is waited for, up to the timeout
+        assert not p.acked(t)
+        await p.close(timeout=0.1)
+
+    asyncio.run(main())
