@@ -217,3 +217,30 @@ def test_cloud_id_resolves_to_the_deployment_host() -> None:
     node = sink._client.transport.node_pool.all()[0].config
     assert (node.scheme, node.host, node.port) == ("https", "abc123.westeurope.azure.elastic-cloud.com", 443)
     asyncio.run(sink.close())
+
+
+def test_opensearch_tls_api_key_index_mode_and_healthcheck(state_dir: Path, tls: TlsFiles) -> None:
+    from exotrace.sinks import check_sinks
+
+    with FakeOpenSearch(tls, api_key="a2V5aWQ6c2VjcmV0") as osr:
+        table = {"type": "opensearch", "hosts": [osr.url], "api_key": "env:ES_KEY", "ca_certs": str(tls.ca),
+                 "mode": "index", "index": "exo-latest", **FAST}
+
+        async def main() -> None:
+            p = SinkPipeline(load_sinks([table]), state_dir)
+            await p.start()
+            await p.submit([make_doc(1, status="Pending"), make_doc(2, status="Pending")])
+            t = await p.submit([make_doc(1, status="Delivered")])
+            assert await p.wait_acked(t, timeout=10)
+            await p.close()
+
+        asyncio.run(main())
+        assert osr.errors == []
+        latest = osr.indices["exo-latest"]
+        assert set(latest) == {make_doc(1).key, make_doc(2).key}
+        assert latest[make_doc(1).key]["microsoft"]["online_message_trace"]["Status"] == "Delivered"
+        bulk = next(r for r in osr.requests if r.path.endswith("/_bulk"))
+        assert bulk.path == "/exo-latest/_bulk" and bulk.headers["authorization"] == "ApiKey a2V5aWQ6c2VjcmV0"
+        assert asyncio.run(check_sinks(load_sinks([table]))) == {"opensearch": ""}
+        untrusted = {k: v for k, v in table.items() if k != "ca_certs"}
+        assert "CERTIFICATE_VERIFY_FAILED" in asyncio.run(check_sinks(load_sinks([untrusted])))["opensearch"]

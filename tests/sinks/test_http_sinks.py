@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 from sink_fakes import RESET, FakeAzureMonitor, FakeIntake, FakeSplunkHec, TlsFiles
-from sink_helpers import FAST, eventually, make_docs, numbers
+from sink_helpers import FAST, eventually, make_doc, make_docs, numbers
 
 from exotrace.sinks import SinkPipeline, load_sinks, read_metrics
 
@@ -196,3 +196,30 @@ def test_hec_wrong_index_keeps_data(state_dir: Path) -> None:
 
         asyncio.run(main())
         assert hec.events == []
+
+
+def test_sentinel_document_over_the_request_limit_is_dead_lettered(state_dir: Path, tls: TlsFiles) -> None:
+    az = FakeAzureMonitor(tls, tenant="t1", client_id="app-1", client_secret="az-secret", dcr="dcr-1",
+                          stream="Custom-X")
+    docs = make_docs(0, 6, pad=3000) + [make_doc(6, pad=30_000)] + make_docs(7, 12, pad=3000)
+    with az:
+        asyncio.run(_deliver([_sentinel_table(az, tls, max_request_bytes=20_000)], state_dir, [docs]))
+        assert az.errors == []
+        assert sorted(numbers([r["Ecs"] for r in az.rows])) == [n for n in range(12) if n != 6]
+        assert max(az.body_sizes) <= 20_000 and len(az.body_sizes) >= 3
+    dead = [orjson.loads(x) for x in (state_dir / "dead-letter" / "sentinel.ndjson").read_bytes().splitlines()]
+    assert [d["document"]["microsoft"]["online_message_trace"]["n"] for d in dead] == [6]
+    assert "over the 20000-byte request limit" in dead[0]["reason"]
+
+
+def test_hec_gzip_and_source(state_dir: Path) -> None:
+    with FakeSplunkHec() as hec:
+        table = {"type": "splunk_hec", "url": hec.url, "token": "env:HEC_TOKEN", "gzip": True,
+                 "source": "m365:tenant1", "sourcetype": "custom:trace", **FAST}
+        asyncio.run(_deliver([table], state_dir, [make_docs(0, 8)]))
+        assert hec.errors == []
+        assert sorted(numbers([e["event"] for e in hec.events])) == list(range(8))
+        assert {(e["source"], e["sourcetype"]) for e in hec.events} == {("m365:tenant1", "custom:trace")}
+        assert "index" not in hec.events[0] and "host" not in hec.events[0]  # the token's defaults apply
+        ev = next(r for r in hec.requests if r.path == "/services/collector/event")
+        assert ev.headers["content-encoding"] == "gzip"
