@@ -59,6 +59,8 @@ class _Discard(HttpFake):
                 self.frames += 1
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             return
+        except asyncio.CancelledError:  # shutdown: end quietly
+            writer.transport.abort()
 
 
 def serve(kind: str, tls_dir: str) -> None:

@@ -298,6 +298,8 @@ class HttpFake:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, ValueError, ssl.SSLError):
             return
+        except asyncio.CancelledError:  # shutdown: end quietly (Python 3.11's stream callback would log it)
+            writer.transport.abort()
 
     def _write(self, writer: asyncio.StreamWriter, resp: Response) -> None:
         head = [f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Status')}",
