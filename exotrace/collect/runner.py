@@ -42,6 +42,9 @@ ADDRESS_CACHE = 20_000
 
 #: In ``--once`` mode a window (or a broken tenant) is given up after this many failed attempts.
 ONCE_ATTEMPTS = 6
+#: Near the end of a backfill, unread windows are halved for parallel reads while each half is estimated
+#: at this many pages or more (every piece costs one partial last page).
+SPLIT_MIN_PAGES = 5
 
 
 class Stopped(Exception):
@@ -118,6 +121,11 @@ class TenantRunner:
         self._blocked_until: datetime | None = None
         self._auth_failures = 0
         self._t0 = clock.now()
+        # rows and seconds of window span read so far: the tenant's density, to size tail splits
+        self._seen_rows = 0
+        self._seen_span = 0.0
+        #: running reads: group start -> (span in seconds, rows read so far)
+        self._reading: dict[datetime, tuple[float, int]] = {}
 
     # -- setup --------------------------------------------------------------------------------
     def _source(self, caller: ApiCaller) -> Source:
@@ -188,6 +196,8 @@ class TenantRunner:
                     await self._db(self._plan, self._t0 if first else now, first)
                 first = False
                 await self._db(self._horizon, now)
+                if len(self._inflight) < self.s.concurrency:
+                    await self._db(self._split_tail, now, frozenset(self._busy), list(self._reading.values()))
                 self._launch(source, now)
             if self.mode in ("once", "settle") and not self._inflight:
                 if await self._db(self._finished, once_until):
@@ -212,7 +222,8 @@ class TenantRunner:
 
     async def _wait(self) -> None:
         now = self.clock.now()
-        nxt = await self._db(self.ledger.next_due, self.t.name)
+        # windows due now are running or wait for a slot: a finishing read wakes us, not a timer
+        nxt = await self._db(self.ledger.next_due, self.t.name, now)
         delay = self.s.poll.total_seconds()
         if nxt is not None:
             delay = min(delay, max((nxt - now).total_seconds(), 0.0))
@@ -271,15 +282,26 @@ class TenantRunner:
                 self.report.warnings.append(msg)
 
     # -- reads --------------------------------------------------------------------------------
+    def _due(self, now: datetime) -> list[Window]:
+        """Due windows. ``--once`` does the re-reads due when it started; later ones are the next run's."""
+        due = self.ledger.due(self.t.name, now)
+        if self.mode == "once":
+            due = [w for w in due if w.state != "complete" or (w.next_read is not None and w.next_read <= self._t0)]
+        return due
+
     def _groups(self, due: list[Window]) -> list[list[Window]]:
-        """Merge contiguous due windows (never-failed ones) into reads of at most ``max_window``."""
+        """Merge contiguous due windows (never-failed ones) into reads of at most ``max_window``.
+
+        Only grid-sized windows (at most ``window``) are added to a read, so backfill windows split for
+        parallel reads stay apart.
+        """
         groups: list[list[Window]] = []
         for w in due:
             if w.start in self._busy:
                 continue
             g = groups[-1] if groups else None
             if (g and w.attempts == 0 and g[-1].attempts == 0 and g[-1].end + TICK == w.start
-                    and w.end - g[0].start < self.s.max_window):
+                    and w.span <= self.s.window and w.end - g[0].start < self.s.max_window):
                 g.append(w)
             else:
                 groups.append([w])
@@ -289,15 +311,14 @@ class TenantRunner:
         free = self.s.concurrency - len(self._inflight)
         if free <= 0:
             return
-        due = self.ledger.due(self.t.name, now)
-        groups = sorted(self._groups(due), key=lambda g: g[-1].end, reverse=True)
+        groups = sorted(self._groups(self._due(now)), key=lambda g: g[-1].end, reverse=True)
         old_edge = now - self.s.settle_after
         old_running = sum(1 for ws in self._inflight.values() if ws[-1].end < old_edge)
         for g in groups:
             if free <= 0:
                 break
             is_old = g[-1].end < old_edge
-            if is_old and self.s.concurrency > 1 and old_running >= self.s.concurrency - 1:
+            if is_old and old_running >= self._backfill_slots():
                 continue  # keep a slot for the live tail and re-reads
             task = asyncio.create_task(self._read_group(source, g))
             self._inflight[task] = g
@@ -306,8 +327,58 @@ class TenantRunner:
             free -= 1
             old_running += is_old
 
+    def _backfill_slots(self) -> int:
+        """Reads old (settled-age) windows may use: the daemon keeps one slot for the live tail."""
+        keep = 1 if self.mode == "daemon" and self.s.concurrency > 1 else 0
+        return self.s.concurrency - keep
+
+    def _split_tail(self, now: datetime, busy: frozenset[datetime], reading: list[tuple[float, int]]) -> None:
+        """Near the end of a backfill, halve the largest unread old windows so the last reads end together.
+
+        A window's pages are sequential (each follows the previous ``nextLink``), so a backfill whose last
+        window runs alone reads one page per 2-4 s while the quota sits unused. While the largest waiting
+        window holds more than one slot's share of the pages left (in running and waiting reads), it is
+        halved. Pages are estimated from the rows per second of window span read so far (``reading``: span
+        and rows so far of each running read); only never-read windows older than the settle horizon are
+        cut, and only into halves of ``SPLIT_MIN_PAGES`` pages or more (each piece costs a partial page).
+        """
+        if self._seen_span <= 0 or self._seen_rows <= 0:
+            return
+        per_second = self._seen_rows / self._seen_span / self.t.page_size  # pages per second of window span
+        groups = self._groups([w for w in self._due(now) if w.start not in busy])
+        if not groups:
+            return
+        left = sum(max(per_second * span - rows / self.t.page_size, 1.0) for span, rows in reading)
+        left += sum(per_second * (g[-1].end - g[0].start).total_seconds() for g in groups)
+        share = left / self._backfill_slots()
+        old_edge = now - self.s.settle_after
+
+        def pages(w: Window) -> float:
+            return per_second * w.span.total_seconds()
+
+        def splittable(w: Window) -> bool:
+            return (w.state == "pending" and w.attempts == 0 and w.end < old_edge and w.span / 2 > self.s.window
+                    and pages(w) >= 2 * SPLIT_MIN_PAGES)
+
+        singles = [g[0] for g in groups if len(g) == 1 and splittable(g[0])]
+        cut = 0
+        while singles:
+            w = max(singles, key=lambda x: x.span)
+            if pages(w) <= share:
+                break
+            singles.remove(w)
+            with self.archive.transaction():
+                halves = self.ledger.split(w)
+            singles += [h for h in halves if splittable(h)]
+            cut += 1
+        if cut:
+            log.info("split backfill tenant=%s windows=%d pages_left=%.0f share=%.0f", self.t.name, cut, left,
+                     share)
+
     def _done(self, task: asyncio.Task[None]) -> None:
         g = self._inflight.pop(task, [])
+        if g:
+            self._reading.pop(g[0].start, None)
         for w in g:
             self._busy.discard(w.start)
 
@@ -317,12 +388,18 @@ class TenantRunner:
         counts = [0] * len(group)
         new = updated = 0
         tickets: list[Any] = []
+        span = (end - start).total_seconds()
+        self._reading[start] = (span, 0)
         try:
             async for page in source.pages(start, end):
                 if page.first:
                     counts = [0] * len(group)
-                for row in page.rows:
-                    counts[_slot(group, _received(row))] += 1
+                if len(group) == 1:
+                    counts[0] += len(page.rows)
+                else:
+                    for row in page.rows:
+                        counts[_slot(group, _received(row))] += 1
+                self._reading[start] = (span, sum(counts))
                 n_rows = len(page.rows)
                 if self.shipper is not None:
                     res, ticket = await self.shipper.commit(lambda p=page: self._commit_page(p), self._db)
@@ -345,6 +422,8 @@ class TenantRunner:
             await self._db(self._mark_read, group, counts, now, new, updated)
             self.report.windows_read += len(group)
             self.report.rows += sum(counts)
+            self._seen_rows += sum(counts)
+            self._seen_span += span
             self.report.new += new
             self.report.updated += updated
             self._tenant_ok()

@@ -137,10 +137,14 @@ class Ledger:
             "AND next_read IS NOT NULL AND next_read <= ? ORDER BY start", (tenant, fmt_time(now)))
         return [_window(r) for r in rows]
 
-    def next_due(self, tenant: str) -> datetime | None:
-        row = self.conn.execute(
-            "SELECT min(next_read) FROM collector_windows WHERE tenant = ? AND state != 'settled'",
-            (tenant,)).fetchone()
+    def next_due(self, tenant: str, after: datetime | None = None) -> datetime | None:
+        """Earliest scheduled read (only those later than ``after``, when given)."""
+        sql = "SELECT min(next_read) FROM collector_windows WHERE tenant = ? AND state != 'settled'"
+        args: list[Any] = [tenant]
+        if after is not None:
+            sql += " AND next_read > ?"
+            args.append(fmt_time(after))
+        row = self.conn.execute(sql, args).fetchone()
         return parse_time(row[0]) if row and row[0] else None
 
     def open_count(self, tenant: str, until: datetime | None = None, *, settled: bool = False) -> int:

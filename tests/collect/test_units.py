@@ -9,6 +9,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from exotrace.archive import Archive
 from exotrace.collect import open_archive
 from exotrace.collect.plan import plan
 from exotrace.collect.quota import QuotaGovernor
@@ -159,3 +160,77 @@ def test_quota_survives_restart() -> None:
     start = clock.now()
     asyncio.run(take(again, 1))
     assert clock.now() - start >= timedelta(seconds=290)
+
+
+def _runner(tmp_path: Path, mode: str = "once") -> tuple[TenantRunner, Ledger, Archive]:
+    os.environ["EXOTRACE_UNIT_SECRET"] = "unit-secret-value"
+    cfg = parse_config({"tenant": [{"name": "t", "tenant_id": "x", "client_id": "y",
+                                    "client_secret": "env:EXOTRACE_UNIT_SECRET"}]}, base=tmp_path)
+    arch = open_archive(tmp_path / "a.db")
+    runner = TenantRunner(cfg.tenants[0], arch, ManualClock(NOW), mode=mode, since=None,  # type: ignore[arg-type]
+                          stop=asyncio.Event())
+    return runner, Ledger(arch.conn), arch
+
+
+def test_tail_split_spreads_the_last_backfill_window(tmp_path: Path) -> None:
+    """The last unread 10-day window is halved while it holds more than a slot's share of the pages left."""
+    runner, ledger, arch = _runner(tmp_path)
+    try:
+        last = Window("t", NOW - timedelta(days=80), NOW - timedelta(days=70) - TICK, next_read=NOW)
+        with arch.transaction():
+            ledger.add([last])
+        day = 86400.0
+        runner._split_tail(NOW, frozenset(), [])  # density unknown yet: nothing is cut
+        assert len(ledger.windows("t")) == 1
+        runner._seen_rows, runner._seen_span = 10 * 20_000, 10 * day  # 4 pages a day -> 40 pages
+        running = [(10 * day, 35 * 5000)] * 3  # three reads with ~5 pages left each
+        runner._split_tail(NOW, frozenset(), running)
+        pieces = ledger.windows("t")
+        assert len(pieces) == 4  # 55 pages left over 4 slots: 40 -> 20 + 20 -> 4 x 10
+        assert pieces[0].start == last.start and pieces[-1].end == last.end
+        assert all(a.end + TICK == b.start for a, b in zip(pieces, pieces[1:], strict=False))
+        assert all(w.state == "pending" and w.attempts == 0 for w in pieces)
+        # pieces are read apart (never merged back into one read), newest first
+        assert len(runner._groups(runner._due(NOW))) == 4
+        runner._split_tail(NOW, frozenset(), running)  # 10-page pieces: halves would be under 5 pages
+        assert len(ledger.windows("t")) == 4
+    finally:
+        arch.close()
+
+
+def test_tail_split_leaves_early_and_young_windows(tmp_path: Path) -> None:
+    runner, ledger, arch = _runner(tmp_path)
+    try:
+        old = [Window("t", NOW - timedelta(days=80 - 10 * i), NOW - timedelta(days=70 - 10 * i) - TICK,
+                      next_read=NOW) for i in range(5)]
+        young = Window("t", NOW - timedelta(hours=2), NOW - timedelta(hours=1) - TICK, next_read=NOW)
+        with arch.transaction():
+            ledger.add([*old, young])
+        runner._seen_rows, runner._seen_span = 10 * 20_000, 10 * 86400.0
+        runner._split_tail(NOW, frozenset(), [(10 * 86400.0, 0)] * 3)  # plenty of work for every slot
+        assert len(ledger.windows("t")) == 6
+    finally:
+        arch.close()
+
+
+def test_once_leaves_rereads_that_fall_due_during_the_run(tmp_path: Path) -> None:
+    runner, ledger, arch = _runner(tmp_path)
+    try:
+        before = Window("t", NOW - timedelta(hours=3), NOW - timedelta(hours=2) - TICK, "complete",
+                        next_read=NOW - timedelta(minutes=1))
+        during = Window("t", NOW - timedelta(hours=2), NOW - timedelta(hours=1) - TICK, "complete",
+                        next_read=NOW + timedelta(minutes=5))
+        with arch.transaction():
+            ledger.add([before, during])
+        later = NOW + timedelta(minutes=10)
+        assert [w.start for w in runner._due(later)] == [before.start]
+    finally:
+        arch.close()
+    (tmp_path / "d").mkdir()
+    daemon, dledger, darch = _runner(tmp_path / "d", mode="daemon")
+    try:
+        with darch.transaction():
+            dledger.add([before, during])
+        assert len(daemon._due(later)) == 2  # the daemon re-reads whenever a re-read is due
+    finally:
+        darch.close()
