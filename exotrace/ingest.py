@@ -124,8 +124,8 @@ def ingest(
             transaction.close()
             uncommitted = 0
             gc.collect(1)
-        if out is not None:
-            out.write(b"".join([orjson.dumps(d.doc) + b"\n" for d in docs]))
+        if out is not None and docs:
+            out.write(b"\n".join([d.json for d in docs]) + b"\n")
             stats.written += len(docs)
         if deliver is not None and docs:
             deliver(docs)

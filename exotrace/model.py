@@ -8,8 +8,10 @@ Service pages, PowerShell exports, admin-center CSV) is read into a :class:`RawR
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import orjson
 
 #: The 14 legacy fields, in the order the Reporting Web Service and Get-MessageTrace emit them.
 LEGACY_FIELDS: tuple[str, ...] = (
@@ -129,22 +131,101 @@ class Reject:
         return f"{where}: {self.reason}{fld}"
 
 
-@dataclass(slots=True)
-class Document:
-    """A normalized ECS document plus the identity the archive and sinks need."""
+class Summary(NamedTuple):
+    """The values a document was built from that the archive and the sinks need, kept beside its JSON
+    so they need not decode it. Addresses, ids and IPs as in the document; "" when absent."""
 
-    doc: dict[str, Any]
-    #: ``row_key(trace_id, recipient)``; empty for pipeline_error documents without identity.
-    key: str
-    #: Elastic's fingerprint (SHA-1, base64), usable as Elasticsearch ``_id``.
-    fingerprint: str
-    #: Canonical status.
-    status: str
-    origin: str = ""
-    line: int = 0
-    observed_at: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    size: int | None
+    sender: str
+    trace_id: str
+    message_id: str
+    subject: str
+    recipient: str
+    #: The status as written in ``microsoft.online_message_trace.Status`` (what Elastic fingerprints).
+    raw_status: str
+    timestamp: str
+    from_ip: str
+    to_ip: str
+    direction: str | None
+    tenant: str | None
+    #: True when the document holds fields that change between fetches of the same row (the query
+    #: window, ``event.original``): see :data:`VOLATILE_EVENT_FIELDS`, :data:`VOLATILE_TRACE_FIELDS`.
+    volatile: bool
+
+
+#: Fields that differ between two fetches of the same row without the row changing: the query window
+#: (StartDate, EndDate, Index) and anything derived from it or from the fetch time.
+VOLATILE_EVENT_FIELDS = frozenset({"original", "ingested", "created"})
+VOLATILE_TRACE_FIELDS = frozenset({"StartDate", "EndDate", "Index"})
+
+
+class Document:
+    """A normalized ECS document plus the identity the archive and sinks need.
+
+    The document exists as a dict (``doc``) and as compact JSON (``json``); either may be given and the
+    other is derived on first use. The normalizer hands out JSON, which is what the archive, the NDJSON
+    output and the sinks write, so most documents are never decoded. Treat both as read-only.
+
+    ``key`` and ``fingerprint`` may be given as values or, by the normalizer, left as None and derived on
+    first use from ``summary``, so a path that needs neither (file to NDJSON) does not pay for them.
+    """
+
+    __slots__ = ("_doc", "_json", "_key", "_fingerprint", "summary", "status", "origin", "line",
+                 "observed_at", "is_error")
+
+    def __init__(self, doc: dict[str, Any] | None = None, key: str | None = "", fingerprint: str | None = "",
+                 status: str = "", origin: str = "", line: int = 0, observed_at: str | None = None,
+                 json: bytes | None = None, summary: Summary | None = None, is_error: bool | None = None) -> None:
+        if doc is None and json is None:
+            raise TypeError("Document needs doc or json")
+        self._doc = doc
+        self._json = json
+        self._key = key
+        self._fingerprint = fingerprint
+        #: What the normalizer built the document from (None for documents made from a dict).
+        self.summary = summary
+        self.status = status
+        self.origin = origin
+        self.line = line
+        self.observed_at = observed_at
+        #: True for ``event.kind: pipeline_error`` documents (records that could not be normalized).
+        self.is_error = _is_error_doc(doc) if is_error is None else is_error
 
     @property
-    def is_error(self) -> bool:
-        return self.doc.get("event", {}).get("kind") == "pipeline_error"
+    def doc(self) -> dict[str, Any]:
+        """The ECS document as a dict (decoded from ``json`` on first use)."""
+        if self._doc is None:
+            self._doc = orjson.loads(self._json)  # type: ignore[arg-type]
+        return self._doc
+
+    @property
+    def json(self) -> bytes:
+        """The ECS document as compact UTF-8 JSON (encoded from ``doc`` on first use)."""
+        if self._json is None:
+            self._json = orjson.dumps(self._doc)
+        return self._json
+
+    @property
+    def key(self) -> str:
+        """``row_key(trace_id, recipient)``; empty for documents without identity (pipeline errors)."""
+        if self._key is None:
+            s = self.summary
+            self._key = row_key(s.trace_id, s.recipient) if s.trace_id and s.recipient else ""  # type: ignore[union-attr]
+        return self._key
+
+    @property
+    def fingerprint(self) -> str:
+        """Elastic's fingerprint (SHA-1, base64), usable as Elasticsearch ``_id``."""
+        if self._fingerprint is None:
+            from exotrace.normalize.fingerprint import fingerprint_values
+
+            self._fingerprint = fingerprint_values(*self.summary[:7])  # type: ignore[index]
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return f"Document(key={self.key!r}, status={self.status!r}, origin={self.origin!r}, line={self.line})"
+
+
+def _is_error_doc(doc: dict[str, Any] | None) -> bool:
+    event = doc.get("event") if doc else None
+    return isinstance(event, dict) and event.get("kind") == "pipeline_error"

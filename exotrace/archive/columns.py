@@ -119,6 +119,16 @@ def _first(values: Any) -> str | None:
 
 def extract(document: Document) -> tuple[Any, ...]:
     """The :data:`SEARCH_COLUMNS` values of ``document``, in order."""
+    s = document.summary
+    if s is not None:  # the normalizer's values: no need to decode the JSON
+        recipient, recipient_rdomain = split_address(s.recipient)
+        sender, sender_rdomain = split_address(s.sender)
+        received = normalize_ts(s.timestamp)
+        return (
+            s.trace_id.strip().lower(), recipient, recipient_rdomain, sender, sender_rdomain, received,
+            day_number(received), canonical_status(document.status), s.subject or None, s.message_id or None,
+            normalize_ip(s.from_ip), normalize_ip(s.to_ip), s.direction, s.tenant, s.size, document.fingerprint or None,
+        )
     doc = document.doc
     email = doc.get("email") or {}
     trace_id = email.get("local_id") or document.key.partition("|")[0]

@@ -6,8 +6,10 @@ names and kept under ``microsoft.online_message_trace``; sender and recipient fi
 ``email.direction`` comes from the local domains; empty values are dropped; a record that cannot be
 normalized becomes an ``event.kind: pipeline_error`` document that keeps the original.
 
-Documents may share nested objects (constants, per-address templates, GeoIP results) for speed:
-treat a document as read-only, or deep-copy it before changing it.
+The document is written directly as compact JSON, in the key order Elastic's documents have, from
+cached fragments for what repeats (addresses, domains, IPs, statuses: :mod:`.fragments`). Nothing
+builds it as nested dicts first: that was most of the time spent per row. ``Document.doc`` decodes it
+when a caller wants a dict.
 """
 
 from __future__ import annotations
@@ -16,31 +18,45 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from exotrace.model import GRAPH_TO_LEGACY, Document, RawRecord, canonical_status, legacy_fields, row_key
+import orjson
+
+from exotrace.model import (
+    GRAPH_TO_LEGACY,
+    VOLATILE_TRACE_FIELDS,
+    Document,
+    RawRecord,
+    Summary,
+    canonical_status,
+    legacy_fields,
+)
 from exotrace.normalize.dates import (
     format_iso,
     format_millis,
     is_iso,
-    is_iso_cached,
     iso_text,
     parse_timestamp,
     utc_iso_millis,
 )
-from exotrace.normalize.domains import domain_parts
-from exotrace.normalize.fingerprint import fingerprint_values
+from exotrace.normalize.fragments import AddressParts, FragmentCache, FragmentError, IpParts, quote
 from exotrace.normalize.geo import GeoEnricher
+from exotrace.normalize.safe import safe_json_text, safe_json_value
 
 ECS_VERSION = "8.11.0"
-# Constant sub-objects shared by every document (documents are never mutated; see the module docstring).
-_ECS = {"version": ECS_VERSION}
-_CATEGORY = ["email"]
-_TYPE = ["info"]
+_ECS = f'{{"version":"{ECS_VERSION}"}}'
 _RENAME = GRAPH_TO_LEGACY
 _FAILURE_STATUSES = frozenset({"failed", "quarantined", "filteredasspam"})
-_WINDOW_FIELDS = ("StartDate", "EndDate")
+_UNSET: Any = object()
+#: (sender local, recipient local) -> (email.direction, its JSON member).
 _DIRECTIONS = {
-    (True, True): "internal", (False, False): "external", (True, False): "outbound", (False, True): "inbound"
+    (s, r): (d, f',"direction":"{d}"')
+    for (s, r), d in {(True, True): "internal", (False, False): "external", (True, False): "outbound",
+                      (False, True): "inbound"}.items()
 }
+_NO_DIRECTION: tuple[str | None, str] = (None, "")
+_VOLATILE_TRACE = VOLATILE_TRACE_FIELDS
+_new_summary = tuple.__new__  # a NamedTuple built without the Python-level __new__ (the hot path)
+#: Elasticsearch ``long`` bounds: a Size outside them is refused as Elastic's convert processor would.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: Extra fields exotrace adds beyond Elastic's document (documented in the README).
 EXTRA_FIELDS = ("event.action", "organization.name", "related.ip")
 
@@ -64,8 +80,8 @@ class NormalizeOptions:
     preserve_original: keep ``event.original`` and add the ``preserve_original_event`` tag.
     tenant: label written to ``organization.name``.
     extras: add exotrace's extra fields (``event.action``, ``related.ip``); off gives Elastic's exact shape.
-    address_cache_size: addresses whose ECS parts are kept between records (the cache empties when full);
-        a long-running collector may want it smaller.
+    address_cache_size: addresses (and IPs, domains) whose JSON parts are kept between records (each
+        cache empties when full); a long-running collector may want it smaller.
     """
 
     local_domains: tuple[str, ...] = ()
@@ -91,8 +107,14 @@ class Normalizer:
         if self.options.preserve_original and "preserve_original_event" not in tags:
             tags.append("preserve_original_event")
         self._tags = tags
-        self._address_cache: dict[str, tuple[str, dict[str, Any], bool]] = {}
-        self._status_cache: dict[Any, tuple[str, str, str]] = {}
+        self._tags_field = f',"tags":{orjson.dumps(tags).decode()}' if tags else ""
+        self._parts = FragmentCache(self._local, self.geo, self.options.address_cache_size)
+        #: Address fragments by address (the collector empties it between pages to bound memory).
+        self._address_cache = self._parts.addresses
+        self._status_cache: dict[Any, tuple[str, str]] = {}
+        self._organizations: dict[str, str] = {}
+        self._windows: dict[str, Any] = {}
+        self._observed: dict[str, Any] = {}
         self._extras = self.options.extras
 
     # -- public -----------------------------------------------------------------------------------
@@ -102,7 +124,12 @@ class Normalizer:
             return self._build(record)
         except NormalizeError as exc:
             return self._error_document(record, str(exc))
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except FragmentError as exc:
+            return self._error_document(record, f"Processor '{exc.processor}' failed with message '{exc.message}'")
+        except UnicodeEncodeError:
+            return self._error_document(
+                record, "Processor 'json' failed with message 'str is not valid UTF-8: surrogates not allowed'")
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             return self._error_document(record, f"Processor 'script' failed with message '{exc}'")
 
     # -- building ---------------------------------------------------------------------------------
@@ -117,10 +144,7 @@ class Normalizer:
             m = {_RENAME.get(k, k): v for k, v in fields.items() if v is not None and v != ""}
         get = m.get
         status_raw = get("Status")
-        status, outcome, action = self._status(status_raw)
-        event: dict[str, Any] = {"category": _CATEGORY, "outcome": outcome, "type": _TYPE}
-        if action:
-            event["action"] = action
+        status, event_open = self._status(status_raw)
 
         # Dates: keep ISO text verbatim (as Elastic does); rewrite other shapes (/Date(ms)/, US culture) as ISO.
         received = get("Received")
@@ -129,13 +153,11 @@ class Normalizer:
         timestamp = utc_iso_millis(received) if received.__class__ is str else None
         if timestamp is None:
             timestamp = self._slow_received(m, received)
-        for name in _WINDOW_FIELDS:
-            value = get(name)
-            if value is not None and not (value.__class__ is str and is_iso_cached(value)):
-                try:
-                    m[name] = iso_text(value) if value.__class__ is str else format_iso(parse_timestamp(value))
-                except ValueError:
-                    pass  # informational query bounds: kept as they are
+        start, end = get("StartDate"), get("EndDate")
+        if start is not None:
+            m["StartDate"] = self._window_bound(start)
+        if end is not None:
+            m["EndDate"] = end = self._window_bound(end)
 
         sender = get("SenderAddress", "")
         recipient = get("RecipientAddress", "")
@@ -151,101 +173,72 @@ class Normalizer:
         if sender == "<>":
             sender = ""
         size = get("Size")
-        if size is not None and size.__class__ is not int:
+        if size is not None and (size.__class__ is not int or not _INT64_MIN <= size <= _INT64_MAX):
             size = _int(size)
+        parts = self._parts
+        src = parts.address(sender) if sender else None
+        dst = parts.address(recipient) if recipient else None
+        src_ip = parts.ip(from_ip) if from_ip else None
+        dst_ip = parts.ip(to_ip) if to_ip else None
 
-        email: dict[str, Any] = {
-            "attachments": {"file": {"size": size}},
-            "delivery_timestamp": m["Received"],
-            "from": {"address": [sender]},
-            "local_id": trace_id,
-            "message_id": message_id,
-            "subject": subject,
-            "to": {"address": [recipient]},
-        }
-        if size is None:
-            del email["attachments"]
-        if not sender:
-            del email["from"]
-        if not trace_id:
-            del email["local_id"]
-        if not message_id:
-            del email["message_id"]
-        if not subject:
-            del email["subject"]
-        if not recipient:
-            del email["to"]
-        doc: dict[str, Any] = {"@timestamp": timestamp, "ecs": _ECS, "event": event, "email": email}
-
-        src = self._address(sender) if sender else None
-        dst = self._address(recipient) if recipient else None
-        if src is not None or from_ip:
-            source = dict(src[1]) if src is not None else {}
-            if from_ip:
-                self._ip(source, from_ip)
-            doc["source"] = source
-        if dst is not None or to_ip:
-            destination = dict(dst[1]) if dst is not None else {}
-            if to_ip:
-                self._ip(destination, to_ip)
-            doc["destination"] = destination
-
-        direction = None
-        if self._local:
-            direction = _DIRECTIONS[(src is not None and src[2], dst is not None and dst[2])]
-            email["direction"] = direction
-
-        users = [recipient, sender, dst[0] if dst else "", src[0] if src else ""]
-        if not (users[0] and users[1] and users[2] and users[3]) or len(set(users)) < 4:
-            users = _unique(users)
-        related: dict[str, Any] = {"user": users} if users else {}
-        if self._extras and (from_ip or to_ip):
-            related["ip"] = [from_ip] if not to_ip or to_ip == from_ip else [from_ip, to_ip] if from_ip else [to_ip]
-        if related:
-            doc["related"] = related
-        if direction is not None and direction != "external":
-            if direction == "inbound":
-                people = [dst[1]["user"]] if dst else []
-            elif direction == "outbound":
-                people = [src[1]["user"]] if src else []
-            else:
-                people = [p[1]["user"] for p in (dst, src) if p is not None]
-            if len(people) == 1:
-                person = people[0]
-                doc["user"] = {"email": person["email"], "id": person["id"], "name": person["name"]}
-            elif people:
-                doc["user"] = {k: [p[k] for p in people] for k in ("email", "id", "name")}
-
-        trace = m if _CONTAINERS.isdisjoint(map(type, m.values())) else _clean(m)
-        if trace:
-            doc["microsoft"] = {"online_message_trace": trace}
+        # email.*, in Elastic's key order
+        direction, direction_field = _DIRECTIONS[(src is not None and src.local, dst is not None and dst.local)] \
+            if self._local else _NO_DIRECTION
+        attachments = f'"attachments":{{"file":{{"size":{size}}}}},' if size is not None else ""
+        local_id = ',"local_id":' + quote(trace_id) if trace_id else ""
+        q_message_id = ',"message_id":' + quote(message_id) if message_id else ""
+        q_subject = ',"subject":' + quote(subject) if subject else ""
+        email = (f'{{{attachments}"delivery_timestamp":{quote(m["Received"])}{src.from_field if src else ""}'
+                 f'{local_id}{q_message_id}{q_subject}{dst.to_field if dst else ""}{direction_field}}}')
+        source = _side("source", src, src_ip)
+        destination = _side("destination", dst, dst_ip)
+        related = self._related(recipient, sender, dst, src, src_ip, dst_ip, from_ip == to_ip)
+        user = _user(direction, src, dst)
         tenant = self.options.tenant or record.tenant
-        if tenant:
-            doc["organization"] = {"name": tenant}
-        if self.options.preserve_original:
-            event["original"] = record.original
-        if self._tags:
-            doc["tags"] = list(self._tags)
-        fp = fingerprint_values(size, sender, trace_id, message_id, subject, recipient,
-                                status_raw if status_raw.__class__ is str else _text(trace.get("Status")))
-        return Document(
-            doc=doc,
-            key=row_key(trace_id, recipient) if trace_id and recipient else "",
-            fingerprint=fp,
-            status=status,
-            origin=record.origin,
-            line=record.line,
-            observed_at=record.observed_at or _observed_from_window(m),
-        )
+        trace = m if _CONTAINERS.isdisjoint(map(type, m.values())) else _clean(m)
+        microsoft = f',"microsoft":{{"online_message_trace":{_json(trace)}}}' if trace else ""
+        event = f"{event_open},\"original\":{quote(record.original)}}}" if self.options.preserve_original \
+            else event_open + "}"
+        text = (f'{{"@timestamp":"{timestamp}","ecs":{_ECS},"event":{event},"email":{email}{source}{destination}'
+                f'{related}{user}{microsoft}{self._organization(tenant)}{self._tags_field}}}')
+        summary = _new_summary(Summary, (
+            size, sender, trace_id, message_id, subject, recipient,
+            status_raw if status_raw.__class__ is str else _text(trace.get("Status")),
+            timestamp, from_ip, to_ip, direction, tenant,
+            self.options.preserve_original or start is not None or end is not None or "Index" in m))
+        observed = record.observed_at
+        if not observed and end is not None:
+            observed = self._observed.get(end, _UNSET) if end.__class__ is str else _UNSET
+            if observed is _UNSET:
+                observed = _observed_from_window(end)
+                if end.__class__ is str and len(self._observed) < 4096:
+                    self._observed[end] = observed
+        return Document(None, None, None, status, record.origin, record.line, observed, text.encode(), summary,
+                        False)
 
-    def _status(self, raw: Any) -> tuple[str, str, str]:
-        """(canonical status, event.outcome, event.action or "") for a raw status value; cached."""
+    def _window_bound(self, value: Any) -> Any:
+        """StartDate/EndDate as ISO text when they come in another shape; cached (they repeat)."""
+        if value.__class__ is str:
+            found = self._windows.get(value)
+            if found is None:
+                found = value if is_iso(value) else _iso_or_same(value)
+                if len(self._windows) >= 4096:
+                    self._windows.clear()
+                self._windows[value] = found
+            return found
+        return _iso_or_same(value)
+
+    def _status(self, raw: Any) -> tuple[str, str]:
+        """(canonical status, ``event`` object without its closing brace) for a raw status value; cached."""
         cached = self._status_cache.get(raw) if raw.__class__ is str or raw is None else None
         if cached is None:
             status = canonical_status(raw) if raw is not None else ""
             lower = status.lower()
             outcome = "success" if lower == "delivered" else "failure" if lower in _FAILURE_STATUSES else "unknown"
-            cached = (status, outcome, _action(status) if self._extras and status else "")
+            event: dict[str, Any] = {"category": ["email"], "outcome": outcome, "type": ["info"]}
+            if self._extras and status:
+                event["action"] = _action(status)
+            cached = (status, orjson.dumps(event).decode()[:-1])
             if raw.__class__ is str or raw is None:
                 self._status_cache[raw] = cached
         return cached
@@ -254,59 +247,87 @@ class Normalizer:
         """@timestamp for a Received value off the fast path; rewrites non-ISO shapes as ISO in ``m``."""
         try:
             parsed = parse_timestamp(received)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise NormalizeError("date", f"unable to parse date [{received}]: {exc}") from None
         if not (received.__class__ is str and is_iso(received)):
             m["Received"] = format_iso(parsed)
         return format_millis(parsed)
 
-    def _address(self, address: str) -> tuple[str, dict[str, Any], bool]:
-        """(local part, ECS side template, is local) for an address; cached. Templates are shared: never mutate."""
-        cached = self._address_cache.get(address)
-        if cached is None:
-            name, at, domain = address.partition("@")
-            if not at or not domain:
-                raise NormalizeError("grok", f"Provided Grok expressions do not match field value: [{address}]")
-            template: dict[str, Any] = {"domain": domain, **domain_parts(domain),
-                                        "user": {"domain": domain, "email": address, "id": address, "name": name}}
-            cached = (name, template, domain.lower() in self._local)
-            if len(self._address_cache) >= self.options.address_cache_size:
-                self._address_cache.clear()
-            self._address_cache[address] = cached
-        return cached
+    def _related(self, recipient: str, sender: str, dst: AddressParts | None, src: AddressParts | None,
+                 src_ip: IpParts | None, dst_ip: IpParts | None, same_ip: bool) -> str:
+        """``related.user`` (recipient, sender, their local parts; no duplicates) and ``related.ip``."""
+        if dst is not None and src is not None and dst.name and src.name \
+                and len({recipient, sender, dst.name, src.name}) == 4:
+            users = f"[{dst.q_address},{src.q_address},{dst.q_name},{src.q_name}]"
+        else:
+            unique = _unique([recipient, sender, dst.name if dst else "", src.name if src else ""])
+            users = f"[{','.join(map(quote, unique))}]" if unique else ""
+        ips = ""
+        if self._extras:
+            if src_ip is not None:
+                ips = f"[{src_ip.q_ip}]" if dst_ip is None or same_ip else f"[{src_ip.q_ip},{dst_ip.q_ip}]"
+            elif dst_ip is not None:
+                ips = f"[{dst_ip.q_ip}]"
+        if users and ips:
+            return f',"related":{{"user":{users},"ip":{ips}}}'
+        if users:
+            return f',"related":{{"user":{users}}}'
+        return f',"related":{{"ip":{ips}}}' if ips else ""
 
-    def _ip(self, side: dict[str, Any], ip: str) -> None:
-        if not ip:
-            return
-        side["ip"] = ip
-        if self.geo is None:
-            return
-        try:
-            geo, asn = self.geo.lookup(ip)
-        except ValueError:
-            raise NormalizeError("geoip", f"'{ip}' is not an IP string literal.") from None
-        if geo:
-            side["geo"] = geo
-        if asn:
-            side["as"] = asn
+    def _organization(self, record_tenant: str | None) -> str:
+        tenant = self.options.tenant or record_tenant
+        if not tenant:
+            return ""
+        found = self._organizations.get(tenant)
+        if found is None:
+            found = self._organizations[tenant] = f',"organization":{{"name":{quote(tenant)}}}'
+        return found
 
     def _error_document(self, record: RawRecord, message: str) -> Document:
         doc: dict[str, Any] = {
             "ecs": {"version": ECS_VERSION},
-            "event": {"kind": "pipeline_error", "original": record.original},
+            "event": {"kind": "pipeline_error", "original": safe_json_text(record.original)},
             "error": {"message": [message]},
             "tags": _unique([*self._tags, "preserve_original_event"]),
         }
         if isinstance(record.fields, dict):
-            trace = _clean(legacy_fields(record.fields))
+            trace = _clean(safe_json_value(legacy_fields(record.fields)))
             if trace:
                 doc["microsoft"] = {"online_message_trace": trace}
         if self.options.tenant or record.tenant:
             doc["organization"] = {"name": self.options.tenant or record.tenant}
         return Document(
             doc=doc, key="", fingerprint="", status="", origin=record.origin, line=record.line,
-            observed_at=record.observed_at,
+            observed_at=record.observed_at, is_error=True,
         )
+
+
+def _json(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError as exc:  # an integer beyond 64 bits, a lone surrogate
+        raise NormalizeError("json", str(exc)) from None
+
+
+def _side(name: str, address: AddressParts | None, ip: IpParts | None) -> str:
+    """``,"source":{...}`` / ``,"destination":{...}``: the address parts, then the IP and its GeoIP data."""
+    if address is None:
+        return f',"{name}":{{{ip.side}}}' if ip is not None else ""
+    return f',"{name}":{address.side},{ip.side}}}' if ip is not None else f',"{name}":{address.side}}}'
+
+
+def _user(direction: str | None, src: AddressParts | None, dst: AddressParts | None) -> str:
+    """Top-level ``user``: the recipient for inbound mail, the sender for outbound, both for internal."""
+    if direction == "inbound":
+        return f',"user":{dst.user}' if dst else ""
+    if direction == "outbound":
+        return f',"user":{src.user}' if src else ""
+    if direction != "internal" or (dst is None and src is None):
+        return ""
+    if dst is None or src is None:
+        return f',"user":{(dst or src).user}'  # type: ignore[union-attr]
+    return (f',"user":{{"email":[{dst.q_address},{src.q_address}],"id":[{dst.q_address},{src.q_address}],'
+            f'"name":[{dst.q_name},{src.q_name}]}}')
 
 
 _ACTIONS: dict[str, str] = {}
@@ -328,14 +349,19 @@ def _text(value: Any) -> str:
 
 
 def _int(value: Any) -> int:
+    """Size as an Elasticsearch ``long``, or NormalizeError as Elastic's convert processor would fail."""
     if isinstance(value, bool):
         raise NormalizeError("convert", f"field [Size] is not a number: {value!r}")
     if isinstance(value, int):
-        return value
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise NormalizeError("convert", f"field [Size] is not a number: {value!r}") from None
+        number = value
+    else:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise NormalizeError("convert", f"field [Size] is not a number: {value!r}") from None
+    if not _INT64_MIN <= number <= _INT64_MAX:
+        raise NormalizeError("convert", f"field [Size] is out of range for a long: {value!r}")
+    return number
 
 
 def _unique(values: list[Any]) -> list[Any]:
@@ -371,12 +397,19 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _observed_from_window(m: dict[str, Any]) -> str | None:
+def _iso_or_same(value: Any) -> Any:
+    """A query bound rewritten as ISO 8601 UTC, or as it was when it is no timestamp (it is informational)."""
+    try:
+        return iso_text(value) if value.__class__ is str else format_iso(parse_timestamp(value))
+    except (ValueError, OverflowError):
+        return value
+
+
+def _observed_from_window(end: Any) -> str | None:
     """For exports, the query window's end is the best available observation time."""
-    end = m.get("EndDate")
     if isinstance(end, str) and end:
         try:
             return iso_text(end)
-        except ValueError:
+        except (ValueError, OverflowError):
             return None
     return None

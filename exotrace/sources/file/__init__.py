@@ -62,12 +62,9 @@ def read_file(path: PathLike, format: str | None = None,
     except UnreadableFile as exc:
         yield Reject(origin, 0, str(exc))
         return
-    produced = 0
     with src:
         try:
-            for item in _dispatch(src, origin, fmt):
-                produced += 1
-                yield item
+            yield from _dispatch(src, origin, fmt)
         except UnicodeDecodeError as exc:
             yield Reject(origin, src.lineno + 1, f"cannot decode text as {src.encoding}: {exc.reason}; "
                          "the rest of the file was not read")
@@ -77,7 +74,7 @@ def read_file(path: PathLike, format: str | None = None,
             if type(exc).__module__ not in ("zlib", "gzip"):
                 raise
             yield Reject(origin, src.lineno + 1, f"corrupt compressed data: {exc}; the rest was not read")
-    log.debug("read %s: %d items (%s)", origin, produced, src.encoding)
+    log.debug("read %s (%s, %d lines)", origin, src.encoding, src.lineno)
 
 
 def _dispatch(src: TextSource, origin: str, fmt: str) -> Iterator[Item]:

@@ -13,6 +13,7 @@ import io
 import os
 import re
 from collections.abc import Callable, Iterator
+from itertools import chain
 from pathlib import Path
 
 __all__ = [
@@ -141,12 +142,9 @@ class TextSource:
         """Yield ``(line_number, line)`` with the line terminator kept."""
         self._head_used = True
         pending, self._head = self._head, []
-        for line in pending:
-            self.lineno += 1
-            yield self.lineno, line
-        for line in self._text:
-            self.lineno += 1
-            yield self.lineno, line
+        for n, line in enumerate(chain(pending, self._text), self.lineno + 1):
+            self.lineno = n
+            yield n, line
 
     def lines(self) -> Iterator[tuple[int, str]]:
         """Yield ``(line_number, line)`` without the line terminator."""

@@ -145,6 +145,7 @@ def _type_name(value: Any) -> str:
 def read_ndjson(src: TextSource, origin: str, shape: str | None = None) -> Iterator[Item]:
     """One JSON value per line, streamed; a bad line is rejected and reading goes on."""
     loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
     for n, raw in src.raw_lines():
         line = raw.rstrip("\r\n")  # one terminator at most: a bare \r ends a line too
         if not line or line.isspace():
@@ -152,14 +153,18 @@ def read_ndjson(src: TextSource, origin: str, shape: str | None = None) -> Itera
         text = line[1:] if n == 1 and line.startswith("\ufeff") else line
         try:
             value = loads(text)
-        except orjson.JSONDecodeError as exc:
+        except decode_error as exc:
             if undecodable(text):  # orjson refuses the lone surrogates surrogateescape produces
                 yield Reject(origin, n, f"bytes that are not valid {src.encoding} text", raw=safe_text(line))
             else:
                 yield Reject(origin, n, f"invalid JSON: {_short(exc)}", raw=line)
             continue
-        if type(value) is dict and "value" not in value and "d" not in value:  # the common case, inlined
-            yield _record(value, origin, n, line, shape or record_shape(value, "powershell"))
+        # The common case, inlined: one record per line. orjson accepted the text, so it holds no
+        # undecodable bytes; without "DisplayHint"/"__metadata" in it there is nothing to unwrap.
+        if type(value) is dict and "value" not in value and "d" not in value and not _TRACE_KEYS.isdisjoint(value) \
+                and "DisplayHint" not in line and "__metadata" not in line:
+            yield RawRecord(value, line, origin, n, shape or ("powershell" if _GRAPH_ONLY.isdisjoint(value)
+                                                               else "graph"))
         else:
             yield from items_from_value(value, origin=origin, line=n, original=line, shape=shape)
 

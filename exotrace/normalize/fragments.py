@@ -1,0 +1,132 @@
+"""Cached JSON text for the parts of a document that repeat: addresses, domains, IPs, statuses.
+
+The normalizer writes each document as JSON text assembled from these fragments (see :mod:`.ecs`), so
+the public-suffix, GeoIP and escaping work for an address or an IP is done once, not once per row.
+Fragments are ``str`` holding compact JSON exactly as ``orjson.dumps`` writes it: the same key order,
+the same escapes (:func:`quote` is the standard library's C string encoder, which escapes the same
+characters as orjson and leaves other Unicode as it is).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from json.encoder import encode_basestring as quote  # type: ignore[attr-defined]
+from typing import Any
+
+import orjson
+
+from exotrace.normalize.domains import domain_parts
+from exotrace.normalize.geo import GeoEnricher
+
+__all__ = ["AddressParts", "FragmentCache", "IpParts", "quote"]
+
+
+class FragmentError(ValueError):
+    """A value the normalizer cannot use; ``processor`` and ``message`` follow Elastic's wording."""
+
+    def __init__(self, processor: str, message: str) -> None:
+        super().__init__(message)
+        self.processor = processor
+        self.message = message
+
+
+class AddressParts:
+    """JSON fragments for one e-mail address, as sender or recipient."""
+
+    __slots__ = ("address", "name", "local", "q_address", "q_name", "side", "from_field", "to_field", "user")
+
+    def __init__(self, address: str, name: str, domain_prefix: str, local: bool) -> None:
+        self.address = address
+        self.name = name
+        self.local = local
+        self.q_address = quote(address)
+        self.q_name = quote(name)
+        person = f'"email":{self.q_address},"id":{self.q_address},"name":{self.q_name}'
+        #: ``source``/``destination`` object without its closing brace (the IP part may follow).
+        self.side = f"{domain_prefix}{person}}}"
+        self.from_field = f',"from":{{"address":[{self.q_address}]}}'
+        self.to_field = f',"to":{{"address":[{self.q_address}]}}'
+        #: The top-level ``user`` object for this address.
+        self.user = f"{{{person}}}"
+
+
+class IpParts:
+    """JSON fragments for one IP: the quoted IP and ``"ip":..,"geo":{..},"as":{..}`` for a side object."""
+
+    __slots__ = ("q_ip", "side")
+
+    def __init__(self, q_ip: str, side: str) -> None:
+        self.q_ip = q_ip
+        self.side = side
+
+
+class FragmentCache:
+    """Bounded caches of :class:`AddressParts` and :class:`IpParts` (each empties when full)."""
+
+    def __init__(self, local_domains: frozenset[str], geo: GeoEnricher | None, size: int = 200_000) -> None:
+        self._local = local_domains
+        self._geo = geo
+        self._size = size
+        self.addresses: dict[str, AddressParts] = {}
+        self._domains: dict[str, tuple[str, bool]] = {}
+        self._ips: dict[str, IpParts] = {}
+
+    def address(self, address: str) -> AddressParts:
+        """Fragments for ``address``; raises :class:`FragmentError` when it has no ``@domain``."""
+        parts = self.addresses.get(address)
+        if parts is None:
+            name, at, domain = address.partition("@")
+            if not at or not domain:
+                raise FragmentError("grok", f"Provided Grok expressions do not match field value: [{address}]")
+            prefix, local = self._domain(domain)
+            parts = AddressParts(address, name, prefix, local)
+            if len(self.addresses) >= self._size:
+                self.addresses.clear()
+            self.addresses[address] = parts
+        return parts
+
+    def _domain(self, domain: str) -> tuple[str, bool]:
+        """(side object up to the user's e-mail, is local) for a domain."""
+        found = self._domains.get(domain)
+        if found is None:
+            q_domain = quote(domain)
+            suffix = _members(domain_parts(domain))
+            found = (f'{{"domain":{q_domain}{suffix},"user":{{"domain":{q_domain},', domain.lower() in self._local)
+            if len(self._domains) >= self._size:
+                self._domains.clear()
+            self._domains[domain] = found
+        return found
+
+    def ip(self, ip: str) -> IpParts:
+        """Fragments for ``ip`` with GeoIP/ASN data; raises :class:`FragmentError` for an invalid IP."""
+        parts = self._ips.get(ip)
+        if parts is None:
+            q_ip = quote(ip)
+            side = f'"ip":{q_ip}'
+            try:
+                if self._geo is None:
+                    ipaddress.ip_address(ip)
+                    geo = asn = None
+                else:
+                    geo, asn = self._geo.lookup(ip)
+            except (ValueError, TypeError):  # maxminddb raises TypeError for an embedded NUL
+                raise FragmentError("geoip", f"'{ip}' is not an IP string literal.") from None
+            if geo:
+                side += ',"geo":' + orjson.dumps(geo).decode()
+            if asn:
+                side += ',"as":' + orjson.dumps(asn).decode()
+            parts = IpParts(q_ip, side)
+            if len(self._ips) >= self._size:
+                self._ips.clear()
+            self._ips[ip] = parts
+        return parts
+
+    def clear(self) -> None:
+        self.addresses.clear()
+        self._domains.clear()
+        self._ips.clear()
+
+
+def _members(obj: dict[str, Any]) -> str:
+    """``{"a":1,"b":2}`` -> ``,"a":1,"b":2`` (the members of a JSON object, to splice into another)."""
+    return "," + orjson.dumps(obj).decode()[1:-1] if obj else ""
