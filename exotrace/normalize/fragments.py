@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from json.encoder import encode_basestring as quote  # type: ignore[attr-defined]
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -30,34 +30,29 @@ class FragmentError(ValueError):
         self.message = message
 
 
-class AddressParts:
+class AddressParts(NamedTuple):
     """JSON fragments for one e-mail address, as sender or recipient."""
 
-    __slots__ = ("address", "name", "local", "q_address", "q_name", "side", "from_field", "to_field", "user")
-
-    def __init__(self, address: str, name: str, domain_prefix: str, local: bool) -> None:
-        self.address = address
-        self.name = name
-        self.local = local
-        self.q_address = quote(address)
-        self.q_name = quote(name)
-        person = f'"email":{self.q_address},"id":{self.q_address},"name":{self.q_name}'
-        #: ``source``/``destination`` object without its closing brace (the IP part may follow).
-        self.side = f"{domain_prefix}{person}}}"
-        self.from_field = f',"from":{{"address":[{self.q_address}]}}'
-        self.to_field = f',"to":{{"address":[{self.q_address}]}}'
-        #: The top-level ``user`` object for this address.
-        self.user = f"{{{person}}}"
+    name: str
+    local: bool
+    q_address: str
+    q_name: str
+    #: ``source``/``destination`` object without its closing brace (the IP part may follow).
+    side: str
+    from_field: str
+    to_field: str
+    #: The top-level ``user`` object for this address.
+    user: str
 
 
-class IpParts:
+class IpParts(NamedTuple):
     """JSON fragments for one IP: the quoted IP and ``"ip":..,"geo":{..},"as":{..}`` for a side object."""
 
-    __slots__ = ("q_ip", "side")
+    q_ip: str
+    side: str
 
-    def __init__(self, q_ip: str, side: str) -> None:
-        self.q_ip = q_ip
-        self.side = side
+
+_new = tuple.__new__  # NamedTuples built without their Python-level __new__ (cache misses are frequent)
 
 
 class FragmentCache:
@@ -79,7 +74,11 @@ class FragmentCache:
             if not at or not domain:
                 raise FragmentError("grok", f"Provided Grok expressions do not match field value: [{address}]")
             prefix, local = self._domain(domain)
-            parts = AddressParts(address, name, prefix, local)
+            q_address, q_name = quote(address), quote(name)
+            person = f'"email":{q_address},"id":{q_address},"name":{q_name}'
+            parts = _new(AddressParts, (
+                name, local, q_address, q_name, f"{prefix}{person}}}", f',"from":{{"address":[{q_address}]}}',
+                f',"to":{{"address":[{q_address}]}}', f"{{{person}}}"))
             if len(self.addresses) >= self._size:
                 self.addresses.clear()
             self.addresses[address] = parts
@@ -108,14 +107,14 @@ class FragmentCache:
                     ipaddress.ip_address(ip)
                     geo = asn = None
                 else:
-                    geo, asn = self._geo.lookup(ip)
+                    geo, asn = self._geo.lookup_uncached(ip)
             except (ValueError, TypeError):  # maxminddb raises TypeError for an embedded NUL
                 raise FragmentError("geoip", f"'{ip}' is not an IP string literal.") from None
             if geo:
                 side += ',"geo":' + orjson.dumps(geo).decode()
             if asn:
                 side += ',"as":' + orjson.dumps(asn).decode()
-            parts = IpParts(q_ip, side)
+            parts = _new(IpParts, (q_ip, side))
             if len(self._ips) >= self._size:
                 self._ips.clear()
             self._ips[ip] = parts

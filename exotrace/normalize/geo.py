@@ -43,7 +43,8 @@ class GeoEnricher:
     def __init__(self, city_db: Path | None, asn_db: Path | None, cache_size: int = 65536) -> None:
         self._city = maxminddb.open_database(str(city_db)) if city_db else None
         self._asn = maxminddb.open_database(str(asn_db)) if asn_db else None
-        self.lookup = lru_cache(maxsize=cache_size)(self._lookup)
+        #: (geo, as) for one IP, cached; :meth:`lookup_uncached` for callers with a cache of their own.
+        self.lookup = lru_cache(maxsize=cache_size)(self.lookup_uncached)
 
     @classmethod
     def from_dir(cls, geoip_dir: str | os.PathLike[str] | None, *, warn: bool = True) -> GeoEnricher:
@@ -60,7 +61,7 @@ class GeoEnricher:
     def enabled(self) -> bool:
         return self._city is not None or self._asn is not None
 
-    def _lookup(self, ip: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def lookup_uncached(self, ip: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """(geo, as) ECS objects for one IP; raises ValueError for a malformed IP."""
         geo = _city_fields(self._city.get(ip)) if self._city else None
         asn = _asn_fields(self._asn.get(ip)) if self._asn else None
