@@ -175,6 +175,7 @@ class HttpFake:
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._open: set[asyncio.StreamWriter] = set()  # connections being served
 
     @property
     def url(self) -> str:
@@ -206,14 +207,16 @@ class HttpFake:
                                                   limit=32 * 1024 * 1024)  # big bodies in few reads
 
     def stop(self) -> None:
-        """Close the listener (clients then get 'connection refused'); ``restart()`` listens again."""
+        """Go down: close the listener (clients then get 'connection refused') and abort the open
+        (keep-alive) connections; ``restart()`` listens again."""
         if self._loop is None:
             return
 
         async def _close() -> None:
             assert self._server is not None
             self._server.close()
-            self._server.close_clients() if hasattr(self._server, "close_clients") else None
+            for writer in list(self._open):  # Python 3.11's Server.close() leaves them open
+                writer.transport.abort()
 
         asyncio.run_coroutine_threadsafe(_close(), self._loop).result(10)
 
@@ -244,6 +247,7 @@ class HttpFake:
         self.shutdown()
 
     async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open.add(writer)
         try:
             while True:
                 line = await reader.readline()
@@ -300,6 +304,8 @@ class HttpFake:
             return
         except asyncio.CancelledError:  # shutdown: end quietly (Python 3.11's stream callback would log it)
             writer.transport.abort()
+        finally:
+            self._open.discard(writer)
 
     def _write(self, writer: asyncio.StreamWriter, resp: Response) -> None:
         head = [f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Status')}",
