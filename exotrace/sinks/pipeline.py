@@ -49,7 +49,6 @@ from exotrace.sinks.config import SinkConfig, load_sinks
 
 __all__ = [
     "METRIC_NAMES",
-    "check_sinks",
     "SinkPipeline",
     "SyncRunResult",
     "SyncSinkPipeline",
@@ -695,25 +694,6 @@ def _serializable(doc: dict[str, Any]) -> bool:
     except TypeError:
         return False
     return True
-
-
-async def check_sinks(configs: Sequence[SinkConfig]) -> dict[str, str]:
-    """Start each sink and run its healthcheck (no data sent): name -> "" when fine, else the reason.
-
-    For ``exotrace doctor``."""
-    out: dict[str, str] = {}
-    for cfg in configs:
-        sink = build_sink(cfg)
-        try:
-            await sink.start()
-            await sink.healthcheck()
-            out[cfg.name] = ""
-        except Exception as exc:  # report every failure as text; doctor explains it
-            out[cfg.name] = f"{type(exc).__name__}: {exc}"
-        finally:
-            with contextlib.suppress(Exception):
-                await sink.close()
-    return out
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -224,8 +224,12 @@ class SyslogSink(Sink):
             raise TransientError(f"{self.where}: {err}")
         return result
 
-    async def healthcheck(self) -> None:
+    async def healthcheck(self) -> str:
+        if self.config.protocol == "udp":
+            return "UDP cannot be checked (nothing answers a datagram)"
         await self._connect()
+        return "connected" + (" (server certificate verified)" if self._ssl is not None and self.config.verify_certs
+                              else "")
 
     async def close(self) -> None:
         """Confirm the server read what was written (see :meth:`_Connection.finish`); if the connection
