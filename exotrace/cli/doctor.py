@@ -137,6 +137,16 @@ async def check_tenant(t: TenantConfig, clock: Any) -> TenantChecks:
     return out
 
 
+async def check_sinks_section(tables: tuple[dict[str, Any], ...]) -> TenantChecks:
+    """The ``[[sink]]`` tables: each sink reachable and authenticated (see exotrace.sinks.health)."""
+    from exotrace.sinks import check_sink_health, load_sinks
+
+    out = TenantChecks("sinks")
+    for h in await check_sink_health(load_sinks(list(tables))):
+        out.add(f"sink {h.name}", h.ok, h.detail, h.fix, kind=h.kind)
+    return out
+
+
 @click.command(name="doctor")
 @click.option("--config", "-c", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Configuration file (TOML).")
@@ -148,8 +158,10 @@ def doctor(config_path: str, tenant_names: tuple[str, ...]) -> None:
     For each tenant: acquires a token and decodes its claims (tid, roles, aud, exp), checks the
     permission (ExchangeMessageTrace.Read.All or ReportingWebService.Read.All), makes one list request
     (Graph: the Transport Data Platform service principal; RWS: the directory role), and compares the
-    service's clock with this machine's. Each failure prints the exact fix. Exit codes: 0 all good,
-    2 configuration error, 3 credential or permission problem, 4 an endpoint cannot be reached.
+    service's clock with this machine's. Then each [[sink]]: reachable, credentials accepted (and, for
+    Elasticsearch, the index privileges), without sending data. Each failure prints the exact fix.
+    Exit codes: 0 all good, 2 configuration error, 3 credential or permission problem, 4 an endpoint
+    cannot be reached.
 
     \b
     Example:
@@ -165,6 +177,8 @@ def doctor(config_path: str, tenant_names: tuple[str, ...]) -> None:
         return list(await asyncio.gather(*(check_tenant(t, clock) for t in tenants)))
 
     results = asyncio.run(run_all())
+    if cfg.sinks:
+        results.append(asyncio.run(check_sinks_section(cfg.sinks)))
     code = 0
     for res in results:
         err_console.print(f"[bold]{res.tenant}[/]")

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from exotrace.sinks.base import Record, SendResult, Sink
 from exotrace.sinks.config import SINK_TYPES, Secret, SinkConfig, example_config, load_sinks
+from exotrace.sinks.health import SinkHealth, check_sink_health, check_sinks
 from exotrace.sinks.pipeline import (
     METRIC_NAMES,
     SinkPipeline,
     SyncRunResult,
     SyncSinkPipeline,
     build_sink,
-    check_sinks,
     read_metrics,
     run_sync,
 )
@@ -35,10 +35,12 @@ __all__ = [
     "SendResult",
     "Sink",
     "SinkConfig",
+    "SinkHealth",
     "SinkPipeline",
     "SyncRunResult",
     "SyncSinkPipeline",
     "build_sink",
+    "check_sink_health",
     "check_sinks",
     "example_config",
     "load_sinks",

@@ -33,9 +33,10 @@ stays small and the delivery guarantees are written once.
   ``send`` may be retried with a subset of a previous batch: make it idempotent where the destination
   allows it (Elasticsearch ``_id``).
 * **Lifecycle.** ``start()`` opens clients (it must not fail because the destination is down: the first
-  ``send`` reports that). ``healthcheck()`` sends nothing but proves reachability and credentials, for
-  ``exotrace doctor``. ``close()`` releases clients; the pipeline calls it once, after the last ``send``.
-  Sinks are async context managers.
+  ``send`` reports that). ``healthcheck()`` sends no document but proves reachability and credentials
+  (and privileges where the destination tells them without data), for ``exotrace doctor``: it returns
+  a short description of what it proved, or raises what a ``send`` would. ``close()`` releases
+  clients; the pipeline calls it once, after the last ``send``. Sinks are async context managers.
 
 Sinks never log secrets (tokens, passwords, API keys); reasons and errors name the URL and status only.
 """
@@ -114,9 +115,9 @@ class Sink(abc.ABC):
     async def send(self, records: Sequence[Record]) -> SendResult:
         """Deliver ``records``; return per-record outcomes or raise for the whole request."""
 
-    async def healthcheck(self) -> None:
-        """Prove reachability and credentials without sending data; raise an exotrace error if not."""
-        return None
+    async def healthcheck(self) -> str:
+        """Prove reachability and credentials without sending data; say what was proved, or raise."""
+        return "nothing to check"
 
     async def close(self) -> None:
         """Release clients and files."""

@@ -296,6 +296,9 @@ ca_certs = "/etc/ssl/certs/syslog-ca.pem"
     hostname: str | None = _f(None, doc="HOSTNAME field (default: this machine's name).")
     max_message_bytes: int = _f(65_000, doc="Longer messages are dead-lettered (UDP datagrams cannot exceed ~64 KiB).")
     timeout: float = _f(30.0, doc="Connect/write timeout in seconds.")
+    resend_window: float = _f(5.0, doc="TCP/TLS: when a connection breaks, messages written on it in the last "
+                              "this many seconds are sent again on the next one (duplicates rather than "
+                              "loss; at most 16 MiB are kept). 0 disables.")
 
 
 @dataclass(frozen=True, kw_only=True)

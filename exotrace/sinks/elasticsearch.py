@@ -16,6 +16,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from exotrace.errors import AuthError, ConfigError, SinkError, ThrottledError, TransientError
 from exotrace.net.retry import parse_retry_after
 from exotrace.sinks._bulk import FILTER_PATH, build_body, parse_items, target
@@ -23,7 +25,7 @@ from exotrace.sinks._common import quiet_client_loggers
 from exotrace.sinks.base import Record, SendResult, Sink
 from exotrace.sinks.config import ElasticsearchSinkConfig
 
-__all__ = ["ElasticsearchSink"]
+__all__ = ["ElasticsearchSink", "http_status", "map_error"]
 
 
 class ElasticsearchSink(Sink):
@@ -37,6 +39,8 @@ class ElasticsearchSink(Sink):
         v = config.compatibility
         self._headers = {"accept": f"application/vnd.elasticsearch+json; compatible-with={v}",
                          "content-type": f"application/vnd.elasticsearch+x-ndjson; compatible-with={v}"}
+        self._json_headers = {"accept": self._headers["accept"],
+                              "content-type": f"application/vnd.elasticsearch+json; compatible-with={v}"}
         self._params = {"filter_path": FILTER_PATH}
         if config.pipeline:
             self._params["pipeline"] = config.pipeline
@@ -79,17 +83,40 @@ class ElasticsearchSink(Sink):
             raise map_error(exc, self.target, bulk=True) from exc
         return parse_items(resp.body, len(records), self.config.mode)
 
-    async def healthcheck(self) -> None:
+    async def healthcheck(self) -> str:
+        """Credentials and the privileges writing needs, through the has-privileges API (any authenticated
+        user may call it; ``GET /`` would need the ``monitor`` cluster privilege, which writing does not)."""
+        privileges = PRIVILEGES[self.config.mode]
+        body = orjson.dumps({"index": [{"names": [self.target], "privileges": privileges}]})
+        path = "/_security/user/_has_privileges"
         try:
-            await asyncio.to_thread(self._client.info)
+            resp = await asyncio.to_thread(self._client.perform_request, "POST", path,
+                                           headers=self._json_headers, body=body)
         except Exception as exc:
-            raise map_error(exc, "/") from exc
+            status = http_status(exc)
+            if status is None or status in (401, 403):
+                raise map_error(exc, path) from exc
+            try:  # security off, or an API this server lacks: at least prove the cluster answers
+                await asyncio.to_thread(self._client.perform_request, "GET", "/", headers=self._json_headers)
+            except Exception as exc2:
+                raise map_error(exc2, "/") from exc2
+            return f"the cluster answers; privileges not checked ({path}: HTTP {status})"
+        data = resp.body if isinstance(resp.body, dict) else {}
+        granted = (data.get("index") or {}).get(self.target) or {}
+        missing = [p for p in privileges if granted.get(p) is not True]
+        who = data.get("username") or "these credentials"
+        if missing:
+            raise AuthError(f"{path}: {who} lacks {', '.join(missing)} on {self.target}")
+        return f"authenticated as {who}; {', '.join(privileges)} on {self.target}: granted"
 
     async def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
 
+
+#: Index privileges each mode needs on its target (what docs/sinks.md tells users to grant).
+PRIVILEGES = {"data_stream": ["create_doc", "auto_configure"], "index": ["index", "create_index"]}
 
 #: What a bulk response with ``"errors":false`` in its first bytes is decoded to (all items succeeded).
 NO_ERRORS: dict[str, Any] = {"errors": False}
@@ -118,7 +145,7 @@ def map_error(exc: Exception, where: str, *, bulk: bool = False) -> Exception:
 
     For a bulk request, a whole-request 400 means bad parameters (an unknown pipeline, a bad target), not
     bad documents (those fail per item): the data is kept. A 413 (body too large) splits the batch."""
-    status = _status(exc)
+    status = http_status(exc)
     name = type(exc).__name__
     if status is None:
         if name in ("UnsupportedProductError",):
@@ -137,7 +164,8 @@ def map_error(exc: Exception, where: str, *, bulk: bool = False) -> Exception:
     return ConfigError(msg)
 
 
-def _status(exc: Exception) -> int | None:
+def http_status(exc: Exception) -> int | None:
+    """The HTTP status of an elasticsearch / opensearch client error (None: no response)."""
     meta = getattr(exc, "meta", None)
     status = getattr(meta, "status", None)
     if isinstance(status, int):

@@ -101,6 +101,12 @@ class FileSink(Sink):
         if self.config.gzip:
             await asyncio.to_thread(_compress, target)
 
+    async def healthcheck(self) -> str:
+        target = self.path if self.path.exists() else self.path.parent
+        if not os.access(target, os.W_OK):
+            raise ConfigError(f"file sink {self.name}: {target} is not writable by this user", key="path")
+        return f"{target} is writable"
+
     async def close(self) -> None:
         if self._fh is not None:
             self._fh.close()

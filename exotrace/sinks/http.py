@@ -66,6 +66,18 @@ class HttpSink(Sink):
             raise transport_error(exc, self.url) from exc
         check_response(resp, self.url)
 
+    async def healthcheck(self) -> str:
+        """A GET of the URL with the configured headers: any answer but 401/403 proves reachability."""
+        assert self._client is not None, "start() first"
+        try:
+            resp = await self._client.get(self.url)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self.url) from exc
+        if resp.status_code in (401, 403):
+            check_response(resp, self.url)
+        return (f"the endpoint answers (HTTP {resp.status_code} to GET); the "
+                f"{'intake key' if self.config.preset == 'sekoia' else 'request'} is checked by the first POST")
+
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()

@@ -18,7 +18,7 @@ from exotrace.sinks._bulk import FILTER_PATH, build_body, parse_items, target
 from exotrace.sinks._common import quiet_client_loggers
 from exotrace.sinks.base import Record, SendResult, Sink
 from exotrace.sinks.config import OpenSearchSinkConfig
-from exotrace.sinks.elasticsearch import NO_ERRORS, map_error
+from exotrace.sinks.elasticsearch import NO_ERRORS, http_status, map_error
 
 __all__ = ["OpenSearchSink"]
 
@@ -52,8 +52,8 @@ class OpenSearchSink(Sink):
             kw["ssl_show_warn"] = False
         if c.username:
             kw["http_auth"] = (c.username, c.password.get() if c.password else "")
-        if c.api_key:
-            self._headers["authorization"] = f"ApiKey {c.api_key.get()}"
+        if c.api_key:  # on every request, the healthcheck's too
+            kw["headers"] = {"authorization": f"ApiKey {c.api_key.get()}"}
         try:
             self._client = OpenSearch(**kw)
         except (ValueError, TypeError) as exc:
@@ -71,11 +71,17 @@ class OpenSearchSink(Sink):
             raise map_error(exc, self.target, bulk=True) from exc
         return parse_items(resp, len(records), self.config.mode)
 
-    async def healthcheck(self) -> None:
+    async def healthcheck(self) -> str:
+        """``GET /``; a 403 still proves the credentials (OpenSearch has no has-privileges API, and
+        writing does not need the ``cluster:monitor/main`` permission that ``GET /`` wants)."""
         try:
-            await asyncio.to_thread(self._client.info)
+            info = await asyncio.to_thread(self._client.info)
         except Exception as exc:
+            if http_status(exc) == 403:
+                return "authenticated (the user may not read cluster information; writing does not need it)"
             raise map_error(exc, "/") from exc
+        version = info.get("version", {}).get("number", "?") if isinstance(info, dict) else "?"
+        return f"OpenSearch {version} answers; credentials accepted"
 
     async def close(self) -> None:
         if self._client is not None:

@@ -49,7 +49,6 @@ from exotrace.sinks.config import SinkConfig, load_sinks
 
 __all__ = [
     "METRIC_NAMES",
-    "check_sinks",
     "SinkPipeline",
     "SyncRunResult",
     "SyncSinkPipeline",
@@ -127,9 +126,11 @@ class _Worker:
         self.down = False
         self.flushing = 0
         self.closing = False
+        self.stopping = False  # close() gave up draining: take no new batch, retry nothing
         self.wake = asyncio.Event()
         self.space = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.sends: set[asyncio.Task[None]] = set()  # one per batch in flight
         self.last_error = ""
 
     # -- state queries -----------------------------------------------------------------------------
@@ -195,7 +196,7 @@ class _Worker:
     async def run(self) -> None:
         """Take batches and deliver up to ``concurrency`` of them at once; commit spool reads in order."""
         slots = asyncio.Semaphore(max(1, self.cfg.concurrency))
-        tasks: set[asyncio.Task[None]] = set()
+        tasks = self.sends
         try:
             while True:
                 await slots.acquire()
@@ -219,7 +220,8 @@ class _Worker:
 
     async def _run_batch(self, batch: _Batch, slots: asyncio.Semaphore) -> None:
         try:
-            await self._deliver(batch.records)
+            if not await self._deliver(batch.records):
+                return  # stopping: what is left of the batch goes to the spool (persist)
             batch.done = True
             while self.batches and self.batches[0].done:
                 done = self.batches.popleft()
@@ -234,6 +236,8 @@ class _Worker:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
         while True:
+            if self.stopping:
+                return None, False
             if self.memory or self.spool.has_unread():
                 if (not self.spool.has_unread() and not self.flushing and not self.closing
                         and cfg.batch_timeout > 0 and len(self.memory) < cfg.batch_max_events
@@ -246,7 +250,8 @@ class _Worker:
                             break
                         self.wake.clear()
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self.wake.wait(), remaining)
+                            async with asyncio.timeout(remaining):
+                                await self.wake.wait()
                 return self._take()
             if self.closing:
                 return None, False
@@ -268,12 +273,19 @@ class _Worker:
             return out, False
         return self.spool.read(cfg.batch_max_events, cfg.batch_max_bytes), True
 
-    async def _deliver(self, batch: list[Record]) -> None:
+    async def _deliver(self, batch: list[Record]) -> bool:
+        """Send ``batch`` until every record is delivered or dead-lettered (True), retrying failures.
+
+        Returns False, with the unresolved records still in ``inflight_undone``, once the worker is
+        stopping: no attempt or retry starts then. That check does not rely on cancellation, which
+        Python 3.11's ``asyncio.wait_for`` can swallow when the awaited operation fails at the same time."""
         parts: list[list[Record]] = [batch]
         backoff = Backoff(base=self.cfg.retry_initial, cap=self.cfg.retry_max)
         while parts:
             part = parts.pop(0)
             while part:
+                if self.stopping:
+                    return False
                 try:
                     result = await self.sink.send(part)
                 except SinkError as exc:
@@ -318,8 +330,11 @@ class _Worker:
                         continue
                     delay = backoff.next(result.retry_after)
                     self._failing(part, f"{len(part)} documents to retry", delay)
+                if self.stopping:
+                    return False
                 self.counters["retried"] += len(part)
                 await self.clock.sleep(delay)
+        return True
 
     def _failing(self, part: list[Record], reason: str, delay: float, level: int = logging.WARNING) -> None:
         self.counters["failed"] += len(part)
@@ -343,6 +358,22 @@ class _Worker:
             fh.write(line)
 
     # -- shutdown ----------------------------------------------------------------------------------
+
+    async def stop(self, deadline: float) -> bool:
+        """End the delivery loop: no new batch, no retry; cancel what is in flight, again and again (a
+        cancellation can be lost, see :meth:`_deliver`) until it ended or the loop time ``deadline``.
+        False if something still runs then: :meth:`persist` spools its records anyway."""
+        self.stopping = True
+        self.wake.set()
+        loop = asyncio.get_running_loop()
+        while True:
+            running = [t for t in (self.task, *self.sends) if t is not None and not t.done()]
+            remaining = deadline - loop.time()
+            if not running or remaining <= 0:
+                return not running
+            for t in running:
+                t.cancel()
+            await asyncio.wait(running, timeout=min(remaining, 0.5))
 
     def persist(self) -> int:
         """After the loop stopped: write undelivered memory and in-flight records to the spool."""
@@ -376,10 +407,11 @@ class SinkPipeline:
 
     def __init__(self, configs: Sequence[SinkConfig], state_dir: Path | str = Path(".exotrace-spool"),
                  clock: Clock | None = None, *, sinks: Sequence[Sink] | None = None,
-                 close_timeout: float = 30.0) -> None:
+                 close_timeout: float = 30.0, stop_timeout: float = 10.0) -> None:
         self.state_dir = Path(state_dir)
         self.clock: Clock = clock or SystemClock()
         self.close_timeout = close_timeout
+        self.stop_timeout = stop_timeout
         self.configs = list(configs)
         self._sinks = list(sinks) if sinks is not None else None
         if self._sinks is not None and len(self._sinks) != len(self.configs):
@@ -505,7 +537,11 @@ class SinkPipeline:
                 w.flushing -= 1
 
     async def close(self, timeout: float | None = None) -> None:
-        """Flush what can be flushed (sinks that are failing are not waited for), spool the rest."""
+        """Flush what can be flushed (sinks that are failing are not waited for), spool the rest.
+
+        Bounded: after the drain (up to ``timeout``, default ``close_timeout``), each worker gets up to
+        ``stop_timeout`` seconds to stop; whatever it has not delivered by then is written to its spool
+        for the next run, never dropped."""
         if not self._started or self._closed:
             return
         self._closed = True
@@ -515,10 +551,12 @@ class SinkPipeline:
             w.closing = True
             w.wake.set()
         await self._wait(lambda: all(w.idle() or w.down for w in self._workers), limit)
-        for w in self._workers:
-            if w.task is not None:
-                w.task.cancel()
-        await asyncio.gather(*(w.task for w in self._workers if w.task), return_exceptions=True)
+        deadline = asyncio.get_running_loop().time() + self.stop_timeout
+        stopped = await asyncio.gather(*(w.stop(deadline) for w in self._workers))
+        for w, ok in zip(self._workers, stopped, strict=True):
+            if not ok:
+                log.error("Sink %s: a send did not stop within %gs; its documents stay in the spool (they may "
+                          "arrive twice).", w.name, self.stop_timeout)
         if self._saver is not None:
             self._saver.cancel()
             await asyncio.gather(self._saver, return_exceptions=True)
@@ -568,10 +606,9 @@ class SinkPipeline:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 return pred()
-            try:
-                await asyncio.wait_for(ev.wait(), None if remaining is None else min(remaining, 0.5))
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if remaining is None else min(remaining, 0.5)):
+                    await ev.wait()
         return True
 
     def _reserve(self, n: int) -> None:
@@ -657,25 +694,6 @@ def _serializable(doc: dict[str, Any]) -> bool:
     except TypeError:
         return False
     return True
-
-
-async def check_sinks(configs: Sequence[SinkConfig]) -> dict[str, str]:
-    """Start each sink and run its healthcheck (no data sent): name -> "" when fine, else the reason.
-
-    For ``exotrace doctor``."""
-    out: dict[str, str] = {}
-    for cfg in configs:
-        sink = build_sink(cfg)
-        try:
-            await sink.start()
-            await sink.healthcheck()
-            out[cfg.name] = ""
-        except Exception as exc:  # report every failure as text; doctor explains it
-            out[cfg.name] = f"{type(exc).__name__}: {exc}"
-        finally:
-            with contextlib.suppress(Exception):
-                await sink.close()
-    return out
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

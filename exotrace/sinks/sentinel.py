@@ -158,8 +158,17 @@ class SentinelSink(Sink):
             self._token = ""  # expired or revoked: fetch a new one next time
         check_response(resp, self.url)
 
-    async def healthcheck(self) -> None:
+    async def healthcheck(self) -> str:
+        """A token for the scope, and an answer from the data collection endpoint (no data is sent, so the
+        DCR, the stream and the role assignment are only checked by the first request)."""
+        assert self._client is not None, "start() first"
         await self._bearer()
+        try:
+            await self._client.get(self.config.endpoint)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self.config.endpoint) from exc
+        return (f"token for {self.config.scope} issued; the endpoint answers (the DCR, stream and role are "
+                "checked by the first upload)")
 
     async def close(self) -> None:
         if self._client is not None:

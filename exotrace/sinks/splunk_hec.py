@@ -113,13 +113,25 @@ class SplunkHecSink(Sink):
                                      f"{self.config.ack_timeout:g}s; resending")
             await asyncio.sleep(self.config.ack_poll_interval)
 
-    async def healthcheck(self) -> None:
+    async def healthcheck(self) -> str:
+        """HEC's health endpoint (it needs no token), then an empty event request: HEC checks the token
+        before the body, so a valid token gets "No data" (code 5) and nothing is indexed."""
         assert self._client is not None, "start() first"
         try:
             resp = await self._client.get(self.health_url)
+            check_response(resp, self.health_url)
+            resp = await self._client.post(self.event_url, content=b"", headers={"Content-Type": "application/json"})
         except httpx.TransportError as exc:
             raise transport_error(exc, self.health_url) from exc
-        check_response(resp, self.health_url)
+        reply = _json(resp)
+        code = reply.get("code")
+        if code in _AUTH_ERRORS:
+            raise AuthError(f"{self.event_url}: HEC {reply.get('text')} (code {code})")
+        if code in _CONFIG_ERRORS:
+            raise ConfigError(f"{self.event_url}: HEC {reply.get('text')} (code {code})")
+        if code != 5:
+            check_response(resp, self.event_url, str(reply.get("text", "")))
+        return "HEC is healthy and accepts the token" + (" (indexer acknowledgement on)" if self.config.ack else "")
 
     async def close(self) -> None:
         if self._client is not None:

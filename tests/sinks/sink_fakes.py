@@ -175,6 +175,7 @@ class HttpFake:
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._open: set[asyncio.StreamWriter] = set()  # connections being served
 
     @property
     def url(self) -> str:
@@ -206,14 +207,16 @@ class HttpFake:
                                                   limit=32 * 1024 * 1024)  # big bodies in few reads
 
     def stop(self) -> None:
-        """Close the listener (clients then get 'connection refused'); ``restart()`` listens again."""
+        """Go down: close the listener (clients then get 'connection refused') and abort the open
+        (keep-alive) connections; ``restart()`` listens again."""
         if self._loop is None:
             return
 
         async def _close() -> None:
             assert self._server is not None
             self._server.close()
-            self._server.close_clients() if hasattr(self._server, "close_clients") else None
+            for writer in list(self._open):  # Python 3.11's Server.close() leaves them open
+                writer.transport.abort()
 
         asyncio.run_coroutine_threadsafe(_close(), self._loop).result(10)
 
@@ -244,6 +247,7 @@ class HttpFake:
         self.shutdown()
 
     async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open.add(writer)
         try:
             while True:
                 line = await reader.readline()
@@ -300,6 +304,8 @@ class HttpFake:
             return
         except asyncio.CancelledError:  # shutdown: end quietly (Python 3.11's stream callback would log it)
             writer.transport.abort()
+        finally:
+            self._open.discard(writer)
 
     def _write(self, writer: asyncio.StreamWriter, resp: Response) -> None:
         head = [f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Status')}",
@@ -336,6 +342,9 @@ class FakeElasticsearch(HttpFake):
     ``item_faults[_id]`` is a list of statuses returned for that id's next occurrences (then success);
     ``reject_ids`` always fail with a 400 mapping error. Documents are kept as raw JSON in
     ``store[index][_id]`` (decoded on access through ``indices``); ``preload`` adds existing ones.
+    Security: ``index_privileges`` are what the credentials hold on every index (None: all), as the
+    has-privileges API reports them; without ``monitor`` ``GET /`` is forbidden (403); with
+    ``security = False`` the security APIs fail as on a cluster whose security is off.
     """
 
     product = "Elasticsearch"
@@ -350,6 +359,9 @@ class FakeElasticsearch(HttpFake):
         self.reject_ids: set[str] = set()
         self.bulk_requests = 0
         self.docs_received = 0
+        self.index_privileges: set[str] | None = None
+        self.monitor = True
+        self.security = True
 
     def default_headers(self) -> dict[str, str]:
         return {"X-Elastic-Product": self.product} if self.product else {}
@@ -379,6 +391,11 @@ class FakeElasticsearch(HttpFake):
         denied = self._check_auth(req)
         if denied:
             return denied
+        if req.path == "/_security/user/_has_privileges" and req.method in ("GET", "POST"):
+            return self._has_privileges(req)
+        if req.method in ("GET", "HEAD") and req.path == "/" and not self.monitor:
+            return Response.json({"error": {"type": "security_exception", "reason": "action [cluster:monitor/main] "
+                                            "is unauthorized for API key"}, "status": 403}, 403)
         if req.method in ("GET", "HEAD") and req.path == "/":
             return Response.json({"name": "fake", "cluster_name": "fake",
                                   "version": {"number": "8.15.0", "build_flavor": "default"},
@@ -386,6 +403,22 @@ class FakeElasticsearch(HttpFake):
         if req.method in ("POST", "PUT") and req.path.endswith("/_bulk"):
             return self._bulk(req)
         return Response.json({"error": f"no handler for {req.method} {req.path}"}, 404)
+
+    def _has_privileges(self, req: Request) -> Response:
+        if not self.security:
+            return Response.json({"error": {"type": "exception", "reason": "Security must be explicitly enabled "
+                                            "when using a [basic] license"}, "status": 500}, 500)
+        self.expect(req.headers.get("content-type", "").startswith(("application/json",
+                                                                     "application/vnd.elasticsearch+json")),
+                    "has_privileges content-type")
+        index: dict[str, dict[str, bool]] = {}
+        for entry in req.json().get("index", []):
+            for name in entry["names"]:
+                index[name] = {p: self.index_privileges is None or p in self.index_privileges
+                               for p in entry["privileges"]}
+        return Response.json({"username": "exotrace-writer", "has_all_requested":
+                              all(v for privs in index.values() for v in privs.values()),
+                              "cluster": {}, "index": index, "application": {}})
 
     def _bulk(self, req: Request) -> Response:
         self.check_content_type(req)
@@ -468,6 +501,14 @@ class FakeOpenSearch(FakeElasticsearch):
         self.expect(ctype in ("application/x-ndjson", "application/json"), f"bulk content-type {ctype!r}")
 
     def handle(self, req: Request) -> Any:
+        denied = self._check_auth(req)
+        if denied:
+            return denied
+        if req.path.startswith("/_security/"):  # an Elasticsearch API OpenSearch does not have
+            return Response.json({"error": "no handler found for uri [" + req.path + "]", "status": 400}, 400)
+        if req.method == "GET" and req.path == "/" and not self.monitor:
+            return Response.json({"error": {"type": "security_exception", "reason": "no permissions for "
+                                            "[cluster:monitor/main]"}, "status": 403}, 403)
         if req.method == "GET" and req.path == "/":
             return Response.json({"name": "fake", "version": {"distribution": "opensearch", "number": "2.15.0"}})
         return super().handle(req)
@@ -678,6 +719,8 @@ class FakeIntake(HttpFake):
     def handle(self, req: Request) -> Any:
         if self.auth and req.headers.get(self.auth[0].lower()) != self.auth[1]:
             return Response.json({"message": "unauthorized"}, 401)
+        if req.method != "POST":
+            return Response.json({"message": "method not allowed"}, 405, {"Allow": "POST"})
         body = gzip.decompress(req.body) if req.headers.get("content-encoding") == "gzip" else req.body
         ctype = req.headers.get("content-type", "")
         raw: list[bytes | str]

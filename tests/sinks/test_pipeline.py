@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -578,3 +580,94 @@ def test_flush_does_not_wait_for_a_failing_best_effort_sink(state_dir: Path) -> 
         await p.close(timeout=0.1)
 
     asyncio.run(main())
+
+
+def run_bounded(main: Any, limit: float = 30.0) -> None:
+    """Run ``asyncio.run(main())`` in a thread and fail if it has not returned after ``limit`` seconds.
+
+    A liveness guard for shutdown (close() used to hang forever), not a speed assertion."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True, name="bounded-asyncio-run")
+    thread.start()
+    thread.join(limit)
+    assert not thread.is_alive(), f"still running after {limit:g}s: close() hangs"
+    if errors:
+        raise errors[0]
+
+
+class _LosesCancellation(ScriptedSink):
+    """Each send fails (like a TLS handshake refused by certificate verification) and swallows a
+    cancellation that lands meanwhile, as Python 3.11's ``asyncio.wait_for`` does when the awaited
+    operation has already failed. Before the fix, close() cancelled once and waited forever."""
+
+    async def send(self, records: Sequence[Record]) -> SendResult:
+        self.calls.append([r.seq for r in records])
+        try:
+            await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            pass
+        raise TransientError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+
+
+def test_close_returns_when_a_failing_send_swallows_the_cancellation(state_dir: Path) -> None:
+    async def main() -> None:
+        sink = _LosesCancellation()
+        p = SinkPipeline([cfg(retry_initial=0.0, retry_max=0.0)], state_dir, sinks=[sink])
+        await p.start()
+        t = await p.submit(make_docs(0, 5))
+        await eventually(lambda: len(sink.calls) >= 2)  # failing and retrying
+        await p.close(timeout=0.1)
+        assert not p.acked(t)
+
+    run_bounded(main)
+    assert read_metrics(state_dir)["scripted"]["pending"] == 5
+
+    async def replay() -> None:
+        sink = ScriptedSink()
+        async with SinkPipeline([cfg()], state_dir, sinks=[sink]) as p:
+            assert await p.wait_acked(5, timeout=10)
+            assert delivered_numbers(sink) == list(range(5))
+
+    run_bounded(replay)
+
+
+def test_close_is_bounded_when_a_send_ignores_cancellation_and_keeps_its_documents(state_dir: Path) -> None:
+    """A send that will not stop: close() gives up after stop_timeout; the batch stays in the spool."""
+    release = threading.Event()
+
+    class Stubborn(ScriptedSink):
+        async def send(self, records: Sequence[Record]) -> SendResult:
+            self.calls.append([r.seq for r in records])
+            while not release.is_set():
+                try:
+                    await asyncio.sleep(0.02)
+                except asyncio.CancelledError:
+                    pass
+            return SendResult()
+
+    async def main() -> None:
+        sink = Stubborn()
+        p = SinkPipeline([cfg()], state_dir, sinks=[sink], stop_timeout=0.3)
+        await p.start()
+        t = await p.submit(make_docs(0, 4))
+        await eventually(lambda: sink.calls != [])
+        await p.close(timeout=0.1)
+        assert not p.acked(t)
+        release.set()  # let the stray send end, so that asyncio.run can finish
+
+    run_bounded(main)
+
+    async def replay() -> None:
+        sink = ScriptedSink()
+        async with SinkPipeline([cfg()], state_dir, sinks=[sink]) as p:
+            assert await p.wait_acked(4, timeout=10)
+            assert delivered_numbers(sink) == list(range(4))
+
+    run_bounded(replay)
