@@ -489,10 +489,9 @@ class SinkPipeline:
         first = self._next_seq
         self._reserve(n)
         try:
-            records = [Record(first + i, orjson.dumps(d.doc), key=d.key, fingerprint=d.fingerprint)
-                       for i, d in enumerate(docs)]
+            records = [Record(first + i, d.json, key=d.key, fingerprint=d.fingerprint) for i, d in enumerate(docs)]
         except TypeError as exc:  # orjson.JSONEncodeError: a value JSON cannot represent
-            bad = next(d for d in docs if not _serializable(d.doc))
+            bad = next(d for d in docs if not _serializable(d))
             raise InputError(f"document cannot be serialized: {exc}", origin=bad.origin, line=bad.line) from exc
         self._next_seq = first + n
         nbytes = sum(len(r.raw) for r in records)
@@ -688,9 +687,9 @@ class SinkPipeline:
             self._lock_fh = None
 
 
-def _serializable(doc: dict[str, Any]) -> bool:
+def _serializable(doc: Document) -> bool:
     try:
-        orjson.dumps(doc)
+        doc.json  # noqa: B018 - encodes a document made from a dict
     except TypeError:
         return False
     return True
