@@ -77,17 +77,20 @@ def test_equal_rank_change_follows_observation_time(arch: Archive) -> None:
     assert arch.snapshot()[KEY] == "FilteredAsSpam"
 
 
-def test_missing_observed_at_counts_as_now(arch: Archive) -> None:
+def test_missing_observed_at_is_older_than_any_known_time(arch: Archive) -> None:
     arch.upsert([doc(status="Delivered", observed_at="2020-01-01T00:00:00Z")])
     res = arch.upsert([doc(status="Failed")])
-    assert res.updated == 1
-    assert arch.snapshot()[KEY] == "Failed"
+    assert (res.updated, res.stale) == (0, 1)
+    assert arch.snapshot()[KEY] == "Delivered"
+    # A provisional status stays provisional news however it was observed.
+    assert arch.upsert([doc("t9", status="Pending", observed_at="2030-01-01T00:00:00Z")]).new == 1
+    assert arch.upsert([doc("t9", status="Delivered")]).updated == 1
 
 
 def test_content_change_without_status_change_updates_without_history(arch: Archive) -> None:
-    arch.upsert([doc(subject="Quarterly reprot")])
+    arch.upsert([doc(subject="Quarterly reprot", observed_at="2024-05-01T10:00:00Z")])
     seq_before = arch.last_seq()
-    res = arch.upsert([doc(subject="Quarterly report (fixed)")])
+    res = arch.upsert([doc(subject="Quarterly report (fixed)", observed_at="2024-05-01T11:00:00Z")])
     assert (res.updated, res.unchanged) == (1, 0)
     assert arch.get(KEY)["subject"] == "Quarterly report (fixed)"
     assert len(arch.history(KEY)) == 1
@@ -145,7 +148,7 @@ def test_seq_and_changes_since(arch: Archive) -> None:
     assert cursor == 3
     assert [d["email"]["local_id"] for _, d in arch.changes_since(0)] == ["t1", "t2", "t3"]
     assert arch.changes_since(cursor) == []
-    arch.upsert([doc("t2", status="Failed"), doc("t4")])
+    arch.upsert([doc("t2", status="Failed", observed_at="2024-05-02T00:00:00Z"), doc("t4")])
     changes = arch.changes_since(cursor)
     assert [(s, d["email"]["local_id"]) for s, d in changes] == [(4, "t2"), (5, "t4")]
     assert changes[0][1]["microsoft"]["online_message_trace"]["Status"] == "Failed"
@@ -171,7 +174,8 @@ def test_large_batches_span_several_rounds(arch: Archive) -> None:
     again = arch.upsert(iter(docs))
     assert again.unchanged == 5000
     assert arch.last_seq() == 5000
-    changed = [doc(f"t{i}", f"u{i % 50}@contoso.com", status="Failed") for i in range(5000)]
+    changed = [doc(f"t{i}", f"u{i % 50}@contoso.com", status="Failed", observed_at="2024-05-02T00:00:00Z")
+               for i in range(5000)]
     quiet = arch.upsert(changed, keep_changed=False)
     assert quiet.updated == 5000 and quiet.changed == []
 
