@@ -65,12 +65,12 @@ def _encode(value: Any) -> tuple[str, str | None]:
     try:
         return orjson.dumps(value).decode(), None
     except orjson.JSONEncodeError as exc:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        text = safe_text(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             text = json.dumps(value, separators=(",", ":"))  # \uXXXX escapes: storable, shows the bad escape
-        return safe_text(text), str(exc)
+        return text, str(exc)
 
 
 def _page_elements(obj: dict[str, Any]) -> tuple[list[Any], str] | None:
@@ -142,11 +142,11 @@ def _record(obj: dict[str, Any], origin: str, line: int, original: str, problem:
     if _TRACE_KEYS.isdisjoint(obj):
         keys = ", ".join(list(obj)[:5]) or "none"
         return Reject(origin, line, f"not a message-trace record (keys: {keys})", raw=original)
-    if problem is not None:
-        return Reject(origin, line, _unrepresentable(problem), raw=original)
     if "\\x" in original and undecodable(json.dumps(obj, ensure_ascii=False)):
         return Reject(origin, line, "record holds bytes that are not valid text in the file's encoding",
                       raw=original)
+    if problem is not None:
+        return Reject(origin, line, _unrepresentable(problem), raw=original)
     return RawRecord(fields=unwrap_fields(obj), original=original, origin=origin, line=line, shape=shape)
 
 
