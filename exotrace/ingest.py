@@ -261,6 +261,8 @@ def _open_for_writing(path: str | os.PathLike[str], mode: str, option: str) -> I
         return open(target, mode)  # type: ignore[return-value]  # noqa: SIM115 - the caller closes it
     except IsADirectoryError:
         raise ConfigError(f"{option} {os.fspath(path)}: is a directory; name a file", key=option) from None
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"{option} {os.fspath(path)}: a parent of it is a file, not a folder", key=option) from None
     except OSError as exc:
         raise ConfigError(f"{option} {os.fspath(path)}: cannot write: {exc.strerror or exc}", key=option) from None
 

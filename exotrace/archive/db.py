@@ -241,6 +241,8 @@ class Archive:
                 raise ArchiveError(f"no archive at {path} (run exotrace ingest or exotrace collect first)")
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise ArchiveError(f"cannot create archive {path}: a parent of it is a file, not a folder") from None
             except OSError as exc:
                 raise ArchiveError(f"cannot create archive {path}: {exc.strerror or exc}") from None
         try:
