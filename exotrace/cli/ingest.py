@@ -66,6 +66,9 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
 
     if no_archive and out is None and config_path is None:
         raise ConfigError("--no-archive needs --out FILE|- (or --config with sinks): nothing would be written")
+    for option, target in (("--out", out), ("--rejects", rejects_path)):
+        if target and target != "-":
+            _check_not_an_input(option, Path(target), paths)
 
     normalizer = Normalizer(
         NormalizeOptions(
@@ -132,6 +135,16 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
                           "the spool and sent on the next run.", highlight=False, soft_wrap=True)
         sys.exit(4)
     sys.exit(stats.exit_code)
+
+
+def _check_not_an_input(option: str, target: Path, paths: tuple[Path, ...]) -> None:
+    """An output that is one of the inputs, or inside an input folder, would be truncated or read back."""
+    where = target.resolve()
+    for given in paths:
+        source = given.resolve()
+        if where == source or (given.is_dir() and where.is_relative_to(source)):
+            relation = "the input" if where == source else "inside the input folder"
+            raise ConfigError(f"{option} {target} is {relation} {given}; write it elsewhere", key=option)
 
 
 def _summary(stats: IngestStats, archive_path: str | None, rejects_path: str | None) -> None:

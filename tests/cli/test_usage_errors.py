@@ -168,3 +168,15 @@ def test_broken_pipe_on_search_output_is_quiet(tmp_path: Path):
                                                   "--format", "ndjson"])
     assert code == 0, stderr
     assert first.startswith(b"{") and stderr == b""
+
+
+def test_out_or_rejects_among_the_inputs_is_refused_before_anything_is_written(tmp_path: Path, trace: Path):
+    before = trace.read_bytes()
+    same = run("ingest", str(trace), "--no-archive", "--out", str(trace), "--no-geoip")
+    assert_usage_error(same, "--out", "is the input")
+    assert trace.read_bytes() == before
+    inside = run("ingest", str(tmp_path), "--no-archive", "--out", str(tmp_path / "sub" / ".." / "docs.ndjson"))
+    assert_usage_error(inside, "--out", "inside the input folder")
+    rejects = run("ingest", str(trace), "--archive", str(tmp_path / "a.db"), "--rejects", str(trace))
+    assert_usage_error(rejects, "--rejects", "is the input")
+    assert trace.read_bytes() == before and not (tmp_path / "a.db").exists()
