@@ -197,8 +197,10 @@ def ingest(
 
     def write_out(stream: IO[bytes], unwritable: set[int]) -> None:
         try:
-            data = b"".join([orjson.dumps(d.doc) + b"\n" for d in docs if id(d) not in unwritable])
-        except (TypeError, ValueError):  # one document JSON cannot represent: write the others
+            if unwritable:
+                raise TypeError("known unwritable documents")
+            data = b"".join([orjson.dumps(d.doc) + b"\n" for d in docs])
+        except (TypeError, ValueError):  # a document JSON cannot represent: write the others
             check_encodable(unwritable)
             data = b"".join([orjson.dumps(d.doc) + b"\n" for d in docs if id(d) not in unwritable])
         stream.write(data)
