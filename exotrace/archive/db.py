@@ -9,13 +9,15 @@ recipient gets a derived key, see :func:`~exotrace.archive.columns.derived_key`)
 
 * unknown key -> **new** row, history entry ``first_seen``;
 * same status and same content (ignoring the query-window fields, see :mod:`.columns`) -> **unchanged**;
-* otherwise the observations are ordered by ``(status rank, observed_at, content digest)`` and the greater
-  one is kept: a final status beats ``GettingStatus``/``Pending`` whenever it was observed, between equal
-  ranks the later observation wins, and two observations of the same time are settled by their content
-  digest. A missing ``observed_at`` is older than any known time. The same observations therefore give
-  the same stored state whatever their order, and applying one again changes nothing. A kept change
-  updates the row; a status change also appends a ``status_change`` history entry (old and new status,
-  observed_at, recorded_at, source). A lesser observation is ignored (counted ``unchanged`` and ``stale``).
+* otherwise the observations are ordered by ``(status rank, observed_at, observation digest)`` and the
+  greater one is kept: a final status beats ``GettingStatus``/``Pending`` whenever it was observed, between
+  equal ranks the later observation wins, and two observations of the same time are settled by the digest
+  of what Microsoft reported (:func:`~exotrace.archive.columns.observation_digest`; an equal digest is the
+  same observation rendered anew, which replaces the stored document). A missing ``observed_at`` is older
+  than any known time. The same observations therefore give the same stored state whatever their order,
+  and applying one again changes nothing. A kept change updates the row; a status change also appends a
+  ``status_change`` history entry (old and new status, observed_at, recorded_at, source). A lesser
+  observation is ignored (counted ``unchanged`` and ``stale``).
 
 Every new or updated row gets the next value of a global counter ``seq``; :meth:`Archive.changes_since`
 replays rows changed after a cursor. ``pipeline_error`` documents, documents without a recipient and
