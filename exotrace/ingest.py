@@ -6,17 +6,24 @@ This is the library behind ``exotrace ingest``; the command only parses options 
 from __future__ import annotations
 
 import gc
+import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
+from exotrace.errors import ConfigError
 from exotrace.model import Document, RawRecord, Reject
 from exotrace.normalize import Normalizer
+from exotrace.timeparse import format_ts
+
+log = logging.getLogger("exotrace.ingest")
 
 #: Documents normalized, written and upserted together. Small on purpose: a chunk's documents are still in
 #: the CPU cache when they are encoded, which makes the whole path about a third faster than 5000.
@@ -35,6 +42,10 @@ class IngestStats:
     unchanged: int = 0
     rejected: int = 0
     written: int = 0
+    #: Rows without MessageTraceId archived under a derived key (see docs/archive.md).
+    derived: int = 0
+    #: The reader of ``--out`` went away (a closed pipe): writing NDJSON stopped there.
+    out_closed: bool = False
     reject_messages: list[str] = field(default_factory=list)
 
     @property
@@ -46,12 +57,17 @@ class RejectWriter:
     """Appends rejected records as NDJSON (origin, line, reason, field, raw) to a file the user chose."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._fh = open(path, "ab")  # noqa: SIM115 - closed in close()
+        self._fh = _open_for_writing(path, "ab", "--rejects")
 
     def write(self, reject: Reject) -> None:
         row = {"origin": reject.origin, "line": reject.line, "reason": reject.reason, "field": reject.field,
                "raw": reject.raw}
-        self._fh.write(orjson.dumps(row) + b"\n")
+        try:
+            data = orjson.dumps(row)
+        except TypeError:  # a lone surrogate in the raw text: keep it, escaped
+            data = orjson.dumps({k: v.encode("utf-8", "backslashreplace").decode() if isinstance(v, str) else v
+                                 for k, v in row.items()})
+        self._fh.write(data + b"\n")
 
     def close(self) -> None:
         self._fh.close()
@@ -84,6 +100,36 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
+class FileTimes:
+    """Each input file's modification time (UTC, archive form): the observation time of rows that carry none.
+
+    Exports rarely say when they were taken (only Get-MessageTrace's EndDate does); the file's mtime is the
+    next best thing, and it is the same every time the same file is read, so re-ingesting changes nothing.
+    """
+
+    def __init__(self) -> None:
+        self._times: dict[str, str | None] = {}
+
+    def __call__(self, origin: str) -> str | None:
+        found = self._times.get(origin, "")
+        if found == "":
+            try:
+                found = format_ts(datetime.fromtimestamp(os.stat(origin).st_mtime, UTC))
+            except (OSError, ValueError, OverflowError):
+                found = None
+            self._times[origin] = found
+        return found
+
+
+def _unencodable(doc: Document) -> str | None:
+    """Why ``doc`` cannot be written as JSON, or None when it can."""
+    try:
+        doc.json  # noqa: B018 - encodes a document made from a dict
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
 def ingest(
     items: Iterable[RawRecord | Reject],
     normalizer: Normalizer,
@@ -98,18 +144,23 @@ def ingest(
 ) -> IngestStats:
     """Normalize ``items`` in chunks into the archive, an NDJSON stream and/or sinks.
 
-    Rejected input lines and pipeline_error documents are counted, reported through ``on_reject`` as
-    ``FILE:LINE: reason``, stored in the archive's rejects table and appended to ``rejects_file``.
-    The archive commits every ``commit_rows`` rows and at the end; an interrupted run keeps what was committed.
+    Rejected input lines, pipeline_error documents and documents the archive cannot store (no recipient,
+    values JSON cannot represent) are counted, reported through ``on_reject`` as ``FILE:LINE: reason``,
+    stored in the archive's rejects table and appended to ``rejects_file``. Documents without an observation
+    time are observed at their file's modification time. The archive commits every ``commit_rows`` rows and
+    at the end; an interrupted run keeps what was committed. When the reader of ``out`` goes away
+    (``BrokenPipeError``), NDJSON output stops and the rest still goes to the archive and sinks.
     """
     stats = IngestStats()
     docs: list[Document] = []
     rejects: list[Reject] = []
     transaction = ExitStack()
     uncommitted = 0
+    file_time = FileTimes()
 
     def flush(final: bool = False) -> None:
-        nonlocal uncommitted
+        nonlocal uncommitted, out
+        unwritable: set[int] = set()  # ids of documents that cannot be encoded as JSON
         if archive is not None and (docs or rejects):
             if not uncommitted:
                 transaction.enter_context(archive.transaction())
@@ -119,20 +170,53 @@ def ingest(
             stats.new += result.new
             stats.updated += result.updated
             stats.unchanged += result.unchanged
+            stats.derived += result.derived
             uncommitted += len(docs) + len(rejects)
+            for document, refusal in result.refused:
+                reject(refusal)
+                if _unencodable(document) is not None:
+                    unwritable.add(id(document))
         if archive is not None and uncommitted and (final or uncommitted >= commit_rows):
             transaction.close()
             uncommitted = 0
             gc.collect(1)
         if out is not None and docs:
-            out.write(b"\n".join([d.json for d in docs]) + b"\n")
-            stats.written += len(docs)
+            try:
+                write_out(out, unwritable)
+            except BrokenPipeError:
+                out = None
+                stats.out_closed = True
+        elif deliver is not None and archive is None:
+            check_encodable(unwritable)
         if deliver is not None and docs:
-            deliver(docs)
+            deliver([d for d in docs if id(d) not in unwritable] if unwritable else docs)
         docs.clear()
         rejects.clear()
         if archive is None and (final or stats.read % commit_rows < chunk_size):
             gc.collect(1)
+
+    def write_out(stream: IO[bytes], unwritable: set[int]) -> None:
+        try:
+            if unwritable:
+                raise TypeError("known unwritable documents")
+            data = b"\n".join([d.json for d in docs]) + b"\n"
+        except (TypeError, ValueError):  # a document JSON cannot represent: write the others
+            check_encodable(unwritable)
+            data = b"".join([d.json + b"\n" for d in docs if id(d) not in unwritable])
+        stream.write(data)
+        stats.written += len(docs) - len(unwritable)
+
+    def check_encodable(unwritable: set[int]) -> None:
+        """Find the documents JSON cannot represent; reject them unless the archive already did."""
+        for d in docs:
+            if id(d) in unwritable:
+                continue
+            problem = _unencodable(d)
+            if problem is not None:
+                unwritable.add(id(d))
+                if archive is None:
+                    reject(Reject(d.origin, d.line, f"cannot write the document as JSON: {problem}",
+                                  raw=str((d.doc.get("event") or {}).get("original") or "")))
 
     def reject(item: Reject) -> None:
         stats.rejected += 1
@@ -149,14 +233,40 @@ def ingest(
                 rejects.append(item)
                 reject(item)
             else:
-                doc = normalize(item)
+                try:
+                    doc = normalize(item)
+                except Exception as exc:  # noqa: BLE001 - a normalizer bug must not lose the rest of the file
+                    log.debug("Normalizer failed on %s:%d.", item.origin, item.line, exc_info=True)
+                    failed = Reject(item.origin, item.line, f"internal error while normalizing "
+                                    f"({type(exc).__name__}: {exc}); please report it", raw=item.original)
+                    rejects.append(failed)
+                    reject(failed)
+                    continue
                 if doc.is_error:
                     reject(document_reject(doc))
+                elif doc.observed_at is None:
+                    doc.observed_at = file_time(doc.origin)
                 docs.append(doc)
             if len(docs) + len(rejects) >= chunk_size:
                 flush()
+                if out is None and stats.out_closed and archive is None and deliver is None:
+                    break  # nothing left to write to
         flush(final=True)
     return stats
+
+
+def _open_for_writing(path: str | os.PathLike[str], mode: str, option: str) -> IO[bytes]:
+    """Open a file the user named for writing, creating its folder; OS errors become usage errors."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return open(target, mode)  # type: ignore[return-value]  # noqa: SIM115 - the caller closes it
+    except IsADirectoryError:
+        raise ConfigError(f"{option} {os.fspath(path)}: is a directory; name a file", key=option) from None
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"{option} {os.fspath(path)}: a parent of it is a file, not a folder", key=option) from None
+    except OSError as exc:
+        raise ConfigError(f"{option} {os.fspath(path)}: cannot write: {exc.strerror or exc}", key=option) from None
 
 
 def open_output(target: str | None) -> tuple[IO[bytes] | None, bool]:
@@ -164,8 +274,5 @@ def open_output(target: str | None) -> tuple[IO[bytes] | None, bool]:
     if target is None:
         return None, False
     if target == "-":
-        import sys
-
         return sys.stdout.buffer, True
-    Path(target).parent.mkdir(parents=True, exist_ok=True)
-    return open(target, "wb"), False  # noqa: SIM115 - the caller closes it
+    return _open_for_writing(target, "wb", "--out"), False

@@ -213,6 +213,10 @@ class Document:
             self._key = row_key(s.trace_id, s.recipient) if s.trace_id and s.recipient else ""  # type: ignore[union-attr]
         return self._key
 
+    @key.setter
+    def key(self, value: str) -> None:
+        self._key = value
+
     @property
     def fingerprint(self) -> str:
         """Elastic's fingerprint (SHA-1, base64), usable as Elasticsearch ``_id``."""
@@ -221,6 +225,10 @@ class Document:
 
             self._fingerprint = fingerprint_values(*self.summary[:7])  # type: ignore[index]
         return self._fingerprint
+
+    @fingerprint.setter
+    def fingerprint(self, value: str) -> None:
+        self._fingerprint = value
 
     def __repr__(self) -> str:
         return f"Document(key={self.key!r}, status={self.status!r}, origin={self.origin!r}, line={self.line})"

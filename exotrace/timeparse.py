@@ -47,13 +47,18 @@ def parse_time(value: str | datetime, *, now: datetime | None = None, end: bool 
         return midnight if end else midnight - timedelta(days=1)
     match = _RELATIVE.match(text)
     if match:
-        return current - timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+        try:
+            return current - timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+        except OverflowError:
+            raise ValueError(f"time {value!r} reaches back before the year 1") from None
     if _DATE_ONLY.match(text):
         try:
             day = date.fromisoformat(text)
         except ValueError as exc:
             raise ValueError(f"invalid date {value!r}: {exc}") from None
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        if end and day == date.max:
+            return start.replace(hour=23, minute=59, second=59, microsecond=999999)
         return start + timedelta(days=1) if end else start
     try:
         parsed = datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", text.upper()))
@@ -62,7 +67,10 @@ def parse_time(value: str | datetime, *, now: datetime | None = None, end: bool 
             f"cannot read time {value!r}: use an ISO date/time (2024-05-01, 2024-05-01T12:00Z) "
             "or a relative time (30m, 2h, 7d, 2w)"
         ) from None
-    return _as_utc(parsed)
+    try:
+        return _as_utc(parsed)
+    except OverflowError:
+        raise ValueError(f"time {value!r} is out of range in UTC") from None
 
 
 def _as_utc(value: datetime) -> datetime:

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import date
-from hashlib import sha1
+from hashlib import blake2b, sha1
 from typing import Any
 
 import orjson
 
-from exotrace.model import Document, canonical_status
+from exotrace.model import Document, canonical_status, row_key
 from exotrace.timeparse import normalize_ts
 
 __all__ = [
-    "SEARCH_COLUMNS", "content_hash", "day_number", "encode", "extract", "ip_variants", "normalize_ip",
-    "reverse_domain", "split_address",
+    "DERIVED_PREFIX", "SEARCH_COLUMNS", "content_hash", "day_number", "derived_key", "encode", "extract",
+    "ip_variants", "normalize_ip", "observation_digest", "reverse_domain", "split_address",
 ]
 
 SEARCH_COLUMNS: tuple[str, ...] = (
@@ -44,6 +44,10 @@ SEARCH_COLUMNS: tuple[str, ...] = (
 #: (StartDate, EndDate, Index) and anything derived from it or from the fetch time.
 VOLATILE_EVENT_FIELDS = frozenset({"original", "ingested", "created"})
 VOLATILE_TRACE_FIELDS = frozenset({"StartDate", "EndDate", "Index"})
+#: SQLite integers are signed 64-bit.
+_INT64 = range(-(2**63), 2**63)
+#: Trace-id part of the key of a row that has no MessageTraceId (see :func:`derived_key`).
+DERIVED_PREFIX = "derived-"
 
 
 _EPOCH = date(1970, 1, 1).toordinal()
@@ -154,9 +158,32 @@ def extract(document: Document) -> tuple[Any, ...]:
         normalize_ip((doc.get("destination") or {}).get("ip")),
         email.get("direction"),
         (doc.get("organization") or {}).get("name"),
-        size if isinstance(size, int) else None,
+        size if isinstance(size, int) and size in _INT64 else None,
         document.fingerprint or None,
     )
+
+
+def derived_key(document: Document) -> str:
+    """A stable row key for a document without MessageTraceId (the admin center's summary report has none).
+
+    ``derived-<hash>|<recipient>``, the hash taken over the Message-ID and ``@timestamp`` (the received time),
+    or, without a Message-ID, over the sender, subject and ``@timestamp``: the same row read again gets the
+    same key, so its status can change in place. Empty when the document has no recipient.
+    """
+    doc = document.doc
+    email = doc.get("email") or {}
+    recipient = _first((email.get("to") or {}).get("address"))
+    if not isinstance(recipient, str) or not recipient.strip():
+        return ""
+    message_id = email.get("message_id")
+    if message_id:
+        basis: tuple[Any, ...] = ("m", message_id, doc.get("@timestamp"))
+    else:
+        sender = _first((email.get("from") or {}).get("address")) or ""
+        basis = ("s", sender.lower(), email.get("subject") or "", doc.get("@timestamp"))
+    text = "\x00".join(str(part or "") for part in basis)
+    digest = blake2b(text.encode("utf-8", "backslashreplace"), digest_size=10).hexdigest()
+    return row_key(DERIVED_PREFIX + digest, recipient)
 
 
 def encode(doc: dict[str, Any]) -> tuple[bytes, bytes]:
@@ -171,6 +198,20 @@ def encode(doc: dict[str, Any]) -> tuple[bytes, bytes]:
     stable = _without_volatile(doc)
     digest = sha1(raw if stable is doc else orjson.dumps(stable)).digest()[:16]  # fastest hashlib digest here
     return raw, digest
+
+
+def observation_digest(doc: dict[str, Any]) -> bytes:
+    """Digest of what Microsoft reported: ``microsoft.online_message_trace`` without the query window, keys sorted.
+
+    Two documents of a row with the same digest are the same observation rendered differently (other
+    ``--local-domain``, GeoIP or tenant options); a different digest means Microsoft said something else.
+    """
+    microsoft = doc.get("microsoft")
+    trace = microsoft.get("online_message_trace") if isinstance(microsoft, dict) else None
+    if not isinstance(trace, dict):
+        return b""
+    stable = {k: v for k, v in trace.items() if k not in VOLATILE_TRACE_FIELDS}
+    return sha1(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS)).digest()[:16]
 
 
 def content_hash(doc: dict[str, Any]) -> bytes:

@@ -4,26 +4,31 @@ One :class:`Archive` object is one writer: its connection is guarded by a lock, 
 ``BEGIN IMMEDIATE`` (nested :meth:`Archive.transaction` blocks become savepoints), and readers in other
 processes keep reading the last committed state while it writes (WAL).
 
-Upsert rule, per document (``Document.key`` identifies the row):
+Upsert rule, per document (``Document.key`` identifies the row; a document without MessageTraceId but with a
+recipient gets a derived key, see :func:`~exotrace.archive.columns.derived_key`):
 
 * unknown key -> **new** row, history entry ``first_seen``;
 * same status and same content (ignoring the query-window fields, see :mod:`.columns`) -> **unchanged**;
-* other status: accepted when its rank is higher (a final status beats ``GettingStatus``/``Pending``), or
-  the rank is equal and its ``observed_at`` is not older than the stored one (a missing ``observed_at``
-  counts as the time of the upsert); a lower rank or an older observation is ignored (counted
-  ``unchanged`` and ``stale``). An accepted change updates the row and appends a ``status_change``
-  history entry (old and new status, observed_at, recorded_at, source);
-* same status, other content (a fixed subject, new enrichment) -> **updated** when not older, without a
-  history entry.
+* otherwise the observations are ordered by ``(status rank, observed_at, observation digest)`` and the
+  greater one is kept: a final status beats ``GettingStatus``/``Pending`` whenever it was observed, between
+  equal ranks the later observation wins, and two observations of the same time are settled by the digest
+  of what Microsoft reported (:func:`~exotrace.archive.columns.observation_digest`; an equal digest is the
+  same observation rendered anew, which replaces the stored document). A missing ``observed_at`` is older
+  than any known time. The same observations therefore give the same stored state whatever their order,
+  and applying one again changes nothing. A kept change updates the row; a status change also appends a
+  ``status_change`` history entry (old and new status, observed_at, recorded_at, source). A lesser
+  observation is ignored (counted ``unchanged`` and ``stale``).
 
 Every new or updated row gets the next value of a global counter ``seq``; :meth:`Archive.changes_since`
-replays rows changed after a cursor. ``pipeline_error`` documents have no reliable key and go to the
-``rejects`` table (counted ``errors``).
+replays rows changed after a cursor. ``pipeline_error`` documents, documents without a recipient and
+documents JSON cannot represent go to the ``rejects`` table (counted ``errors``; the last two are also
+listed in ``UpsertResult.refused`` with their reason).
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import sqlite3
 import threading
@@ -39,7 +44,7 @@ from typing import Any
 import orjson
 
 from exotrace.archive import query as _query
-from exotrace.archive.columns import SEARCH_COLUMNS, encode, extract
+from exotrace.archive.columns import SEARCH_COLUMNS, derived_key, encode, extract, observation_digest
 from exotrace.archive.migrations import Migration, apply_migrations
 from exotrace.archive.schema import COMPONENT, MIGRATIONS
 from exotrace.errors import ArchiveError
@@ -88,8 +93,13 @@ class UpsertResult:
     unchanged: int = 0
     #: Documents ignored because the archive already had a later status or a newer observation.
     stale: int = 0
-    #: ``pipeline_error`` documents stored as rejects.
+    #: Documents stored as rejects: ``pipeline_error`` documents and the :attr:`refused` ones.
     errors: int = 0
+    #: Documents without a pipeline error that could not be archived (no recipient, or a value JSON cannot
+    #: represent), each with the reject stored for it.
+    refused: list[tuple[Document, Reject]] = field(default_factory=list)
+    #: Documents without MessageTraceId archived under a derived key.
+    derived: int = 0
     #: The documents that were new or updated, in input order.
     changed: list[Document] = field(default_factory=list)
 
@@ -103,6 +113,8 @@ class UpsertResult:
         self.unchanged += other.unchanged
         self.stale += other.stale
         self.errors += other.errors
+        self.refused.extend(other.refused)
+        self.derived += other.derived
         self.changed.extend(other.changed)
         return self
 
@@ -119,20 +131,70 @@ class _State:
     insert: list[Any] | None = None
 
 
-_Prepared = tuple[list[tuple[Document, tuple[Any, ...], bytes, bytes, str]], list[Document]]
+_Good = tuple[Document, str, tuple[Any, ...], bytes, bytes, str]
+_Prepared = tuple[list[_Good], list[Document], list[tuple[Document, Reject]], int]
+
+#: Reject reason for a document the archive cannot key.
+NO_RECIPIENT = ("no RecipientAddress: the archive keeps one row per (MessageTraceId, RecipientAddress) and "
+                "cannot store a row without a recipient")
 
 
 def _prepare(batch: list[Document], now: str) -> _Prepared:
-    """Columns, JSON text, content digest and observation time of each document (no I/O)."""
-    good: list[tuple[Document, tuple[Any, ...], bytes, bytes, str]] = []
+    """Key, columns, JSON text, content digest and observation time of each document (no I/O).
+
+    Returns the storable documents, the pipeline errors, the refused documents with their rejects, and how
+    many documents got a derived key.
+    """
+    good: list[_Good] = []
     errors: list[Document] = []
+    refused: list[tuple[Document, Reject]] = []
+    derived = 0
     for document in batch:
-        if document.is_error or not document.key:
+        if document.is_error:
             errors.append(document)
             continue
-        text, digest = encode(document.doc)
-        good.append((document, extract(document), text, digest, normalize_ts(document.observed_at) or now))
-    return good, errors
+        key = document.key
+        if not key:
+            key = derived_key(document)
+            if not key:
+                refused.append((document, _refusal(document, NO_RECIPIENT, "RecipientAddress")))
+                continue
+            derived += 1
+        try:
+            text, digest = encode(document.doc)
+        except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError: a huge integer, a lone surrogate
+            refused.append((document, _refusal(document, f"cannot store the document as JSON: {exc}")))
+            continue
+        good.append((document, key, extract(document), text, digest, normalize_ts(document.observed_at) or ""))
+    return good, errors, refused, derived
+
+
+def _refusal(document: Document, reason: str, field: str | None = None) -> Reject:
+    return Reject(origin=document.origin or "", line=document.line or 0, reason=reason,
+                  raw=_original(document.doc), field=field)
+
+
+def _original(doc: dict[str, Any]) -> str:
+    """The document's ``event.original``, else the document itself as JSON (never raises)."""
+    raw = (doc.get("event") or {}).get("original")
+    return raw if isinstance(raw, str) else _safe_json(doc)
+
+
+def _safe_json(value: Any) -> str:
+    """JSON text of ``value``, also for values orjson refuses (huge integers, lone surrogates: escaped)."""
+    try:
+        return orjson.dumps(value).decode()
+    except (TypeError, ValueError):
+        return json.dumps(value, default=str)
+
+
+def _storable(text: str) -> str:
+    """``text`` as SQLite can store it: lone surrogates become ``\\udXXX`` escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -147,9 +209,13 @@ def _icontains(haystack: str | None, needle: str | None) -> int:
     return int(needle.casefold() in haystack.casefold())
 
 
-def _reject_digest(origin: str, line: int, reason: str, field: str | None, raw: str) -> bytes:
+def _reject_row(reject: Reject, doc: str | None, source: str, now: str) -> tuple[Any, ...]:
+    """The ``rejects`` row of ``reject`` (text made storable, digest for de-duplication)."""
+    origin, reason, raw = _storable(reject.origin or ""), _storable(reject.reason), _storable(reject.raw or "")
+    line, field = reject.line or 0, reject.field
     text = "\x00".join((origin, str(line), reason, field or "", raw))
-    return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    digest = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return (origin, line, reason, field, raw, doc, source, now, digest)
 
 
 class Archive:
@@ -175,7 +241,12 @@ class Archive:
         if path != ":memory:" and not Path(path).exists():
             if not create:
                 raise ArchiveError(f"no archive at {path} (run exotrace ingest or exotrace collect first)")
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise ArchiveError(f"cannot create archive {path}: a parent of it is a file, not a folder") from None
+            except OSError as exc:
+                raise ArchiveError(f"cannot create archive {path}: {exc.strerror or exc}") from None
         try:
             conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -331,26 +402,29 @@ class Archive:
         keep_changed: bool,
     ) -> None:
         """Classify one prepared batch against the archive and write it."""
-        good, errors = prepared
+        good, errors, refused, derived = prepared
         rejects = [self._error_reject_row(document, source, now) for document in errors]
-        result.errors += len(errors)
-        states = self._lookup(list({item[0].key for item in good}))
+        rejects += [_reject_row(reject, None, source, now) for _, reject in refused]
+        result.errors += len(errors) + len(refused)
+        result.refused.extend(refused)
+        result.derived += derived
+        states = self._lookup(list({item[1] for item in good}))
         inserts: list[list[Any]] = []
         updates: dict[int, tuple[Any, ...]] = {}
         docs: dict[int, bytes] = {}
         history: list[tuple[Any, ...]] = []
-        for document, columns, text, digest, observed in good:
+        for document, key, columns, text, digest, observed in good:
             status = columns[_STATUS]
-            state = states.get(document.key)
+            state = states.get(key)
             if state is None:
                 counters[0] += 1
                 counters[1] += 1
-                row = [counters[0], document.key, counters[1], *columns, digest, observed, now, now,
+                row = [counters[0], key, counters[1], *columns, digest, observed or None, now, now,
                        document.origin or None, document.line or None, source]
                 inserts.append(row)
-                states[document.key] = _State(counters[0], status, digest, observed, row)
+                states[key] = _State(counters[0], status, digest, observed, row)
                 docs[counters[0]] = text
-                history.append((counters[0], "first_seen", None, status, observed, now, source))
+                history.append((counters[0], "first_seen", None, status, observed or None, now, source))
                 result.new += 1
                 if keep_changed:
                     result.changed.append(document)
@@ -358,24 +432,23 @@ class Archive:
             if status == state.status and digest == state.digest:
                 result.unchanged += 1
                 continue
-            if status != state.status:
-                new_rank, old_rank = status_rank(status), status_rank(state.status)
-                accept = new_rank > old_rank or (new_rank == old_rank and observed >= state.observed_at)
-            else:
-                accept = observed >= state.observed_at
-            if not accept:
+            # One total order over observations of a row, so the outcome never depends on input order.
+            new_order, old_order = (status_rank(status), observed), (status_rank(state.status), state.observed_at)
+            if new_order < old_order or (new_order == old_order and not self._wins_tie(document, state, docs)):
                 result.unchanged += 1
                 result.stale += 1
                 continue
             counters[1] += 1
             if status != state.status:
-                history.append((state.id, "status_change", state.status, status, observed, now, source))
+                history.append((state.id, "status_change", state.status, status, observed or None, now, source))
             origin, line = document.origin or None, document.line or None
             if state.insert is not None:  # first seen earlier in this same upsert: rewrite the insert
                 first_seen = state.insert[_ROW_COLUMNS.index("first_seen")]
-                state.insert[2:] = [counters[1], *columns, digest, observed, first_seen, now, origin, line, source]
+                state.insert[2:] = [counters[1], *columns, digest, observed or None, first_seen, now, origin, line,
+                                    source]
             else:
-                updates[state.id] = (counters[1], *columns, digest, observed, now, origin, line, source, state.id)
+                updates[state.id] = (counters[1], *columns, digest, observed or None, now, origin, line, source,
+                                     state.id)
             state.status, state.digest, state.observed_at = status, digest, observed
             docs[state.id] = text
             result.updated += 1
@@ -394,24 +467,40 @@ class Archive:
         if rejects:
             conn.executemany(_INSERT_REJECT, rejects)
 
+    def _wins_tie(self, document: Document, state: _State, pending: dict[int, bytes]) -> bool:
+        """Whether ``document`` replaces the stored version of its row observed at the same time and rank.
+
+        The same observation (equal :func:`observation_digest`) rendered anew wins, so re-ingesting with other
+        options updates the row; otherwise the greater observation digest wins, whatever the input order.
+        Runs only on such ties, which are rare, so the stored document is read back here instead of keeping
+        another digest in every row.
+        """
+        text = pending.get(state.id)
+        if text is None:
+            found = self._conn.execute("SELECT doc FROM documents WHERE id = ?", (state.id,)).fetchone()
+            if found is None:
+                return True
+            text = found[0]
+        try:
+            stored = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return True
+        return observation_digest(document.doc) >= observation_digest(stored)
+
     @staticmethod
     def _error_reject_row(document: Document, source: str, now: str) -> tuple[Any, ...]:
         doc = document.doc
-        reason = str((doc.get("error") or {}).get("message") or "pipeline error")
-        raw = (doc.get("event") or {}).get("original")
-        raw_text = raw if isinstance(raw, str) else orjson.dumps(doc).decode()
-        origin = document.origin or ""
-        return (origin, document.line, reason, None, raw_text, orjson.dumps(doc).decode(), source, now,
-                _reject_digest(origin, document.line, reason, None, raw_text))
+        messages = (doc.get("error") or {}).get("message")
+        if isinstance(messages, list):
+            messages = "; ".join(str(m) for m in messages)
+        reason = str(messages or "pipeline error")
+        reject = Reject(origin=document.origin or "", line=document.line or 0, reason=reason, raw=_original(doc))
+        return _reject_row(reject, _storable(_safe_json(doc)), source, now)
 
     def add_rejects(self, rejects: Iterable[Reject], *, source: str = "ingest") -> int:
         """Store input records that could not be read; return how many were new (repeats are ignored)."""
         now = utcnow_ts()
-        rows = [
-            (r.origin or "", r.line or 0, r.reason, r.field, r.raw or "", None, source, now,
-             _reject_digest(r.origin or "", r.line or 0, r.reason, r.field, r.raw or ""))
-            for r in rejects
-        ]
+        rows = [_reject_row(r, None, source, now) for r in rejects]
         if not rows:
             return 0
         try:

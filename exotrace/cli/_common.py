@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from exotrace.errors import ExotraceError
 
@@ -20,8 +22,8 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def fail(message: str, code: int) -> None:
-    """Print ``Error: message`` on stderr and exit with ``code``."""
-    err_console.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    """Print ``Error: message`` on stderr and exit with ``code`` (the message is plain text, never markup)."""
+    err_console.print(f"[bold red]Error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -34,11 +36,24 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except ExotraceError as exc:
             fail(str(exc), exc.exit_code)
+        except BrokenPipeError:  # `exotrace search ... | head`: the reader has what it wanted
+            silence_stdout()
+            sys.exit(0)
         except KeyboardInterrupt:
             err_console.print("Interrupted.")
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def silence_stdout() -> None:
+    """After the reader of stdout went away, point stdout at /dev/null so the exit flush cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file descriptor (tests' captured stdout)
+        pass
 
 
 def setup_logging(verbose: int = 0) -> None:

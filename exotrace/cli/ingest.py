@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from exotrace.cli._common import archive_option, err_console, handle_errors, setup_logging
+from exotrace.cli._common import archive_option, err_console, handle_errors, setup_logging, silence_stdout
 from exotrace.errors import ConfigError
 from exotrace.ingest import IngestStats, RejectWriter, open_output
 from exotrace.ingest import ingest as run_ingest
 from exotrace.normalize import NormalizeOptions, Normalizer
+from exotrace.sources.file import FORMATS
 
 if TYPE_CHECKING:
     from exotrace.sinks import SyncSinkPipeline
@@ -34,8 +35,8 @@ PROGRESS_MIN_BYTES = 1 << 20
 @click.option("--no-geoip", is_flag=True, help="Skip GeoIP/ASN enrichment.")
 @click.option("--preserve-original", is_flag=True, help="Keep the raw record in event.original.")
 @click.option("--tenant", help="Label written to organization.name.")
-@click.option("--format", "fmt", default="auto", show_default=True,
-              help="Input format (auto-detected); see docs/sources-file.md.")
+@click.option("--format", "fmt", default="auto", show_default=True, type=click.Choice(FORMATS),
+              help="Input format: auto-detected, or forced (see docs/sources-file.md).")
 @click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False),
               help="Append rejected records (with file, line and reason) to this NDJSON file.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -61,12 +62,13 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
       exotrace ingest trace.json --no-archive --out - | jq .email.subject
     """
     setup_logging(verbose)
-    from exotrace.sources.file import FORMATS, read_paths, total_bytes
+    from exotrace.sources.file import read_paths, total_bytes
 
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown --format {fmt!r}; use one of: {', '.join(FORMATS)}", key="format")
     if no_archive and out is None and config_path is None:
         raise ConfigError("--no-archive needs --out FILE|- (or --config with sinks): nothing would be written")
+    for option, target in (("--out", out), ("--rejects", rejects_path)):
+        if target and target != "-":
+            _check_not_an_input(option, Path(target), paths)
 
     normalizer = Normalizer(
         NormalizeOptions(
@@ -86,21 +88,22 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
             err_console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     with ExitStack() as stack:
-        archive = None
-        if not no_archive:
-            from exotrace.archive import Archive
-
-            archive = stack.enter_context(Archive.open(archive_path))
+        # Outputs the user named first: a bad --out or --rejects path fails before anything is written.
         stream, to_stdout = open_output(out)
         if stream is not None and not to_stdout:
             stack.callback(stream.close)
         rejects_file = RejectWriter(rejects_path) if rejects_path else None
         if rejects_file is not None:
             stack.callback(rejects_file.close)
+        archive = None
+        if not no_archive:
+            from exotrace.archive import Archive
+
+            archive = stack.enter_context(Archive.open(archive_path))
         deliver = _sink_delivery(config_path, stack, archive_path)
 
         size = total_bytes(paths)
-        show_progress = not quiet and sys.stderr.isatty() and size >= PROGRESS_MIN_BYTES
+        show_progress = not quiet and err_console.is_terminal and size >= PROGRESS_MIN_BYTES
         if show_progress:
             from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
@@ -113,9 +116,14 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
         else:
             items = read_paths(paths, format=fmt)
         stats = run_ingest(items, normalizer, archive=archive, out=stream, rejects_file=rejects_file,
-                       deliver=deliver, on_reject=on_reject)
-        if stream is not None:
-            stream.flush()
+                           deliver=deliver, on_reject=on_reject)
+        if stream is not None and not stats.out_closed:
+            try:
+                stream.flush()
+            except BrokenPipeError:
+                stats.out_closed = True
+        if stats.out_closed and to_stdout:
+            silence_stdout()
         delivered = deliver.finish() if deliver is not None else True
 
     if shown > MAX_REJECT_LINES:
@@ -129,6 +137,16 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
     sys.exit(stats.exit_code)
 
 
+def _check_not_an_input(option: str, target: Path, paths: tuple[Path, ...]) -> None:
+    """An output that is one of the inputs, or inside an input folder, would be truncated or read back."""
+    where = target.resolve()
+    for given in paths:
+        source = given.resolve()
+        if where == source or (given.is_dir() and where.is_relative_to(source)):
+            relation = "the input" if where == source else "inside the input folder"
+            raise ConfigError(f"{option} {target} is {relation} {given}; write it elsewhere", key=option)
+
+
 def _summary(stats: IngestStats, archive_path: str | None, rejects_path: str | None) -> None:
     parts = [f"read {stats.read}"]
     if archive_path:
@@ -138,12 +156,25 @@ def _summary(stats: IngestStats, archive_path: str | None, rejects_path: str | N
     parts.append(f"rejected {stats.rejected}")
     line = ", ".join(parts)
     where = f" -> {archive_path}" if archive_path else ""
-    err_console.print(f"Ingested: {line}{where}", highlight=False, soft_wrap=True)
+    _note(f"Ingested: {line}{where}")
+    if stats.out_closed:
+        _note("The reader of --out went away; NDJSON output stopped there"
+              + (", the archive got every row." if archive_path else "."))
+    if stats.derived:
+        rows = "1 row has" if stats.derived == 1 else f"{stats.derived} rows have"
+        _note(f"{rows} no MessageTraceId: archived under a key derived from "
+              "Message-ID (or sender and subject), recipient and received time (see docs/archive.md).")
     if stats.rejected:
         kept = f"the archive's rejects table{' and ' + rejects_path if rejects_path else ''}"
-        if not archive_path:
-            kept = rejects_path or "nowhere but the lines above (use --rejects FILE)"
-        err_console.print(f"Rejected records are kept in {kept}.", highlight=False, soft_wrap=True)
+        if archive_path or rejects_path:
+            _note(f"Rejected records are kept in {kept if archive_path else rejects_path}.")
+        else:
+            _note("Rejected records are only listed above (use --rejects FILE to keep them).")
+
+
+def _note(text: str) -> None:
+    """One line of plain text on stderr (paths and file names are never read as markup)."""
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _sink_delivery(config_path: Path | None, stack: ExitStack, archive_path: str) -> _SinkDelivery | None:

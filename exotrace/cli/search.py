@@ -13,6 +13,7 @@ import orjson
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from exotrace.cli._common import archive_option, err_console, handle_errors
 from exotrace.model import STATUSES, canonical_status
@@ -207,15 +208,15 @@ def _print_table(rows: list[dict[str, Any]], *, more: bool, limit: int) -> None:
                   header_style="bold")
     for header, width in zip(headers, widths, strict=True):
         table.add_column(header, width=width, no_wrap=True, overflow="ellipsis")
-    for cell in cells:
-        style = _STATUS_STYLE.get(cell[1], "")
-        table.add_row(cell[0], f"[{style}]{cell[1]}[/]" if style else cell[1], *cell[2:])
+    for cell in cells:  # Text, never markup: subjects and addresses are attacker-controlled
+        status = Text(cell[1], style=_STATUS_STYLE.get(cell[1], ""))
+        table.add_row(Text(cell[0]), status, *(Text(c) for c in cell[2:]))
     console.print(table)
     noun = "message" if len(rows) == 1 else "messages"
     footer = f"{len(rows)} {noun}, newest first"
     if more:
         footer += f"; more match (showing the newest {limit}, --limit 0 for all)"
-    console.print(footer, soft_wrap=True)
+    console.print(footer, markup=False, soft_wrap=True)
 
 
 # -- stats --------------------------------------------------------------------------------------
@@ -253,7 +254,7 @@ def _count_table(title: str, label: str, items: list[tuple[str, int]], total: in
     table.add_column("Count", justify="right")
     table.add_column("%", justify="right")
     for name, count in items:
-        table.add_row(name, f"{count:,}", f"{100 * count / total:.1f}" if total else "")
+        table.add_row(Text(str(name)), f"{count:,}", f"{100 * count / total:.1f}" if total else "")
     return table
 
 
@@ -268,7 +269,8 @@ def _print_stats(result: dict[str, Any]) -> None:
         window.append(f"since {_short_time(result['since'])}")
     if result["until"]:
         window.append(f"until {_short_time(result['until'])}")
-    console.print(f"[bold]{total:,}[/] messages{span}" + (f" ({', '.join(window)})" if window else ""))
+    text = Text.assemble((f"{total:,}", "bold"), f" messages{span}" + (f" ({', '.join(window)})" if window else ""))
+    console.print(text)
     if total:
         sections: list[tuple[str, str, list[tuple[str, int]]]] = [
             ("By status", "Status", list(result["by_status"].items())),

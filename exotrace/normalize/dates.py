@@ -8,6 +8,7 @@ offset only says how the value was displayed); US-culture ``M/d/yyyy h:mm:ss AM`
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 
@@ -33,14 +34,22 @@ def parse_timestamp(value: object) -> datetime:
     text = value.strip()
     m = _ISO.fullmatch(text)
     if m:
-        return _from_iso(m)
+        return _in_range(lambda: _from_iso(m), text)
     m = _MS_DATE.fullmatch(text)
     if m:
-        return _EPOCH + timedelta(milliseconds=int(m.group(1)))
+        return _in_range(lambda: _EPOCH + timedelta(milliseconds=int(m.group(1))), text)
     m = _US_DATE.fullmatch(text)
     if m:
-        return _from_us(m)
+        return _in_range(lambda: _from_us(m), text)
     raise ValueError(f"unrecognised timestamp {text!r}")
+
+
+def _in_range(build: Callable[[], datetime], text: str) -> datetime:
+    """``build()``, with a date beyond datetime's range (year 1-9999) reported as ValueError."""
+    try:
+        return build()
+    except OverflowError:
+        raise ValueError(f"timestamp out of range {text!r}") from None
 
 
 @lru_cache(maxsize=4096)

@@ -15,6 +15,8 @@ from typing import Any
 
 import maxminddb
 
+from exotrace.errors import ConfigError
+
 log = logging.getLogger("exotrace.normalize.geo")
 
 #: Folders searched when no --geoip-dir is given (where geoipupdate writes on Linux).
@@ -41,21 +43,28 @@ class GeoEnricher:
     """Looks up IPs in the City and ASN databases; missing databases mean no enrichment."""
 
     def __init__(self, city_db: Path | None, asn_db: Path | None, cache_size: int = 65536) -> None:
-        self._city = maxminddb.open_database(str(city_db)) if city_db else None
-        self._asn = maxminddb.open_database(str(asn_db)) if asn_db else None
+        """Open the databases; an unreadable or corrupt one raises :class:`ConfigError` naming the file."""
+        self._city = _open(city_db) if city_db else None
+        try:
+            self._asn = _open(asn_db) if asn_db else None
+        except ConfigError:
+            if self._city is not None:
+                self._city.close()
+            raise
         #: (geo, as) for one IP, cached; :meth:`lookup_uncached` for callers with a cache of their own.
         self.lookup = lru_cache(maxsize=cache_size)(self.lookup_uncached)
 
     @classmethod
     def from_dir(cls, geoip_dir: str | os.PathLike[str] | None, *, warn: bool = True) -> GeoEnricher:
         city, asn = find_databases(geoip_dir)
+        enricher = cls(city, asn)
         if warn and (city is None or asn is None):
             missing = " and ".join(n for n, p in (("City", city), ("ASN", asn)) if p is None)
             where = geoip_dir or ", ".join(DEFAULT_GEOIP_DIRS)
             log.warning(
                 "No GeoIP %s database in %s: IPs are not enriched with %s data (point --geoip-dir or geoip_dir "
                 "at a folder with GeoLite2 .mmdb files, or use --no-geoip).", missing, where, missing)
-        return cls(city, asn)
+        return enricher
 
     @property
     def enabled(self) -> bool:
@@ -71,6 +80,15 @@ class GeoEnricher:
         for db in (self._city, self._asn):
             if db is not None:
                 db.close()
+
+
+def _open(path: Path) -> Any:
+    try:
+        return maxminddb.open_database(str(path))
+    except (maxminddb.InvalidDatabaseError, ValueError, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a valid MaxMind DB file"
+        raise ConfigError(f"GeoIP database {path}: {reason}; replace it (geoipupdate) or use --no-geoip",
+                          key="geoip_dir") from None
 
 
 def _name(record: Any) -> str | None:

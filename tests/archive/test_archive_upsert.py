@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from exotrace.archive import Archive
+from exotrace.archive import Archive, SearchQuery
 from exotrace.archive.testing import make_document as doc
 from exotrace.archive.testing import make_error_document
 from exotrace.model import row_key
@@ -77,17 +77,20 @@ def test_equal_rank_change_follows_observation_time(arch: Archive) -> None:
     assert arch.snapshot()[KEY] == "FilteredAsSpam"
 
 
-def test_missing_observed_at_counts_as_now(arch: Archive) -> None:
+def test_missing_observed_at_is_older_than_any_known_time(arch: Archive) -> None:
     arch.upsert([doc(status="Delivered", observed_at="2020-01-01T00:00:00Z")])
     res = arch.upsert([doc(status="Failed")])
-    assert res.updated == 1
-    assert arch.snapshot()[KEY] == "Failed"
+    assert (res.updated, res.stale) == (0, 1)
+    assert arch.snapshot()[KEY] == "Delivered"
+    # A provisional status stays provisional news however it was observed.
+    assert arch.upsert([doc("t9", status="Pending", observed_at="2030-01-01T00:00:00Z")]).new == 1
+    assert arch.upsert([doc("t9", status="Delivered")]).updated == 1
 
 
 def test_content_change_without_status_change_updates_without_history(arch: Archive) -> None:
-    arch.upsert([doc(subject="Quarterly reprot")])
+    arch.upsert([doc(subject="Quarterly reprot", observed_at="2024-05-01T10:00:00Z")])
     seq_before = arch.last_seq()
-    res = arch.upsert([doc(subject="Quarterly report (fixed)")])
+    res = arch.upsert([doc(subject="Quarterly report (fixed)", observed_at="2024-05-01T11:00:00Z")])
     assert (res.updated, res.unchanged) == (1, 0)
     assert arch.get(KEY)["subject"] == "Quarterly report (fixed)"
     assert len(arch.history(KEY)) == 1
@@ -145,7 +148,7 @@ def test_seq_and_changes_since(arch: Archive) -> None:
     assert cursor == 3
     assert [d["email"]["local_id"] for _, d in arch.changes_since(0)] == ["t1", "t2", "t3"]
     assert arch.changes_since(cursor) == []
-    arch.upsert([doc("t2", status="Failed"), doc("t4")])
+    arch.upsert([doc("t2", status="Failed", observed_at="2024-05-02T00:00:00Z"), doc("t4")])
     changes = arch.changes_since(cursor)
     assert [(s, d["email"]["local_id"]) for s, d in changes] == [(4, "t2"), (5, "t4")]
     assert changes[0][1]["microsoft"]["online_message_trace"]["Status"] == "Failed"
@@ -171,7 +174,8 @@ def test_large_batches_span_several_rounds(arch: Archive) -> None:
     again = arch.upsert(iter(docs))
     assert again.unchanged == 5000
     assert arch.last_seq() == 5000
-    changed = [doc(f"t{i}", f"u{i % 50}@contoso.com", status="Failed") for i in range(5000)]
+    changed = [doc(f"t{i}", f"u{i % 50}@contoso.com", status="Failed", observed_at="2024-05-02T00:00:00Z")
+               for i in range(5000)]
     quiet = arch.upsert(changed, keep_changed=False)
     assert quiet.updated == 5000 and quiet.changed == []
 
@@ -206,3 +210,135 @@ def test_documents_are_json_text_readable_by_sqlite(arch: Archive) -> None:
     row = arch.conn.execute("SELECT typeof(doc), json_extract(doc, '$.email.subject') FROM documents").fetchone()
     assert row == ("text", "Straße ünïcode ✓")
     assert arch.get(KEY)["subject"] == "Straße ünïcode ✓"
+
+
+# -- one total order: the same observations give the same state, whatever their order -------------------------
+
+
+def _state(arch: Archive) -> tuple:
+    rows = arch.conn.execute("SELECT key, status, content_hash, seq FROM messages ORDER BY key").fetchall()
+    history = arch.conn.execute("SELECT count(*) FROM history").fetchone()[0]
+    return rows, history
+
+
+def test_same_observations_in_any_order_give_the_same_row() -> None:
+    import itertools
+
+    observations = [
+        doc(status="GettingStatus", observed_at="2024-05-01T10:00:00Z"),
+        doc(status="Quarantined", observed_at="2024-05-01T11:00:00Z"),
+        doc(status="Delivered", observed_at="2024-05-01T11:00:00Z"),  # same time as Quarantined: a tie
+        doc(status="Delivered", subject="Other subject", observed_at="2024-05-01T11:00:00Z"),
+        doc(status="Pending", observed_at="2024-05-02T00:00:00Z"),  # provisional: never replaces a final status
+        doc(status="Failed"),  # no observation time: older than every known one
+    ]
+    outcomes = set()
+    for n, order in enumerate(itertools.permutations(observations)):
+        if n % 7:  # 720 orders; every seventh is plenty and keeps the test quick
+            continue
+        with Archive.open(":memory:") as a:
+            for item in order:
+                a.upsert([item])
+            row = a.get(KEY)
+            outcomes.add((row["status"], row["subject"], row["observed_at"]))
+            before = _state(a)
+            again = a.upsert(list(order))  # everything applied once more: nothing changes
+            assert (again.new, again.updated) == (0, 0)
+            assert _state(a) == before
+    assert len(outcomes) == 1
+    status, _, observed = outcomes.pop()
+    assert status in ("Quarantined", "Delivered") and observed == "2024-05-01T11:00:00.000Z"
+
+
+def test_two_versions_in_one_batch_converge_and_repeat_as_unchanged(arch: Archive) -> None:
+    # Elastic's test-log.log has such pairs: one key, two contents, the same query window.
+    first = doc(sender="noreply@azure.microsoft.com", observed_at="2022-10-22T09:40:10Z")
+    second = doc(sender="noreply@contoso.com", observed_at="2022-10-22T09:40:10Z")
+    arch.upsert([first, second])
+    kept = arch.get(KEY)["sender"]
+    for batch in ([first, second], [second, first], [first], [second]):
+        res = arch.upsert(batch)
+        assert (res.new, res.updated) == (0, 0)
+        assert arch.get(KEY)["sender"] == kept
+    assert len(arch.history(KEY)) == 1
+
+
+def test_same_observation_rendered_anew_replaces_the_row(arch: Archive) -> None:
+    # Re-ingesting an export with other options (here: direction) updates the rows, then changes nothing.
+    arch.upsert([doc(direction="inbound", observed_at="2024-05-01T10:00:00Z")])
+    res = arch.upsert([doc(direction="internal", observed_at="2024-05-01T10:00:00Z")])
+    assert res.updated == 1
+    assert arch.get(KEY)["direction"] == "internal"
+    assert arch.upsert([doc(direction="internal", observed_at="2024-05-01T10:00:00Z")]).unchanged == 1
+
+
+# -- documents without a usable identity or JSON form -----------------------------------------------------------
+
+
+def _keyless(recipient: str | None = "linus@contoso.com", **kwargs):
+    d = doc(recipient=recipient or "x@y", **kwargs)
+    d.key = ""
+    d.doc["email"].pop("local_id")
+    d.doc["microsoft"]["online_message_trace"].pop("MessageTraceId")
+    if recipient is None:
+        d.doc["email"].pop("to")
+    return d
+
+
+def test_rows_without_trace_id_get_a_stable_derived_key(arch: Archive) -> None:
+    res = arch.upsert([_keyless(status="Pending"), _keyless("bob@contoso.com")])
+    assert (res.new, res.derived, res.errors) == (2, 2, 0)
+    (row,) = [r for r in arch.search(SearchQuery(recipient="linus@contoso.com"))]
+    assert row["key"].startswith("derived-") and row["key"].endswith("|linus@contoso.com")
+    assert row["trace_id"] == ""
+    # The same row read again (a later download of the report) changes status in place.
+    later = arch.upsert([_keyless(status="Delivered", observed_at="2024-05-02T00:00:00Z")])
+    assert (later.new, later.updated) == (0, 1)
+    assert arch.count() == 2
+    assert [h["new_status"] for h in arch.history(row["key"])] == ["Pending", "Delivered"]
+    # Without a Message-ID the key comes from sender, subject and received time; other mail gets other keys.
+    other = arch.upsert([_keyless(message_id=None), _keyless(message_id=None, subject="Another")])
+    assert other.new == 2 and arch.count() == 4
+
+
+def test_row_without_recipient_is_refused_with_a_reason(arch: Archive) -> None:
+    bad = _keyless(None, origin="summary.csv", line=4)
+    res = arch.upsert([doc(), bad])
+    assert (res.new, res.errors) == (1, 1)
+    [(document, reject)] = res.refused
+    assert document is bad
+    assert (reject.origin, reject.line, reject.field) == ("summary.csv", 4, "RecipientAddress")
+    assert "no RecipientAddress" in reject.reason
+    [stored] = arch.rejects()
+    assert stored["reason"] == reject.reason and stored["field"] == "RecipientAddress"
+    assert '"SenderAddress"' in stored["raw"]  # the document itself when event.original is absent
+    arch.upsert([bad])
+    assert arch.reject_count() == 1
+
+
+def test_document_json_cannot_represent_is_refused_not_fatal(arch: Archive) -> None:
+    huge = doc("t-huge")
+    huge.doc["microsoft"]["online_message_trace"]["Index"] = 2**64
+    lone = doc("t-lone")
+    lone.doc["email"]["subject"] = "x\ud800y"
+    lone.doc["event"]["original"] = '{"Subject": "x\ud800y"}'
+    res = arch.upsert([huge, doc("t-ok"), lone])
+    assert (res.new, res.errors) == (1, 2)
+    reasons = [reject.reason for _, reject in res.refused]
+    assert "cannot store the document as JSON" in reasons[0] and "64-bit" in reasons[0]
+    assert "surrogates" in reasons[1]
+    assert arch.reject_count() == 2
+    stored = {r["reason"]: r["raw"] for r in arch.rejects()}
+    assert stored[reasons[1]] == '{"Subject": "x\\ud800y"}'  # kept, escaped
+
+
+def test_pipeline_error_with_lone_surrogate_is_stored(arch: Archive) -> None:
+    bad = make_error_document("Processor 'script' failed", original='{"Subject": "\ud800"}')
+    assert arch.upsert([bad]).errors == 1
+    assert arch.rejects()[0]["raw"] == '{"Subject": "\\ud800"}'
+
+
+def test_sizes_beyond_64_bits_are_not_a_column(arch: Archive) -> None:
+    arch.upsert([doc(size=2**63)])
+    assert arch.get(KEY)["size"] is None
+    assert arch.get(KEY)["doc"]["email"]["attachments"]["file"]["size"] == 2**63

@@ -61,3 +61,15 @@ def test_formats() -> None:
     assert normalize_ts("2024-05-01T12:00:00Z") == "2024-05-01T12:00:00.000Z"
     assert normalize_ts("2022-09-05T18:10:13.4907658") == "2022-09-05T18:10:13.490Z"
     assert normalize_ts("garbage") is None and normalize_ts(None) is None
+
+
+@pytest.mark.parametrize("text", ["99999999d", "9999999999w", "1e3d", "0001-01-01T00:00:00+01:00",
+                                  "9999-12-31T23:59:59-01:00"])
+def test_out_of_range_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_time(text, now=NOW)
+    assert normalize_ts(text) is None
+
+
+def test_last_day_of_the_calendar_as_end_bound() -> None:
+    assert parse_time("9999-12-31", end=True) == datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -113,3 +118,179 @@ def test_sinks_from_config_receive_every_document(tmp_path: Path):
                f.read_text().splitlines()]
     count = sqlite3.connect(tmp_path / "a.db").execute("select count(*) from messages").fetchone()[0]
     assert len(shipped) == count
+
+
+FILES = Path(__file__).resolve().parents[1] / "data" / "files"
+
+
+def _dump(db: Path) -> list:
+    with sqlite3.connect(db) as con:
+        return [con.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()
+                for t in ("messages", "documents", "history", "rejects")]
+
+
+def _rows(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT key, trace_id, recipient, status FROM messages ORDER BY recipient, key").fetchall()
+
+
+def test_eac_summary_without_trace_id_is_archived_under_derived_keys(tmp_path: Path):
+    db = tmp_path / "a.db"
+    report = FILES / "eac-summary-no-trace-id.csv"
+    first = run("ingest", str(report), "--archive", str(db), "--no-geoip")
+    assert first.exit_code == 0, first.stderr
+    assert "read 3, new 3, updated 0, unchanged 0, rejected 0" in first.stderr
+    assert "3 rows have no MessageTraceId: archived under a key derived from" in first.stderr
+    rows = _rows(db)
+    assert [(r[2], r[3]) for r in rows] == [("ada@contoso.com", "Delivered"), ("ada@contoso.com", "Failed"),
+                                            ("bob@contoso.com", "Pending")]
+    assert all(r[0].startswith("derived-") and r[1] == "" for r in rows)
+    found = run("search", "--archive", str(db), "--recipient", "ada@contoso.com", "--format", "json")
+    assert [r["status"] for r in orjson.loads(found.stdout)] == ["Delivered", "Failed"]
+    assert orjson.loads(found.stdout)[0]["received"] == "2025-11-20T15:04:05.000Z"  # UTC+01:00 applied
+    again = run("ingest", str(report), "--archive", str(db), "--no-geoip")
+    assert "read 3, new 0, updated 0, unchanged 3" in again.stderr
+    # A later download of the same report: bob's message was delivered meanwhile; same row, new status.
+    later = tmp_path / "later.csv"
+    later.write_bytes(report.read_bytes().replace(b'"Pending"', b'"Delivered"'))
+    third = run("ingest", str(later), "--archive", str(db), "--no-geoip")
+    assert "new 0, updated 1, unchanged 2" in third.stderr
+    assert [r[3] for r in _rows(db)] == ["Delivered", "Failed", "Delivered"]
+
+
+def test_record_without_recipient_is_reported_counted_and_kept(tmp_path: Path):
+    path = tmp_path / "no-recipient.ndjson"
+    no_recipient = orjson.loads(GOOD)
+    del no_recipient["RecipientAddress"]
+    path.write_text(orjson.dumps(no_recipient).decode() + "\n" + GOOD.replace("bob@", "carl@") + "\n")
+    db, kept = tmp_path / "a.db", tmp_path / "rejects.ndjson"
+    result = run("ingest", str(path), "--archive", str(db), "--rejects", str(kept), "--no-geoip")
+    assert result.exit_code == 1
+    assert f"{path}:1: no RecipientAddress" in result.stderr
+    assert "read 2, new 1, updated 0, unchanged 0, rejected 1" in result.stderr
+    (reject,) = [orjson.loads(line) for line in kept.read_text().splitlines()]
+    assert (reject["line"], reject["field"]) == (1, "RecipientAddress")
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT line, field FROM rejects").fetchall() == [(1, "RecipientAddress")]
+    # Without an archive the document has nowhere it cannot go: it is written like any other.
+    out = run("ingest", str(path), "--no-archive", "--out", "-", "--no-geoip")
+    assert out.exit_code == 0 and len(out.stdout.splitlines()) == 2
+
+
+def test_reingesting_elastic_test_log_changes_nothing(tmp_path: Path, shared_dir: Path):
+    log = shared_dir / "peers" / "elastic" / "pipeline" / "test-log.log"
+    db = tmp_path / "a.db"
+    args = ("ingest", str(log), "--archive", str(db), "--local-domain", "contoso.com", "--no-geoip")
+    first = run(*args)
+    assert first.exit_code == 0 and "read 7, new 5, updated 2" in first.stderr
+    before = _dump(db)
+    for _ in range(2):
+        again = run(*args)
+        assert "read 7, new 0, updated 0, unchanged 7, rejected 0" in again.stderr
+        assert _dump(db) == before
+
+
+GRAPH_ROW = ('{"id":"03a3f843-0575-4704-2d97-08de6895c472","messageId":"<a@b.example>","status":"%s",'
+             '"receivedDateTime":"2026-02-10T11:15:58.842Z","recipientAddress":"cdgg@contoso.com",'
+             '"senderAddress":"x@fabrikam.com","subject":"s","size":1}')
+
+
+def test_graph_file_with_one_row_twice_converges_and_repeats_as_unchanged(tmp_path: Path):
+    db = tmp_path / "a.db"
+    path = tmp_path / "graph.ndjson"
+    path.write_text(GRAPH_ROW % "quarantined" + "\n" + GRAPH_ROW % "delivered" + "\n")
+    first = run("ingest", str(path), "--archive", str(db), "--no-geoip")
+    assert first.exit_code == 0
+    before = _dump(db)
+    for _ in range(2):
+        assert "new 0, updated 0, unchanged 2" in run("ingest", str(path), "--archive", str(db), "--no-geoip").stderr
+        assert _dump(db) == before
+    # The same two rows in the other order give the same row.
+    other, reversed_db = tmp_path / "reversed.ndjson", tmp_path / "b.db"
+    other.write_text(GRAPH_ROW % "delivered" + "\n" + GRAPH_ROW % "quarantined" + "\n")
+    os.utime(other, (path.stat().st_atime, path.stat().st_mtime))
+    run("ingest", str(other), "--archive", str(reversed_db), "--no-geoip")
+    assert _rows(reversed_db) == _rows(db)
+
+
+def test_files_without_observation_time_are_ordered_by_modification_time(tmp_path: Path):
+    quarantined, released = tmp_path / "monday.ndjson", tmp_path / "tuesday.ndjson"
+    quarantined.write_text(GRAPH_ROW % "quarantined" + "\n")
+    released.write_text(GRAPH_ROW % "delivered" + "\n")
+    os.utime(quarantined, (1_700_000_000, 1_700_000_000))
+    os.utime(released, (1_700_086_400, 1_700_086_400))
+    db = tmp_path / "a.db"
+    run("ingest", str(released), "--archive", str(db), "--no-geoip")
+    late = run("ingest", str(quarantined), "--archive", str(db), "--no-geoip")  # the older export, read last
+    assert "updated 0, unchanged 1" in late.stderr
+    assert _rows(db)[0][3] == "Delivered"
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT observed_at FROM messages").fetchone()[0] == "2023-11-15T22:13:20.000Z"
+
+
+def test_ingesting_the_current_folder_skips_its_own_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture):
+    work = tmp_path / "exports"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("EXOTRACE_ARCHIVE", raising=False)
+    (work / "trace.ndjson").write_text(GOOD + "\n")
+    config = tmp_path / "sinks.toml"  # with a sink, a spool folder appears beside the archive
+    config.write_text(f'[[sink]]\ntype = "file"\nname = "copy"\npath = "{tmp_path / "out" / "docs.ndjson"}"\n')
+    first = run("ingest", ".", "--no-geoip", "--config", str(config))
+    assert first.exit_code == 0, first.stderr
+    assert (work / "exotrace.db.spool").is_dir()
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="exotrace.sources.file"):
+            again = run("ingest", ".", "--no-geoip", "--config", str(config))
+        assert again.exit_code == 0, again.stderr
+        assert "read 1, new 0, updated 0, unchanged 1, rejected 0" in again.stderr
+        notes = caplog.text
+        assert "Skipping ./exotrace.db: an SQLite database" in notes
+        assert "Skipping ./exotrace.db-wal" in notes  # the archive is open while the folder is read
+        assert "Skipping ./exotrace.db.spool: the spool folder" in notes
+
+
+def _exotrace(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real command in a child process (for terminals and pipes, which CliRunner cannot fake)."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("TTY_COMPATIBLE", "FORCE_COLOR")}
+    return subprocess.run([sys.executable, "-m", "exotrace", *args], env={**environ, **(env or {})},
+                          capture_output=True, timeout=300, **kwargs)
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path):
+    path = tmp_path / "big.ndjson"
+    line = GOOD.replace('"Subject":"=cmd()"', '"Subject":"' + "x" * 600 + '"')
+    path.write_text("\n".join(line.replace("1111-1111-1111", f"{i:04d}-1111-1111") for i in range(2000)) + "\n")
+    assert path.stat().st_size > 1 << 20
+    args = ("ingest", str(path), "--no-archive", "--out", str(tmp_path / "o.ndjson"), "--no-geoip")
+    plain = _exotrace(*args)
+    assert plain.returncode == 0 and b"Ingesting" not in plain.stderr  # stderr is a pipe: no bar
+    shown = _exotrace(*args, env={"TTY_COMPATIBLE": "1", "COLUMNS": "100"})  # rich: "this is a terminal"
+    stderr = shown.stderr.decode()
+    assert shown.returncode == 0, stderr
+    assert "Ingesting" in stderr and "━" in stderr
+    done = re.findall(r"(\d+\.\d)/(\d+\.\d) MB", stderr)
+    assert done and done[-1][0] == done[-1][1]  # the bar ends full
+    assert stderr.rstrip().endswith("Ingested: read 2000, written 2000, rejected 0")
+    quiet = _exotrace(*args, "-q", env={"TTY_COMPATIBLE": "1"})
+    assert quiet.returncode == 0 and quiet.stderr == b""
+
+
+def test_format_help_lists_the_accepted_values():
+    result = run("ingest", "--help")
+    for name in ("auto", "ndjson", "json", "graph", "rws", "powershell", "csv", "eac-summary", "eac-enhanced",
+                 "eac-extended"):
+        assert name in result.output
+
+
+def test_get_messagetracev2_export_csv_end_to_end(tmp_path: Path):
+    db = tmp_path / "a.db"
+    result = run("ingest", str(FILES / "export-csv-v2-ps7.csv"), "--archive", str(db), "--local-domain",
+                 "contoso.com", "--no-geoip")
+    assert result.exit_code == 0 and "read 3, new 3" in result.stderr
+    found = orjson.loads(run("search", "--archive", str(db), "--format", "json", "--ip", "2a02:cf40::1").stdout)
+    assert [(r["status"], r["direction"], r["received"]) for r in found] == [
+        ("FilteredAsSpam", "inbound", "2025-11-20T02:59:41.000Z")]
+    assert found[0]["trace_id"] == "7c1d2e3f-4a5b-4c6d-9e0f-08de2a0f1e2d"

@@ -186,3 +186,52 @@ def test_fit_widths_shrinks_in_order() -> None:
     assert fit_widths([10, 10, 50], 100, [(2, 10)], overhead=4) == [10, 10, 50]
     assert fit_widths([10, 10, 50], 54, [(2, 10), (1, 5)], overhead=4) == [10, 10, 30]
     assert fit_widths([10, 10, 50], 30, [(2, 10), (1, 5)], overhead=4) == [10, 6, 10]
+
+
+# -- user text is never rich markup -------------------------------------------------------------------------------
+
+HOSTILE = "[link=https://evil.example]Reset password[/link] [/] [bold]x"
+
+
+@pytest.fixture
+def hostile_archive(tmp_path: Path) -> str:
+    path = tmp_path / "hostile.db"
+    with Archive.open(path) as arch:
+        arch.upsert([doc("h1", "victim@contoso.com", sender="[/]@evil.example", subject=HOSTILE),
+                     doc("h2", "[red]x@contoso.com", sender="a@b.example", subject="[/]", status="Pending")])
+    return str(path)
+
+
+def test_search_table_prints_markup_as_text(hostile_archive: str) -> None:
+    result = run("search", "--archive", hostile_archive, width=300)
+    assert result.exit_code == 0, result.output
+    assert HOSTILE in result.output and "[/]@evil.example" in result.output and "[red]x@contoso.com" in result.output
+    assert "\x1b]8;" not in result.output  # no terminal hyperlink
+
+
+def test_search_table_on_a_colour_terminal_makes_no_link(hostile_archive: str) -> None:
+    result = CliRunner().invoke(cli, ["search", "--archive", hostile_archive],
+                                env={"COLUMNS": "300", "TTY_COMPATIBLE": "1", "FORCE_COLOR": "1"},
+                                catch_exceptions=False)
+    assert result.exit_code == 0
+    assert "\x1b]8;" not in result.output and "[link=https://evil.example]" in result.output
+
+
+def test_stats_prints_markup_as_text(hostile_archive: str) -> None:
+    result = run("stats", "--archive", hostile_archive)
+    assert result.exit_code == 0, result.output
+    assert "[/]@evil.example" in result.output and "[red]x@contoso.com" not in result.output
+    assert "contoso.com" in result.output
+
+
+def test_paths_with_brackets_are_printed_as_given(tmp_path: Path) -> None:
+    folder = tmp_path / "x[/]"  # the folders "x[" and "]", created by ingest
+    db = folder / "run[bold].db"
+    trace = tmp_path / "t.ndjson"
+    trace.write_text('{"Received":"2024-05-01T10:00:00Z","RecipientAddress":"b@contoso.com","Status":"Delivered",'
+                     '"MessageTraceId":"t1"}\n{oops\n')
+    result = run("ingest", str(trace), "--archive", str(db), "--no-geoip")
+    assert result.exit_code == 1, result.output
+    assert f"-> {db}" in result.stderr
+    missing = run("search", "--archive", str(folder / "none[/].db"))
+    assert missing.exit_code == 2 and f"Error: no archive at {folder / 'none[/].db'}" in missing.stderr

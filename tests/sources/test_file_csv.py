@@ -187,3 +187,58 @@ def test_culture_dates(value: str, expected: str) -> None:
 ])
 def test_status_from_events(events: list[str], status: str) -> None:
     assert status_from_events(events) == status
+
+
+def test_export_csv_of_get_messagetracev2_powershell_7() -> None:
+    # PowerShell 7 Export-Csv: no #TYPE line, every value quoted, en-US dates, V2's eleven properties.
+    recs = records(list(read_file(FILES / "export-csv-v2-ps7.csv")))
+    assert [(r.line, r.shape) for r in recs] == [(2, "csv"), (3, "csv"), (4, "csv")]
+    first, second, third = (r.fields for r in recs)
+    assert first["Received"] == "2025-11-20T15:04:05" and first["Size"] == 48213
+    assert first["MessageTraceId"] == second["MessageTraceId"] == "5f3a2b1c-7d9e-4f60-a1b2-08de2a1b3c4d"
+    assert second["Status"] == "GettingStatus" and third["Status"] == "FilteredAsSpam"
+    assert third["Received"] == "2025-11-20T02:59:41" and third["FromIP"] == "2a02:cf40::1"
+    assert third["Subject"] == '=HYPERLINK("http://evil.example","Open")' and first["ToIP"] is None
+
+
+@pytest.mark.parametrize(("header", "value", "expected"), [
+    ("Date (UTC+01:00)", "2024-10-21 17:25:30", "2024-10-21T17:25:30+01:00"),
+    ("Date (UTC-05:00)", "10/21/2024 5:25:30 PM", "2024-10-21T17:25:30-05:00"),
+    ("Date (UTC+05:30)", "21.10.2024 17:25:30", "2024-10-21T17:25:30+05:30"),
+    ("Date (UTC+1)", "2024-10-21 17:25:30", "2024-10-21T17:25:30+01:00"),
+    ("Date (UTC)", "2024-10-21 17:25:30", "2024-10-21T17:25:30"),
+    ("Date (UTC+00:00)", "2024-10-21 17:25:30", "2024-10-21T17:25:30"),
+    ("Date (UTC+01:00)", "2024-10-21T17:25:30Z", "2024-10-21T17:25:30Z"),  # a value's own zone wins
+])
+def test_offset_in_a_date_header_is_applied(tmp_path: Path, header: str, value: str, expected: str) -> None:
+    text = (f'"{header}","Sender","Recipient","Subject","Status"\n'
+            f'"{value}","a@fabrikam.com","b@contoso.com","Hi","Delivered"\n')
+    (rec,) = records(list(read_file(write(tmp_path / "summary.csv", text))))
+    assert rec.fields["Received"] == expected
+
+
+def test_admin_center_summary_without_trace_id_in_local_time() -> None:
+    recs = records(list(read_file(FILES / "eac-summary-no-trace-id.csv")))
+    assert [r.shape for r in recs] == ["eac-summary"] * 3
+    assert recs[0].fields["Received"] == "2025-11-20T16:04:05+01:00"
+    assert "MessageTraceId" not in recs[0].fields
+    assert recs[2].fields["MessageId"] is None
+
+
+@pytest.mark.parametrize("column", ["Size", "Index"])
+@pytest.mark.parametrize("value", [str(2**63), str(2**64), str(-(2**63) - 1)])
+def test_integers_beyond_64_bits_reject_the_row(tmp_path: Path, column: str, value: str) -> None:
+    size, index = (value, "0") if column == "Size" else ("1", value)
+    row = ps_row("big", size=size).rsplit(",", 1)[0] + f',"{index}"'
+    text = "\n".join([PS_HEADER, row, ps_row("next")]) + "\n"
+    items = list(read_file(write(tmp_path / "trace.csv", text)))
+    (bad,) = rejects(items)
+    assert (bad.line, bad.field) == (2, column) and "out of range" in bad.reason
+    assert [r.fields["Subject"] for r in records(items)] == ["next"]
+    assert records(items)[0].fields["Size"] == 22704
+
+
+def test_largest_64_bit_size_is_still_a_number(tmp_path: Path) -> None:
+    text = PS_HEADER + "\n" + ps_row("max", size=str(2**63 - 1)) + "\n"
+    (rec,) = records(list(read_file(write(tmp_path / "trace.csv", text))))
+    assert rec.fields["Size"] == 2**63 - 1

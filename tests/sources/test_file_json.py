@@ -11,21 +11,18 @@ from file_helpers import FILES, ps_line, records, rejects, write
 
 from exotrace.sources.file import read_file
 
-ELASTIC_LOG = Path(__file__).parents[2].parent / "shared" / "peers" / "elastic" / "pipeline" / "test-log.log"
 
-
-def test_elastic_test_log_gives_seven_records_with_exact_originals() -> None:
-    if not ELASTIC_LOG.is_file():
-        pytest.skip(f"Elastic reference data not found at {ELASTIC_LOG} (../shared beside the project)")
-    lines = ELASTIC_LOG.read_text(encoding="utf-8").split("\n")
-    items = list(read_file(ELASTIC_LOG))
+def test_elastic_test_log_gives_seven_records_with_exact_originals(shared_dir: Path) -> None:
+    elastic_log = shared_dir / "peers" / "elastic" / "pipeline" / "test-log.log"
+    lines = elastic_log.read_text(encoding="utf-8").split("\n")
+    items = list(read_file(elastic_log))
     assert not rejects(items)
     recs = records(items)
     assert len(recs) == 7
     assert [r.line for r in recs] == [1, 2, 3, 4, 6, 7, 8]  # line 5 is an empty page
     for r in recs:
         assert r.original == lines[r.line - 1]
-        assert r.origin == str(ELASTIC_LOG)
+        assert r.origin == str(elastic_log)
     assert recs[5].shape == "graph" and recs[5].fields["status"] == "delivered"
     assert recs[0].shape == "powershell"
     assert recs[0].fields["MessageId"].startswith("<a210cf91")
@@ -166,3 +163,22 @@ def test_broken_json_document_keeps_values_before_and_rejects_the_rest(tmp_path:
     assert bad.reason.startswith("invalid JSON") and bad.line > 17
     assert "line 17 onwards" in bad.reason
     assert bad.raw.startswith("{")
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    ('"x\\ud800y"', "lone surrogate"),
+    ('"\\udfff"', "lone surrogate"),
+    ("123456789012345678901234567890", "64-bit"),
+])
+def test_values_json_cannot_carry_reject_only_their_record(tmp_path: Path, value: str, reason: str) -> None:
+    # A pretty-printed document goes through the standard decoder, which accepts these; orjson (and so the
+    # archive and every sink) cannot encode them.
+    good = [ps_line(i) for i in range(3)]
+    bad = ps_line(9).replace('"Index":9', f'"Index":{value}')
+    path = write(tmp_path / "doc.json", "[\n" + ",\n".join([good[0], bad, *good[1:]]) + "\n]\n")
+    items = list(read_file(path))
+    (rejected,) = rejects(items)
+    assert rejected.line == 3 and reason in rejected.reason
+    rejected.raw.encode("utf-8")  # storable
+    assert value.strip('"').split("\\")[-1][:4] in rejected.raw  # the bad value is shown
+    assert len(records(items)) == 3

@@ -114,3 +114,41 @@ def test_shipped_sample_is_clean() -> None:
     assert len(keys) == len(recs)
     assert all(r.fields["SenderAddress"].endswith("contoso.com") or r.fields["RecipientAddress"].lower().endswith(
         "contoso.com") for r in recs)
+
+
+def test_folder_skips_sqlite_files_wal_shm_journal_and_spool(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import sqlite3
+
+    db = tmp_path / "exotrace.db"
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (1)")  # -wal and -shm exist while the connection is open
+    (tmp_path / "exotrace.db-journal").write_bytes(b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7")
+    (tmp_path / "exotrace.db.spool").mkdir()
+    write(tmp_path / "exotrace.db.spool" / "sink-0001.ndjson", '{"ecs": {"version": "8.11.0"}}\n')
+    write(tmp_path / "other.sqlite", "")
+    (tmp_path / "other.sqlite").write_bytes(db.read_bytes()[:100])
+    write(tmp_path / "trace.ndjson", ps_line(0))
+    write(tmp_path / "notes-wal", "not a companion: no database beside it\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "exotrace.db", "exotrace.db-journal", "exotrace.db-shm", "exotrace.db-wal", "exotrace.db.spool",
+        "notes-wal", "other.sqlite", "trace.ndjson"]
+    with caplog.at_level(logging.INFO, logger="exotrace.sources.file"):
+        items = list(read_paths(tmp_path))
+    conn.close()
+    assert [Path(i.origin).name for i in items] == ["notes-wal", "trace.ndjson"]
+    assert len(records(items)) == 1
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Skipping")]
+    assert len(skipped) == 6 and any("spool" in m for m in skipped)
+    assert total_bytes(tmp_path) == sum((tmp_path / n).stat().st_size for n in ("notes-wal", "trace.ndjson"))
+
+
+def test_sqlite_file_named_explicitly_is_one_clear_reject(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "exotrace.db"
+    sqlite3.connect(db).execute("CREATE TABLE t (x)")
+    (reject,) = list(read_paths([db]))
+    assert "SQLite database" in reject.reason

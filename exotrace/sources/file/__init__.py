@@ -44,7 +44,7 @@ def read_paths(paths: Iterable[PathLike] | PathLike, format: str | None = None,
 def total_bytes(paths: Iterable[PathLike] | PathLike) -> int:
     """Sum of the sizes of the files :func:`read_paths` will read (compressed size for gzip)."""
     total = 0
-    for path in iter_files(_as_list(paths)):
+    for path in iter_files(_as_list(paths), notes=False):
         try:
             total += os.path.getsize(path)
         except OSError:

@@ -19,7 +19,10 @@ from exotrace.model import STATUSES, RawRecord, Reject
 from exotrace.sources.file.csv_dates import to_iso
 from exotrace.sources.file.encoding import TextSource, safe_text, strip_eol, undecodable
 
-__all__ = ["CsvRow", "csv_rows", "detect_csv_shape", "header_key", "map_header", "read_csv", "split_header"]
+__all__ = [
+    "CsvRow", "csv_rows", "date_offsets", "detect_csv_shape", "header_key", "header_offset", "map_header", "read_csv",
+    "split_header",
+]
 
 Item = RawRecord | Reject
 
@@ -62,6 +65,38 @@ _NULLABLE = ("ToIP", "FromIP", "MessageId")
 #: PowerShell property names: their presence marks an Export-Csv of the cmdlets.
 _PS_NAMES = frozenset({"Received", "SenderAddress", "RecipientAddress", "MessageTraceId"})
 _STATUS_BY_COMPACT = {s.lower(): s for s in STATUSES}
+
+
+_HEADER_OFFSET = re.compile(r"\((?:UTC|GMT)\s*([+-])\s*(\d{1,2})(?::?(\d{2}))?\)", re.IGNORECASE)
+#: A date the CSV converters produce without a zone: ``YYYY-MM-DDTHH:MM[:SS[.f]]``.
+_NAIVE_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?")
+
+
+def header_offset(name: str) -> str | None:
+    """The UTC offset a column name announces: ``"Date (UTC+01:00)"`` -> ``+01:00``; None for none or UTC."""
+    m = _HEADER_OFFSET.search(name)
+    if m is None:
+        return None
+    sign, hours, minutes = m.group(1), int(m.group(2)), int(m.group(3) or 0)
+    if hours > 14 or minutes > 59 or hours == minutes == 0:
+        return None
+    return f"{sign}{hours:02d}:{minutes:02d}"
+
+
+def date_offsets(names: list[str], mapped: list[str]) -> dict[str, str]:
+    """Legacy date field -> the offset its column header announces (the admin center's local-time exports)."""
+    out: dict[str, str] = {}
+    for name, target in zip(names, mapped, strict=True):
+        if target in _DATE_FIELDS and (offset := header_offset(name)):
+            out[target] = offset
+    return out
+
+
+def with_offset(value: Any, offset: str) -> Any:
+    """A zone-less converted date with ``offset`` appended; other values unchanged."""
+    if isinstance(value, str) and _NAIVE_ISO.fullmatch(value):
+        return value + offset
+    return value
 
 
 def header_key(name: str) -> str:
@@ -155,14 +190,20 @@ def csv_rows(src: TextSource, origin: str) -> Iterator[tuple[list[str], str] | C
         yield Reject(origin, start, "unterminated quoted field at end of file", raw="".join(pending))
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
 def _to_int(value: str) -> tuple[Any, str | None]:
     text = value.strip()
     if not text:
         return None, None
     try:
-        return int(text.replace(",", "").replace(" ", "")), None
+        number = int(text.replace(",", "").replace(" ", ""))
     except ValueError:
         return value, "is not a whole number"
+    if number not in _INT64:
+        return value, "is out of range (more than 64 bits)"
+    return number, None
 
 
 def _to_date(value: str) -> tuple[Any, str | None]:
@@ -200,8 +241,12 @@ def canonical_csv_status(value: str) -> str:
     return _STATUS_BY_COMPACT.get(compact, value)
 
 
-def row_fields(names: list[str], row: CsvRow) -> tuple[dict[str, Any], Reject | None]:
-    """Map one row to fields; a reject when the column count or a typed value is wrong."""
+def row_fields(names: list[str], row: CsvRow, offsets: dict[str, str] | None = None
+               ) -> tuple[dict[str, Any], Reject | None]:
+    """Map one row to fields; a reject when the column count or a typed value is wrong.
+
+    ``offsets`` (from :func:`date_offsets`) are applied to the date fields whose header announced one.
+    """
     if len(row.values) != len(names):
         return {}, Reject("", row.line, f"expected {len(names)} columns, found {len(row.values)}",
                           raw=row.text)
@@ -211,6 +256,9 @@ def row_fields(names: list[str], row: CsvRow) -> tuple[dict[str, Any], Reject | 
         if error:
             return {}, Reject("", row.line, error, raw=row.text, field=name)
         fields[name] = converted
+    if offsets:
+        for name, offset in offsets.items():
+            fields[name] = with_offset(fields[name], offset)
     return fields, None
 
 
@@ -242,13 +290,14 @@ def read_csv(src: TextSource, origin: str, shape: str | None = None) -> Iterator
         yield from reader(names, rows, origin)
         return
     mapped = map_header(names)
+    offsets = date_offsets(names, mapped)
     for item in rows:
         if isinstance(item, Reject):
             yield item
             continue
         if not isinstance(item, CsvRow):
             continue
-        fields, reject = row_fields(mapped, item)
+        fields, reject = row_fields(mapped, item, offsets)
         if reject is not None:
             yield Reject(origin, reject.line, reject.reason, raw=reject.raw, field=reject.field)
             continue

@@ -3,6 +3,7 @@ files a list of paths stands for."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,13 @@ from pathlib import Path
 from exotrace.sources.file.csv_shapes import detect_csv_shape, split_header
 from exotrace.sources.file.json_shapes import parses_standalone
 
-__all__ = ["FORMATS", "detect_format", "iter_files"]
+__all__ = ["FORMATS", "SQLITE_MAGIC", "detect_format", "is_sqlite", "iter_files"]
+
+log = logging.getLogger("exotrace.sources.file")
+
+#: The first bytes of every SQLite database file.
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 
 #: Accepted ``--format`` values. ``auto`` detects; the others force a reader (and a shape label).
 FORMATS: tuple[str, ...] = (
@@ -51,10 +58,13 @@ def detect_format(head: list[str]) -> str | None:
     return None
 
 
-def iter_files(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...]) -> Iterator[str]:
+def iter_files(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...], *,
+               notes: bool = True) -> Iterator[str]:
     """Files named by ``paths``: files as given, folders recursed (sorted, hidden entries skipped).
 
-    A path that does not exist is passed through, so the reader reports it as a reject.
+    Inside folders, SQLite databases (an exotrace archive, perhaps the one being written), their ``-wal``,
+    ``-shm`` and ``-journal`` files and an archive's ``.spool`` folder are skipped, with an INFO note unless
+    ``notes`` is false. A path that does not exist is passed through, so the reader reports it as a reject.
     """
     for given in paths:
         path = Path(given)
@@ -63,10 +73,41 @@ def iter_files(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str
             continue
         found: list[tuple[tuple[str, ...], str]] = []
         for root, dirs, files in os.walk(path, followlinks=False):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            kept = []
+            for d in dirs:
+                if d.startswith("."):
+                    continue
+                if d.endswith(".spool") and is_sqlite(os.path.join(root, d.removesuffix(".spool"))):
+                    if notes:
+                        log.info("Skipping %s: the spool folder of an exotrace archive.", os.path.join(root, d))
+                    continue
+                kept.append(d)
+            dirs[:] = kept
             for name in files:
-                if not name.startswith("."):
-                    full = os.path.join(root, name)
-                    found.append((Path(os.path.relpath(full, path)).parts, full))
+                if name.startswith("."):
+                    continue
+                full = os.path.join(root, name)
+                if _archive_file(root, name):
+                    if notes:
+                        log.info("Skipping %s: an SQLite database or its journal, not a message-trace export.", full)
+                    continue
+                found.append((Path(os.path.relpath(full, path)).parts, full))
         for _, full in sorted(found):
             yield full
+
+
+def is_sqlite(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a file that starts with SQLite's header."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def _archive_file(root: str, name: str) -> bool:
+    """An SQLite database, or the ``-wal``/``-shm``/``-journal`` file of one in the same folder."""
+    for suffix in _SQLITE_COMPANIONS:
+        if name.endswith(suffix) and is_sqlite(os.path.join(root, name.removesuffix(suffix))):
+            return True
+    return is_sqlite(os.path.join(root, name))

@@ -18,7 +18,7 @@ from typing import Any
 
 from exotrace.model import RawRecord, Reject
 from exotrace.sources.file.csv_dates import to_iso
-from exotrace.sources.file.csv_shapes import CsvRow, header_key, map_header, row_fields
+from exotrace.sources.file.csv_shapes import CsvRow, date_offsets, header_key, map_header, row_fields
 
 __all__ = ["EVENT_STATUS", "read_enhanced", "read_extended", "status_from_events"]
 
@@ -74,6 +74,7 @@ def _split_recipient_status(value: str) -> list[tuple[str, str]]:
 def read_enhanced(names: list[str], rows: Iterable[Any], origin: str) -> Iterator[Item]:
     """One record per recipient of each enhanced-summary row."""
     mapped = map_header(names)
+    offsets = date_offsets(names, mapped)
     try:
         status_col = [header_key(n) for n in names].index("recipientstatus")
     except ValueError:
@@ -86,7 +87,7 @@ def read_enhanced(names: list[str], rows: Iterable[Any], origin: str) -> Iterato
             continue
         if not isinstance(row, CsvRow):
             continue
-        fields, reject = row_fields(mapped, row)
+        fields, reject = row_fields(mapped, row, offsets)
         if reject is not None:
             yield Reject(origin, reject.line, reject.reason, raw=reject.raw, field=reject.field)
             continue

@@ -24,6 +24,7 @@ __all__ = [
 _SAMPLE = 4096
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGIC = b"PK\x03\x04"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Control characters that do not occur in text exports (everything below 0x20 except \t \n \f \r).
 _BINARY_CHARS = frozenset(chr(c) for c in range(32)) - {"\t", "\n", "\f", "\r"}
 #: Bytes the codec could not decode come through as lone surrogates (``errors="surrogateescape"``).
@@ -194,9 +195,11 @@ def open_text(path: str | os.PathLike[str], on_progress: Callable[[int], None] |
     counting = _Counting(raw, on_progress)
     buffered = io.BufferedReader(counting, buffer_size=65536)
     try:
-        magic = buffered.peek(4)[:4]
+        magic = buffered.peek(16)[:16]
         if magic.startswith(_ZIP_MAGIC):
             raise UnreadableFile("zip archive: extract it first (gzip files are read directly)")
+        if magic == _SQLITE_MAGIC:
+            raise UnreadableFile("an SQLite database (an exotrace archive?), not a message-trace export")
         compressed = magic.startswith(_GZIP_MAGIC)
         stream: io.BufferedIOBase = buffered
         if compressed:

@@ -53,10 +53,24 @@ def record_shape(obj: dict[str, Any], default: str) -> str:
 
 def _dumps(value: Any) -> str:
     """Compact JSON text of ``value``; undecodable input bytes are shown as ``\\xNN``."""
+    return _encode(value)[0]
+
+
+def _encode(value: Any) -> tuple[str, str | None]:
+    """``(JSON text, problem)``: problem says why orjson (and so the archive and sinks) cannot encode it.
+
+    The standard decoder used for JSON documents accepts what orjson refuses: lone ``\\ud800`` escapes and
+    integers beyond 64 bits. Such text is still returned, escaped, so it can be kept in a reject.
+    """
     try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:
-        return safe_text(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+        return orjson.dumps(value).decode(), None
+    except orjson.JSONEncodeError as exc:
+        text = safe_text(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(value, separators=(",", ":"))  # \uXXXX escapes: storable, shows the bad escape
+        return text, str(exc)
 
 
 def _page_elements(obj: dict[str, Any]) -> tuple[list[Any], str] | None:
@@ -115,21 +129,34 @@ def items_from_value(
                              raw=_dumps(element))
                 continue
             label = shape or record_shape(element, page_shape)
-            yield _record(element, origin, el_line, _dumps(element), label)
+            yield _record(element, origin, el_line, *_encode(element), label)
         return
     label = shape or record_shape(value, default_shape)
-    yield _record(value, origin, line, original if original is not None else _dumps(value), label)
+    text, problem = (original, None) if original is not None else _encode(value)
+    yield _record(value, origin, line, text, problem, label)
 
 
-def _record(obj: dict[str, Any], origin: str, line: int, original: str, shape: str) -> Item:
-    """A record, or a reject for an object without trace fields or with undecodable bytes."""
+def _record(obj: dict[str, Any], origin: str, line: int, original: str, problem: str | None, shape: str) -> Item:
+    """A record, or a reject for an object without trace fields, with undecodable bytes or values JSON
+    cannot carry (``problem``)."""
     if _TRACE_KEYS.isdisjoint(obj):
         keys = ", ".join(list(obj)[:5]) or "none"
         return Reject(origin, line, f"not a message-trace record (keys: {keys})", raw=original)
     if "\\x" in original and undecodable(json.dumps(obj, ensure_ascii=False)):
         return Reject(origin, line, "record holds bytes that are not valid text in the file's encoding",
                       raw=original)
+    if problem is not None:
+        return Reject(origin, line, _unrepresentable(problem), raw=original)
     return RawRecord(fields=unwrap_fields(obj), original=original, origin=origin, line=line, shape=shape)
+
+
+def _unrepresentable(problem: str) -> str:
+    """Reject reason for a record orjson cannot encode, from orjson's message."""
+    if "surrogate" in problem:
+        return "record holds a lone surrogate escape (\\ud800-\\udfff), which is not text"
+    if "64-bit" in problem:
+        return "record holds an integer beyond the 64-bit range"
+    return f"record holds a value that cannot be encoded: {problem}"
 
 
 def _type_name(value: Any) -> str:
