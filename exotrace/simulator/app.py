@@ -60,6 +60,7 @@ class SimState:
 
     def __init__(self, config: SimulatorConfig, tenants: list[SimTenant], clock: ScaledClock,
                  token_key: TokenKey) -> None:
+        config = config.effective()  # scenario key=value options
         self.config = config
         self.tenants = tenants
         self.clock = clock
@@ -174,11 +175,16 @@ class SimApp:
     async def _fault_response(self, fault: str, request: Request) -> Response | None:
         state = self.state
         is_graph = not _RWS.match(request.url.path)
+        fmt = rws.state_format(state, request)
+        light_ct = state.config.rws_light_content_type
         if fault == "throttle":
             wait = request.state.retry_after
             if is_graph:
                 return graph.error(state, request, 429, "TooManyRequests", graph.THROTTLED,
                                    headers={"Retry-After": str(wait)})
+            if state.config.rws_throttle_status == 429:
+                return rws.odata_error(429, rws.THROTTLED, fmt, code="TooManyRequests",
+                                       headers={"Retry-After": str(wait)}, light_ct=light_ct)
             return Response("", status_code=503, headers={"Retry-After": str(wait)})
         if fault == "flaky":
             code = (500, 502, 503, 504)[int(state.faults.value("code", request.url.query) * 4)]
@@ -187,8 +193,9 @@ class SimApp:
                          504: "GatewayTimeout"}
                 return graph.error(state, request, code, names[code], "The service is temporarily unavailable.",
                                    headers={"Retry-After": "2"} if code == 503 else None)
-            return rws.odata_error(code, "An error has occurred on the server.", "light", code="UnknownError",
-                                   lang="")
+            # RWS: an OData error in the format the request asked for (no Retry-After)
+            return rws.odata_error(code, "An error has occurred on the server.", fmt, code="UnknownError",
+                                   lang="", light_ct=light_ct)
         if fault == "badrcpt":
             return graph.bad_request(state, request, "|System.ArgumentException|Invalid starting recipient address")
         return None
@@ -206,7 +213,7 @@ class SimApp:
         m = _DETAILS.match(path)
         if m and method == "GET":
             state.count("requests_graph_details")
-            caller = graph.guard(state, request)
+            caller = graph.guard(state, request, details=True)
             if not isinstance(caller, Caller):
                 return caller
             return await graph.details(state, request, m.group(1).lower(), caller, m.group(2),
@@ -241,7 +248,8 @@ class SimApp:
                     return caller
                 return Response(_RWS_METADATA if low else _RWS_SERVICE_DOC,
                                 media_type="application/xml;charset=utf-8")
-            return rws.odata_error(404, f"Resource not found for the segment '{rest}'.", False)
+            return rws.odata_error(404, f"Resource not found for the segment '{rest}'.",
+                                   rws.state_format(state, request), light_ct=state.config.rws_light_content_type)
         state.count("requests_rws_" + low)
         caller = rws.guard(state, request, report)
         if not isinstance(caller, Caller):

@@ -234,16 +234,18 @@ class TenantData:
 
     def _generate(self, hour: int) -> list[Row]:
         rng = random.Random(f"{self.seed}:{self.tenant.name}:{hour}")
-        self._hour_prefix = from_us(hour * HOUR_US).strftime("%Y-%m-%dT%H:")
+        # a local, not an attribute: two threads may generate two hours at once (server and ground truth)
+        prefix = from_us(hour * HOUR_US).strftime("%Y-%m-%dT%H:")
         expected = self.rows_per_day / 24 * _DIURNAL[hour % 24] / ROWS_PER_MESSAGE
         messages = int(expected) + (1 if rng.random() < expected - int(expected) else 0)
         rows: list[Row] = []
         for n in range(messages):
-            rows.extend(self._message(rng, hour, n))
+            rows.extend(self._message(rng, hour, n, prefix))
         rows.sort(key=_sort_key)
         return rows
 
-    def _message(self, rng: random.Random, hour: int, n: int) -> list[Row]:
+    def _message(self, rng: random.Random, hour: int, n: int, prefix: str) -> list[Row]:
+        """One message's rows; ``prefix`` is the hour as Graph writes it (``2026-05-01T12:``)."""
         p = self.profile
         rnd = rng.random
         bits = rng.getrandbits
@@ -251,7 +253,7 @@ class TenantData:
         received = hour * HOUR_US + offset
         secs, micro = divmod(offset, US)
         frac = f"{micro:06d}".rstrip("0")
-        received_text = f"{self._hour_prefix}{secs // 60:02d}:{secs % 60:02d}{'.' + frac if frac else ''}Z"
+        received_text = f"{prefix}{secs // 60:02d}:{secs % 60:02d}{'.' + frac if frac else ''}Z"
         trace_id = (f"{bits(32):08x}-{bits(16):04x}-{bits(16):04x}-"
                     f"{bits(16):04x}-{(0x08D0 << 32) | (hour & 0xFFFFFFFF):012x}")
         roll = rnd()

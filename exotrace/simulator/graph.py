@@ -50,7 +50,12 @@ def bad_request(state: SimState, request: Request, message: str) -> JSONResponse
     return error(state, request, 400, "BadRequest", message)
 
 
-def guard(state: SimState, request: Request) -> Caller | Response:
+#: The members of ``exchangeMessageTraceStatus`` (plus ``resolved``, which the V2 cmdlet reports).
+STATUS_MEMBERS = frozenset({"gettingStatus", "pending", "failed", "delivered", "expanded", "quarantined",
+                            "filteredAsSpam", "unknownFutureValue", "recalled", "resolved"})
+
+
+def guard(state: SimState, request: Request, details: bool = False) -> Caller | Response:
     """Authentication, service principal, permission and quota, in that order."""
     caller = check_bearer(state, request, "graph")
     if not isinstance(caller, Caller):
@@ -62,12 +67,20 @@ def guard(state: SimState, request: Request) -> Caller | Response:
     if not caller.tenant.service_principal:
         state.count("graph_401")
         return error(state, request, 401, "Unauthorized", SP_MISSING)
-    if GRAPH_ROLE not in caller.roles:
+    cfg = state.config
+    if GRAPH_ROLE not in caller.roles or (cfg.graph_requires_directory_role and not caller.tenant.rws_role):
         state.count("graph_403")
-        return error(state, request, 403, "Forbidden",
-                     f"Missing role permissions on the request. API requires one of '{GRAPH_ROLE}'. "
-                     f"Roles on the request '{' '.join(caller.roles)}'.")
-    wait = state.quota.take(caller.tenant.name, state.clock.now().timestamp())
+        if cfg.graph_403 == "request-denied":
+            return error(state, request, 403, "Authorization_RequestDenied",
+                         "Insufficient privileges to complete the operation.")
+        if GRAPH_ROLE not in caller.roles:
+            return error(state, request, 403, "Forbidden",
+                         f"Missing role permissions on the request. API requires one of '{GRAPH_ROLE}'. "
+                         f"Roles on the request '{' '.join(caller.roles)}'.")
+        return error(state, request, 403, "Forbidden", "The application's service principal has no directory "
+                     "role that grants access to message trace (for example Global Reader).")
+    bucket = caller.tenant.name + (":details" if details and cfg.graph_details_quota == "separate" else "")
+    wait = state.quota.take(bucket, state.clock.now().timestamp())
     if wait is not None:
         state.count("graph_429")
         state.count("quota_429")
@@ -116,6 +129,8 @@ async def list_traces(state: SimState, request: Request, version: str, caller: C
     prefer_unknown = "include-unknown-enum-members" in request.headers.get("prefer", "").lower()
     params = request.query_params
 
+    pascal = version == "beta" and state.config.graph_beta_status == "pascal"
+    strict_status = state.config.graph_status_filter == "strict"
     top = 1000
     if "$top" in params:
         try:
@@ -137,7 +152,7 @@ async def list_traces(state: SimState, request: Request, version: str, caller: C
                                                f"'{c.prop}' on type 'microsoft.graph.exchangeMessageTrace'.")
         if prop == "receivedDateTime":
             try:
-                when = parse_datetime(c.value)
+                when = parse_datetime(c.value, round_up=c.op in ("ge", "gt"))
             except ValueError:
                 return bad_request(state, request, f"Invalid filter clause: The DateTimeOffset text "
                                                    f"'{c.value}' should be in format 'yyyy-mm-ddThh:mm:ss('.'s+)"
@@ -151,6 +166,9 @@ async def list_traces(state: SimState, request: Request, version: str, caller: C
             continue  # accepted, ignored
         if c.op in ("contains", "startswith", "endswith") and prop != "subject":
             continue  # accepted, ignored
+        if prop == "status" and strict_status and c.value not in STATUS_MEMBERS:
+            return bad_request(state, request, f"Invalid filter clause: The string '{c.value}' is not a valid "
+                                               "enumeration type constant.")
         props[prop] = c  # the last value per property wins
     after: tuple[int, str] | None = None
     token = params.get("$skiptoken")
@@ -207,7 +225,7 @@ async def list_traces(state: SimState, request: Request, version: str, caller: C
     beta = version == "beta"
     body: dict[str, Any] = {
         "@odata.context": f"{state.graph_url}/{version}/$metadata#admin/exchange/tracing/messageTraces",
-        "value": [graph_item(r, now_us, prefer_unknown, beta) for r in rows],
+        "value": [graph_item(r, now_us, prefer_unknown, beta, pascal) for r in rows],
     }
     if more:
         last = rows[-1]
@@ -233,21 +251,41 @@ async def details(state: SimState, request: Request, version: str, caller: Calle
     now_us = to_us(state.clock.now())
     value: list[dict[str, Any]] = []
     horizon = state.horizon_us(now_us)
+    found = False
     for row in data.find(trace_id, recipient):
         if row.visible_us > now_us or row.received_us < horizon:
             continue
+        found = True
         for ev in row.events_at(now_us):
             value.append({
                 "id": row.trace_id, "messageId": row.message_id, "dateTime": iso_short(ev.at_us),
                 "event": ev.event, "action": ev.action, "description": ev.description,
                 "data": _mep_data(row, ev.at_us),
             })
-    body = {
+    if not found and state.config.graph_details_unknown == "404":
+        return error(state, request, 404, "NotFound", "No message trace was found for the given id and "
+                     "recipient address.")
+    body: dict[str, Any] = {
         "@odata.context": f"{state.graph_url}/{version}/$metadata"
                           "#Collection(microsoft.graph.exchangeMessageTraceDetail)",
         "value": value,
     }
-    await state.latency(len(value))
+    page = state.config.graph_details_page
+    if page:
+        try:
+            skip = int(request.query_params.get("$skiptoken", "0"))
+        except ValueError:
+            return bad_request(state, request, "|System.ArgumentException|The skip token is invalid.")
+        if skip < 0:
+            return bad_request(state, request, "|System.ArgumentException|The skip token is invalid.")
+        body["value"] = value[skip: skip + page]
+        if skip + page < len(value):
+            raw_path = request.scope.get("raw_path") or quote(request.url.path, safe="/()'=@+:,$")
+            path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else raw_path
+            keep = [(k, v) for k, v in request.query_params.multi_items() if k != "$skiptoken"]
+            keep.append(("$skiptoken", str(skip + page)))
+            body["@odata.nextLink"] = f"{state.graph_url}{path}?" + urlencode(keep, quote_via=quote, safe="$'*@,:()")
+    await state.latency(len(body["value"]))
     return JSONResponse(body, headers={"Content-Type": JSON_CT})
 
 

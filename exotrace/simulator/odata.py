@@ -15,7 +15,7 @@ _TOKEN = re.compile(
     r"|(?P<word>[^\s(),']+))"
 )
 _DT = re.compile(
-    r"^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,7}))?)?)?\s*(Z|[+-]\d\d:?\d\d)?$",
+    r"^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,9}))?)?)?\s*(Z|[+-]\d\d:?\d\d)?$",
     re.IGNORECASE,
 )
 
@@ -50,8 +50,12 @@ def tokenize(text: str) -> list[Tok]:
     return out
 
 
-def parse_datetime(text: str) -> int:
-    """ISO 8601 with Z, an offset or no zone (UTC), 0-7 fractional digits -> epoch microseconds."""
+def parse_datetime(text: str, round_up: bool = False) -> int:
+    """ISO 8601 with Z, an offset or no zone (UTC), 0-9 fractional digits -> epoch microseconds.
+
+    .NET keeps 7 digits (100 ns ticks) and Go's RFC3339Nano writes up to 9 (Elastic's Graph input), which
+    the service accepts. Rows carry whole microseconds, so digits past the sixth are cut, or with
+    ``round_up`` (a lower bound) rounded up: ``ge ...00.1234561`` must not match a row at ``.123456``."""
     m = _DT.match(text.strip())
     if not m:
         raise ValueError(f"not a date: {text!r}")
@@ -62,7 +66,10 @@ def parse_datetime(text: str) -> int:
         digits = zone[1:].replace(":", "")
         tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
     when = datetime(int(y), int(mo), int(d), int(hh or 0), int(mm or 0), int(ss or 0), tzinfo=tz)
-    micro = int((frac or "0").ljust(7, "0")[:6])
+    digits = (frac or "").ljust(6, "0")
+    micro = int(digits[:6])
+    if round_up and digits[6:].strip("0"):
+        micro += 1
     return to_us(when) + micro
 
 

@@ -23,6 +23,7 @@ from exotrace.simulator.certs import make_client_cert, make_server_pki, new_key
 from exotrace.simulator.config import SimTenant, SimulatorConfig
 from exotrace.simulator.data import to_us
 from exotrace.simulator.entra import TokenKey
+from exotrace.simulator.odata import parse_datetime
 from exotrace.simulator.views import ground_truth_row
 
 log = logging.getLogger("exotrace.simulator")
@@ -32,7 +33,8 @@ class Simulator:
     """A running simulator. Use as a context manager, or call :meth:`stop`."""
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
-        self.config = config or SimulatorConfig()
+        #: the configuration with the scenario's ``key=value`` options applied
+        self.config = (config or SimulatorConfig()).effective()
         self.clock = ScaledClock(start=self.config.start or datetime.now(UTC), speed=self.config.speed)
         self.tenants: list[SimTenant] = self.config.resolved_tenants()
         self._tmp: str | None = None
@@ -168,39 +170,80 @@ class Simulator:
     def ground_truth(self, tenant_id: str, at: datetime | None = None, api: str = "graph",
                      prefer_unknown: bool = True, start: datetime | None = None,
                      end: datetime | None = None) -> dict[str, dict[str, Any]]:
-        """Every row visible through ``api`` at ``at`` (default: now), keyed by ``row_key``.
+        """Every row ``api`` serves at ``at`` (default: now), keyed by ``row_key``: exactly what a
+        complete read of the API returns.
 
-        Rows use legacy field names and canonical ``Status``; ``start``/``end`` optionally restrict
-        ``Received`` (inclusive). ``prefer_unknown=False`` gives Graph's ``unknownFutureValue`` where a
-        client without the ``Prefer`` header would see it. For very large tenants prefer
-        :meth:`iter_ground_truth`, which streams.
+        Graph serves 90 days; RWS serves ``rws_max_age_days`` (10) back from ``at``. A tenant the API
+        refuses (Graph: ``service_principal`` or ``graph_permission`` off, or ``rws_role`` off when
+        ``graph_requires_directory_role``; RWS: ``rws_role`` off, ``rws_retired`` or the ``retired``
+        scenario) has no rows. Rows use legacy field names and canonical ``Status``; ``start``/``end``
+        optionally restrict ``Received`` (inclusive). ``prefer_unknown=False`` gives Graph's
+        ``unknownFutureValue`` where a client without the ``Prefer`` header would see it. For very large
+        tenants prefer :meth:`iter_ground_truth`, which streams.
         """
         return dict(self.iter_ground_truth(tenant_id, at, api, prefer_unknown, start, end))
+
+    def serves(self, tenant_id: str, api: str = "graph") -> bool:
+        """Whether ``api`` serves this tenant's message trace at all (see :meth:`ground_truth`)."""
+        t = self.tenant(tenant_id)
+        cfg = self.config
+        if api == "rws":
+            return t.rws_role and not t.rws_retired and "retired" not in cfg.scenario_map()
+        if api != "graph":
+            raise ValueError(f"api must be 'graph' or 'rws', not {api!r}")
+        return t.service_principal and t.graph_permission and (t.rws_role or not cfg.graph_requires_directory_role)
 
     def iter_ground_truth(self, tenant_id: str, at: datetime | None = None, api: str = "graph",
                           prefer_unknown: bool = True, start: datetime | None = None,
                           end: datetime | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         """:meth:`ground_truth` as a stream of ``(row_key, row)``, newest first; memory stays flat."""
+        if not self.serves(tenant_id, api):
+            if self.state is None:
+                raise RuntimeError("simulator not started")
+            return
+        oldest = None
+        if api == "rws":
+            oldest = to_us(at or self.clock.now()) - self.config.rws_max_age_days * 86400 * 10**6
+        yield from self._iter_rows(tenant_id, at, api, prefer_unknown, start, end, oldest)
+
+    def _iter_rows(self, tenant_id: str, at: datetime | None, api: str, prefer_unknown: bool,
+                   start: datetime | None, end: datetime | None, oldest_us: int | None = None
+                   ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The tenant's visible rows in ``api``'s view, whatever the tenant's access (for exports)."""
         if self.state is None:
             raise RuntimeError("simulator not started")
         tenant = self.tenant(tenant_id)
         now_us = to_us(at or self.clock.now())
         horizon = self.state.horizon_us(now_us)
+        if oldest_us is not None:
+            horizon = max(horizon, oldest_us)
         lo = horizon if start is None else max(to_us(start), horizon)
         hi = now_us if end is None else min(to_us(end), now_us)
+        z = self.config.rws_received_z
         for row in self.state.data[tenant.name].iter_desc(lo, hi, now_us, lo):
-            yield row_key(row.trace_id, row.recipient), ground_truth_row(row, now_us, api, prefer_unknown)
+            yield row_key(row.trace_id, row.recipient), ground_truth_row(row, now_us, api, prefer_unknown, z)
 
     def export_powershell(self, tenant_id: str, path: str | Path, start: datetime, end: datetime,
-                          style: str = "elastic", array: bool = False, bom: bool = False) -> int:
-        """Write the rows of ``[start, end]`` as a PowerShell export (see :mod:`exotrace.simulator.export`:
-        styles ``elastic``, ``ps51``, ``ps7``); returns the number of rows written."""
+                          style: str = "elastic", array: bool = False, bom: bool = False, *,
+                          fields: str = "v1", remoting: bool = False, encoding: str = "utf-8",
+                          utc_offset: int = 60, at: datetime | None = None) -> int:
+        """Write the rows of ``[start, end]`` as a PowerShell export (``Get-MessageTrace | ConvertTo-Json``);
+        returns the number of rows written. See :mod:`exotrace.simulator.export` for ``style`` (``elastic``,
+        ``ps51``, ``ps51-offset``, ``ps51-wrapped``, ``ps7``, ``ps7-local``, ``ps7-unspecified``),
+        ``fields`` (``v1``: the 14 legacy fields; ``v2``: without StartDate, EndDate, Index), ``remoting``
+        (implicit-remoting properties), ``encoding`` (``utf-8`` or ``utf-16``) and ``utc_offset`` (minutes,
+        for the local-time styles). The cmdlets serve 90 days whatever RWS does, so the tenant's API
+        access does not matter here."""
         from exotrace.simulator.export import write_powershell_export
 
-        rows = self.ground_truth(tenant_id, api="rws", start=start, end=end)
+        rows = dict(self._iter_rows(tenant_id, at, "rws", True, start, end))
+        if fields == "v2":  # V1 spells statuses as RWS does; V2 (like Graph) has no None and knows Recalled
+            for key, g in self._iter_rows(tenant_id, at, "graph", True, start, end):
+                rows[key]["Status"] = g["Status"]
         ordered = sorted(rows.values(), key=lambda r: (r["Received"], r["RecipientAddress"].lower()))
-        ordered.sort(key=lambda r: r["Received"], reverse=True)  # newest first, ties by recipient
-        return write_powershell_export(path, ordered, to_us(start), to_us(end), style, array, bom)
+        ordered.sort(key=lambda r: parse_datetime(str(r["Received"])), reverse=True)  # newest first, ties by rcpt
+        return write_powershell_export(path, ordered, to_us(start), to_us(end), style, array, bom, fields=fields,
+                                       remoting=remoting, encoding=encoding, utc_offset=utc_offset)
 
     def stats(self) -> dict[str, int]:
         """Counters: requests per endpoint, 429s, faults injected, tokens issued, rows served."""

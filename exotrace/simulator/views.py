@@ -26,8 +26,10 @@ def rws_status(status: str) -> str:
     return "Delivered" if status == "Recalled" else status
 
 
-def graph_item(row: Row, t_us: int, prefer_unknown: bool, beta: bool) -> dict[str, Any]:
+def graph_item(row: Row, t_us: int, prefer_unknown: bool, beta: bool, pascal: bool = False) -> dict[str, Any]:
+    """The row as Graph serves it; ``pascal`` writes the status as the beta doc sample does (``Delivered``)."""
     item: dict[str, Any] = {"@odata.type": "#microsoft.graph.exchangeMessageTrace"} if beta else {}
+    status = graph_status(row.status_at(t_us), prefer_unknown)
     item.update({
         "id": row.trace_id,
         "senderAddress": row.sender,
@@ -38,17 +40,19 @@ def graph_item(row: Row, t_us: int, prefer_unknown: bool, beta: bool) -> dict[st
         "size": row.size,
         "fromIP": row.from_ip or "",
         "toIP": row.to_ip or "",
-        "status": graph_status(row.status_at(t_us), prefer_unknown),
+        "status": status[:1].upper() + status[1:] if pascal else status,
     })
     return item
 
 
-def rws_item(row: Row, t_us: int, start_us: int, end_us: int, index: int) -> dict[str, Any]:
-    """The 14 legacy fields in the service's order; dates as JSON light writes them."""
+def rws_item(row: Row, t_us: int, start_us: int, end_us: int, index: int, received_z: bool = False
+             ) -> dict[str, Any]:
+    """The 14 legacy fields in the service's order; dates as JSON light writes them (``Received`` without
+    a zone unless ``received_z``)."""
     return {
         "Organization": row.organization,
         "MessageId": row.message_id,
-        "Received": iso7(row.received_us, z=False),
+        "Received": iso7(row.received_us, z=received_z),
         "SenderAddress": row.sender,
         "RecipientAddress": row.recipient,
         "Subject": row.subject,
@@ -66,7 +70,8 @@ def rws_item(row: Row, t_us: int, start_us: int, end_us: int, index: int) -> dic
 def matcher(clauses: list[tuple[str, Clause]], api: str, t_us: int, prefer_unknown: bool
             ) -> Callable[[Row], bool] | None:
     """A row predicate for (canonical property, clause) pairs; properties: id, messageId, status,
-    senderAddress, recipientAddress, fromIP, toIP, subject."""
+    senderAddress, recipientAddress, fromIP, toIP, subject, and for RWS organization, received (epoch
+    microseconds as text) and size."""
     tests: list[Callable[[Row], bool]] = []
     for prop, c in clauses:
         v = c.value
@@ -89,6 +94,12 @@ def matcher(clauses: list[tuple[str, Clause]], api: str, t_us: int, prefer_unkno
         elif prop in ("fromIP", "toIP"):
             attr = "from_ip" if prop == "fromIP" else "to_ip"
             tests.append(lambda r, attr=attr, vl=vl: (getattr(r, attr) or "").lower() == vl)
+        elif prop == "organization":
+            tests.append(lambda r, vl=vl: r.organization.lower() == vl)
+        elif prop == "received":
+            tests.append(lambda r, us=int(v): r.received_us == us)
+        elif prop == "size":
+            tests.append(lambda r, n=int(v): r.size == n)
         elif prop == "subject":
             if c.op == "contains":
                 tests.append(lambda r, vl=vl: vl in r.subject.lower())
@@ -103,8 +114,10 @@ def matcher(clauses: list[tuple[str, Clause]], api: str, t_us: int, prefer_unkno
     return lambda r: all(t(r) for t in tests)
 
 
-def ground_truth_row(row: Row, t_us: int, api: str, prefer_unknown: bool = True) -> dict[str, Any]:
-    """The row as the API returns it, with legacy field names and canonical Status."""
+def ground_truth_row(row: Row, t_us: int, api: str, prefer_unknown: bool = True, received_z: bool = False
+                     ) -> dict[str, Any]:
+    """The row as the API returns it, with legacy field names and canonical Status (``received_z``: the
+    RWS ``Received`` with a ``Z``, as ``SimulatorConfig.rws_received_z`` serves it)."""
     from exotrace.model import canonical_status
 
     if api == "graph":
@@ -121,7 +134,7 @@ def ground_truth_row(row: Row, t_us: int, api: str, prefer_unknown: bool = True)
             "FromIP": item["fromIP"],
             "Size": item["size"],
         }
-    item = rws_item(row, t_us, 0, 0, 0)
+    item = rws_item(row, t_us, 0, 0, 0, received_z)
     for k in ("StartDate", "EndDate", "Index"):
         item.pop(k)
     item["Status"] = canonical_status(item["Status"])

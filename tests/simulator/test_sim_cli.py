@@ -110,3 +110,75 @@ def test_config_snippet_loads_with_the_collector_config(tmp_path: Path, monkeypa
         assert (first.tenant_id, first.client_id) == (sim.tenants[0].tenant_id, sim.tenants[0].client_id)
         assert first.graph_url == sim.graph_url and first.rws_url == sim.rws_url
         assert str(first.ca_bundle) == sim.ca_file and "contoso.co.uk" in first.local_domains
+
+
+def test_set_reaches_broken_tenants_and_unconfirmed_options(tmp_path: Path) -> None:
+    """``--set`` breaks tenants on purpose (Graph 401 without the service principal, Graph 403 without the
+    permission, RWS 403 without the role) and picks unconfirmed behaviours, from the command line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exotrace", "simulate", "--no-tls", "--tenants", "3", "--history-days", "2",
+         "--start", "2026-05-01T12:00:00Z", "--set", "fabrikam.graph_permission=false",
+         "--set", "northwind.service_principal=false", "--set", "*.rws_role=false",
+         "--scenario", "rws_401_body=json", "--set", "quota_requests=50"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Press Ctrl-C"):
+                break
+        out = "".join(lines)
+        assert "options         quota_requests=50, rws_401_body=json" in out, out
+        assert "tenant fabrikam: " in out and "(broken: graph_permission=false, rws_role=false)" in out
+        base = re.search(r"on (http://127\.0\.0\.1:\d+)", out).group(1)  # type: ignore[union-attr]
+        creds = {m[0]: (m[1], m[2]) for m in re.findall(r"tenant (\w+): tenant_id=(\S+) client_id=(\S+)", out)}
+        secrets = dict(zip(creds, re.findall(r"client_secret=(\S+)", out), strict=True))
+        with httpx.Client() as c:
+            def tok(name: str, scope: str) -> str:
+                tid, cid = creds[name]
+                r = c.post(f"{base}/{tid}/oauth2/v2.0/token", data={
+                    "grant_type": "client_credentials", "client_id": cid, "client_secret": secrets[name],
+                    "scope": scope})
+                assert r.status_code == 200, r.text
+                return str(r.json()["access_token"])
+
+            graph = f"{base}/v1.0/admin/exchange/tracing/messageTraces"
+            g = "https://graph.microsoft.com/.default"
+            assert c.get(graph, headers={"Authorization": f"Bearer {tok('contoso', g)}"}).status_code == 200
+            forbidden = c.get(graph, headers={"Authorization": f"Bearer {tok('fabrikam', g)}"})
+            assert forbidden.status_code == 403
+            no_sp = c.get(graph, headers={"Authorization": f"Bearer {tok('northwind', g)}"})
+            assert no_sp.status_code == 401 and "Service principal-less" in no_sp.json()["error"]["message"]
+            rws = c.get(f"{base}/ecp/reportingwebservice/reporting.svc/MessageTrace",
+                        headers={"Authorization": f"Bearer {tok('contoso', 'https://outlook.office365.com/.default')}"})
+            assert rws.status_code == 403 and rws.json()["Message"].startswith("No permission")
+            bad = c.get(f"{base}/ecp/reportingwebservice/reporting.svc/MessageTrace",
+                        headers={"Authorization": "Bearer nope", "Accept": "application/json"})
+            assert bad.status_code == 401 and bad.json()["odata.error"]["code"] == "Unauthorized"
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "graph_403=1" in rest and "rws_403=1" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_set_and_list_options_usage() -> None:
+    runner = CliRunner()
+    listed = runner.invoke(simulate, ["--list-options"])
+    assert listed.exit_code == 0
+    for text in ("rws_index = absolute", "rws_throttle_status = 503", "graph_beta_status = camel",
+                 "quota_requests = 100", "Tenant options", "service_principal"):
+        assert text in listed.output
+    for args, fragment in [(["--set", "colour=red"], "unknown option 'colour'"),
+                           (["--set", "rws_index"], "expected key=value"),
+                           (["--set", "rws_index=diagonal"], "must be one of absolute, page"),
+                           (["--set", "nobody.rws_role=false"], "no tenant 'nobody'"),
+                           (["--scenario", "throttle,quota_window=-1"], "quota_window must be positive"),
+                           (["--set", "speed=0"], "speed must be positive")]:
+        result = runner.invoke(simulate, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert fragment in result.output, (args, result.output)
+    assert "export" in runner.invoke(simulate, ["--help"]).output

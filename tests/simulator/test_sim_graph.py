@@ -245,3 +245,52 @@ def test_late_rows_and_status_changes_show_through_the_api() -> None:
             assert set(second) == set(s.ground_truth(tid, start=start, end=end))
             assert "gettingStatus" not in second.values()
             assert any(first[k] != second[k] for k in first)
+
+
+def test_ne_and_not_and_address_functions_are_accepted_and_ignored(sim: Simulator, client: httpx.Client,
+                                                                   tok: str) -> None:
+    """NICO's probes: ``ne`` and address functions are ignored, ``not(...)`` drops the negation."""
+    start, end = window(sim, 1, 12)
+    truth = sim.ground_truth(sim.tenant("contoso").tenant_id, start=start, end=end)
+
+    def keys(extra: str) -> set[str]:
+        pages = graph_pages(client, sim, tok, {"$filter": graph_filter(start, end, extra), "$top": "5000"})
+        return set(keys_of([r for p in pages for r in p]))
+
+    failed = {k for k, r in truth.items() if r["Status"] in ("Failed", "None")}
+    sample = next(r for r in truth.values() if "'" not in r["SenderAddress"])
+    assert failed and keys("status ne 'failed'") == set(truth)
+    assert keys("not(status eq 'failed')") == failed
+    assert keys(f"contains(senderAddress, '{sample['SenderAddress'][:3]}')") == set(truth)
+    assert keys("startswith(recipientAddress, 'zzz')") == set(truth)
+    assert keys("endswith(senderAddress, '.invalid')") == set(truth)
+
+
+@pytest.mark.parametrize("top", ["ten", "1.5", "", "-1"])
+def test_non_integer_top_is_invalid(sim: Simulator, client: httpx.Client, tok: str, top: str) -> None:
+    r = _get(client, sim, tok, {"$top": top})
+    assert r.status_code == 400 and "ResultSize is invalid" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("digits", [7, 8, 9])
+def test_dates_with_up_to_nine_fractional_digits(sim: Simulator, client: httpx.Client, tok: str, digits: int) -> None:
+    """Go's RFC3339Nano (Elastic's Graph input) writes up to 9 digits; a ``ge`` bound a few nanoseconds past
+    a row's microsecond excludes it, as Elastic's next window (previous end + 100 ns) relies on."""
+    from exotrace.simulator.data import iso7
+
+    start, end = window(sim, 1, 6)
+    truth = sim.ground_truth(sim.tenant("contoso").tenant_id, start=start, end=end)
+    row = sorted(truth.values(), key=lambda r: parse_datetime(r["Received"]))[len(truth) // 2]
+    us = parse_datetime(row["Received"])
+    exact = iso7(us)[:-1].ljust(20 + digits, "0") + "Z"  # the row's time with `digits` fractional digits
+    just_after = exact[:-2] + "1Z"
+    assert len(exact.split(".")[1]) == digits + 1
+
+    def received(flt: str) -> list[int]:
+        pages = graph_pages(client, sim, tok, {"$filter": flt, "$top": "5000"})
+        return [parse_datetime(r["receivedDateTime"]) for p in pages for r in p]
+
+    upto = received(f"receivedDateTime ge {z(start)} and receivedDateTime le {exact}")
+    assert max(upto) == us
+    after = received(f"receivedDateTime ge {just_after} and receivedDateTime le {z(end)}")
+    assert min(after) > us and len(after) + len(upto) == len(truth)

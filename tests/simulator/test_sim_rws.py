@@ -238,3 +238,142 @@ def test_no_dates_means_the_last_48_hours_pinned_in_the_next_links(sim: Simulato
                          headers=auth(tok)).json()["d"]
     nxt = httpx.URL(verbose["__next"])
     assert "StartDate eq DateTime'" in nxt.params["$filter"] and nxt.params["$skiptoken"] == "50"
+
+
+def test_select_returns_only_the_chosen_fields_in_service_order(sim: Simulator, client: httpx.Client,
+                                                                tok: str) -> None:
+    from sim_helpers import rws_page
+
+    start, end = window(sim, 1, 20)
+    params = {"$filter": _flt(start, end), "$select": "Size,SenderAddress,RecipientAddress", "$top": "50"}
+    url = f"{sim.rws_url}/MessageTrace"
+    light = client.get(url, params=params, headers={**auth(tok), "Accept": "application/json"})
+    rows, nxt = rws_page(light, "light")
+    assert rows and all(list(r) == ["SenderAddress", "RecipientAddress", "Size"] for r in rows)
+    assert nxt and "$select=SenderAddress,RecipientAddress,Size" in nxt
+    assert all(list(r) == ["SenderAddress", "RecipientAddress", "Size"] for r in rws_page(
+        client.get(nxt, headers={**auth(tok), "Accept": "application/json"}), "light")[0])
+    verbose = client.get(url, params={**params, "$format": "json"}, headers=auth(tok)).json()["d"]
+    assert list(verbose["results"][0]) == ["__metadata", "SenderAddress", "RecipientAddress", "Size"]
+    atom_rows, _ = rws_page(client.get(url, params=params, headers=auth(tok)), "atom")
+    assert set(atom_rows[0]) == {"SenderAddress", "RecipientAddress", "Size"}
+    star = client.get(url, params={**params, "$select": "*"}, headers={**auth(tok), "Accept": "application/json"})
+    assert len(star.json()["value"][0]) == 14
+    bad = client.get(url, params={**params, "$select": "Colour"}, headers={**auth(tok), "Accept": "application/json"})
+    assert bad.status_code == 400 and "No property 'Colour'" in bad.json()["odata.error"]["message"]["value"]
+
+
+def test_organization_received_and_size_filters(sim: Simulator, client: httpx.Client, tok: str) -> None:
+    start, end = window(sim, 1, 24)
+    truth = sim.ground_truth(sim.tenant("contoso").tenant_id, api="rws", start=start, end=end)
+
+    def keys(extra: str) -> set[str]:
+        pages = rws_pages(client, sim, tok, {"$filter": _flt(start, end, extra)})
+        return set(keys_of([r for p in pages for r in p], graph=False))
+
+    assert keys("Organization eq 'contoso.onmicrosoft.com'") == set(truth)
+    assert keys("Organization eq 'fabrikam.onmicrosoft.com'") == set()
+    from collections import Counter
+
+    per_message = Counter(r["MessageTraceId"] for r in truth.values())
+    group = next(r for r in truth.values() if per_message[r["MessageTraceId"]] > 2)
+    received = group["Received"]
+    same_time = {k for k, r in truth.items() if r["Received"] == received}
+    assert len(same_time) > 2 and keys(f"Received eq datetime'{received}'") == same_time
+    size = group["Size"]
+    assert keys(f"Size eq {size}") == {k for k, r in truth.items() if r["Size"] == size}
+    r = client.get(f"{sim.rws_url}/MessageTrace", params={"$filter": _flt(start, end, "Size eq 'big'")},
+                   headers={**auth(tok), "Accept": "application/json"})
+    assert r.status_code == 400 and "Edm.Int32" in r.text
+
+
+def test_verbose_json_pages_to_the_end_through_next(sim: Simulator, client: httpx.Client, tok: str) -> None:
+    start, end = window(sim, 1, 40)
+    url: str | None = f"{sim.rws_url}/MessageTrace"
+    params: dict[str, str] | None = {"$filter": _flt(start, end), "$format": "json", "$top": "250"}
+    keys, indexes, pages = [], [], 0
+    while url:
+        r = client.get(url, params=params, headers=auth(tok))
+        assert r.status_code == 200
+        d = r.json()["d"]
+        keys += keys_of(d["results"], graph=False)
+        indexes += [x["Index"] for x in d["results"]]
+        assert all(x["__metadata"]["uri"].endswith(f"MessageTrace({x['Index']})") for x in d["results"])
+        url, params, pages = d.get("__next"), None, pages + 1
+        assert url is None or "$format=json" in url
+    truth = sim.ground_truth(sim.tenant("contoso").tenant_id, api="rws", start=start, end=end)
+    assert pages >= 3 and len(keys) == len(set(keys)) and set(keys) == set(truth)
+    assert indexes == list(range(len(keys)))
+
+
+def test_status_changes_and_late_rows_show_through_rws() -> None:
+    from datetime import timedelta
+
+    from sim_helpers import START
+
+    from exotrace.simulator import SimulatorConfig, start_simulator
+
+    with start_simulator(SimulatorConfig(seed=9, start=START, rows_per_day=2000, history_days=5)) as s:
+        with httpx.Client(verify=s.ssl_context()) as c:
+            tid = s.tenants[0].tenant_id
+            end = s.clock.now().replace(microsecond=0)
+            start = end - timedelta(hours=3)
+
+            def read() -> dict[str, str]:
+                t = token(c, s, s.tenants[0], scope=RWS_SCOPE)
+                rows = [r for p in rws_pages(c, s, t, {"$filter": _flt(start, end), "$top": "500"}) for r in p]
+                return {k: r["Status"] for k, r in zip(keys_of(rows, graph=False), rows, strict=True)}
+
+            first = read()
+            assert set(first) == set(s.ground_truth(tid, api="rws", start=start, end=end))
+            assert "GettingStatus" in first.values()
+            s.clock.advance(2 * 86400)
+            second = read()
+            truth = s.ground_truth(tid, api="rws", start=start, end=end)
+            assert set(first) < set(second) == set(truth), "late rows must appear later"
+            assert second == {k: r["Status"] for k, r in truth.items()}
+            assert "GettingStatus" not in second.values()
+            assert any(first[k] != second[k] for k in first)
+
+
+@pytest.mark.parametrize(("how", "ok"), [("header", True), ("param", True), ("header", False), ("param", False)])
+def test_rws_version_header_and_parameter(sim: Simulator, client: httpx.Client, tok: str, how: str, ok: bool) -> None:
+    version = "2013-V1" if ok else "2099-V9"
+    params = {"rws-version": version} if how == "param" else {}
+    headers = {**auth(tok), "Accept": "application/json", **({"X-RWS-Version": version} if how == "header" else {})}
+    r = client.get(f"{sim.rws_url}/MessageTrace", params={**params, "$top": "1"}, headers=headers)
+    assert r.headers["X-RWS-Version"] == "2013-V1"
+    if ok:
+        assert r.status_code == 200
+    else:
+        assert r.status_code == 400
+        assert b"<Message>The version specified in the request is unsupported.</Message>" in r.content
+
+
+def test_ground_truth_is_exactly_what_each_api_serves(sim: Simulator, client: httpx.Client) -> None:
+    """Ground truth follows the API's limits: RWS serves 10 days, and a tenant an API refuses has no rows
+    through it (Graph: no permission, no service principal; RWS: no role, retired)."""
+    from datetime import timedelta
+
+    from exotrace.simulator.odata import parse_datetime
+
+    at = sim.clock.now()
+    tid = sim.tenant("contoso").tenant_id
+    rws_truth = sim.ground_truth(tid, at=at, api="rws")
+    oldest = parse_datetime(z(at - timedelta(days=10))) - 10**6
+    assert rws_truth and min(parse_datetime(r["Received"]) for r in rws_truth.values()) >= oldest
+    graph_old = sim.ground_truth(tid, at=at, start=at - timedelta(days=12), end=at - timedelta(days=10, hours=1))
+    assert graph_old and not set(graph_old) & set(rws_truth)  # Graph serves what RWS no longer does
+    # RWS itself refuses what the truth leaves out
+    tok = token(client, sim, sim.tenant("contoso"), scope=RWS_SCOPE)
+    flt = _flt(at - timedelta(days=11), at - timedelta(days=9))
+    old = client.get(f"{sim.rws_url}/MessageTrace", params={"$filter": flt},
+                     headers={**auth(tok), "Accept": "application/json"})
+    assert old.status_code == 400
+    expected = {"contoso": (True, True), "fabrikam": (False, True), "northwind": (False, False),
+                "adatum": (True, False)}
+    for name, (graph_ok, rws_ok) in expected.items():
+        t = sim.tenant(name)
+        assert (sim.serves(name, "graph"), sim.serves(name, "rws")) == (graph_ok, rws_ok)
+        for api, ok in (("graph", graph_ok), ("rws", rws_ok)):
+            assert (next(sim.iter_ground_truth(t.tenant_id, api=api), None) is not None) == ok, (name, api)

@@ -9,7 +9,17 @@ from datetime import timedelta
 import httpx
 import jwt
 import pytest
-from sim_helpers import START, PatientGraphReader, auth, graph_filter, repair, token, window, z
+from sim_helpers import (
+    START,
+    PatientGraphReader,
+    PatientRwsReader,
+    auth,
+    graph_filter,
+    repair,
+    token,
+    window,
+    z,
+)
 
 from exotrace.simulator import SimTenant, SimulatorConfig, start_simulator
 from exotrace.simulator.server import Simulator
@@ -168,6 +178,8 @@ def test_retired_scenario_and_rws_throttle_503(client_for: object) -> None:
         tok = token(c, sim, sim.tenant("contoso"), scope="https://outlook.office365.com/.default")
         r = c.get(f"{sim.rws_url}/MessageTrace", headers={**auth(tok), "Accept": "application/json"})
         assert r.status_code == 404
+        tid = sim.tenant("contoso").tenant_id
+        assert sim.ground_truth(tid, api="rws") == {} and sim.ground_truth(tid, api="graph")
     with _sim("throttle:1") as sim:
         c = client_for(sim)  # type: ignore[operator]
         tok = token(c, sim, sim.tenant("contoso"), scope="https://outlook.office365.com/.default")
@@ -279,3 +291,90 @@ def test_unconfirmed_rws_behaviours_are_options(client_for: object) -> None:
         tok = token(c, sim, sim.tenant("contoso"), scope="https://outlook.office365.com/.default")
         r = c.get(f"{sim.rws_url}/MessageTrace", headers={**auth(tok), "Accept": "application/json"})
         assert r.status_code == 410
+
+
+@pytest.mark.parametrize(("scenario", "fmt", "evidence"), [
+    ("flaky", "light", {"500", "502", "503", "504"}),
+    ("flaky", "verbose", {"500", "502", "503", "504"}),
+    ("flaky", "atom", {"500", "502", "503", "504"}),
+    ("drop", "light", {"RemoteProtocolError"}),
+    ("truncate", "verbose", {"RemoteProtocolError"}),
+    ("truncate", "atom", {"RemoteProtocolError"}),
+    ("malformed", "light", {"JSONDecodeError"}),
+    ("malformed", "atom", {"ParseError"}),
+    ("slow", "light", {"ReadTimeout"}),
+    ("throttle", "light", {"503"}),
+    ("throttle", "verbose", {"503"}),
+    ("expire", "light", {"401"}),
+    ("chaos", "atom", {"RemoteProtocolError", "ParseError", "503"}),
+])
+def test_rws_faults_show_up_and_leave_the_data_intact(client_for: object, scenario: str, fmt: str,
+                                                      evidence: set[str]) -> None:
+    """Every request fault on the Reporting Web Service, in each response format: a patient reader
+    still reads exactly the ground truth (RWS offsets are stable for a window older than a day)."""
+    speed = 400.0 if scenario in ("slow", "expire", "chaos", "throttle") else 1.0
+    cfg_kw = {"slow_seconds": 200.0} if scenario in ("slow", "chaos") else {}
+    prob = "" if scenario in ("expire", "chaos") else ":1" if scenario == "throttle" else ":0.5"
+    with _sim(scenario + prob, speed=speed, **cfg_kw) as sim:
+        c = client_for(sim, timeout=0.3 if scenario in ("slow", "chaos") else 30)  # type: ignore[operator]
+        end = START - timedelta(days=2)  # fixed (the clock runs fast): the same requests, the same faults
+        start = end - timedelta(hours=30)
+        reader = PatientRwsReader(c, sim, sim.tenant("contoso"), fmt=fmt, top=150)
+        if scenario in ("expire", "chaos"):
+            reader.tok = token(c, sim, sim.tenant("contoso"), scope="https://outlook.office365.com/.default")
+            sim.clock.advance(301)
+        got = reader.read(start, end)
+        truth = sim.ground_truth(sim.tenant("contoso").tenant_id, api="rws", start=start, end=end)
+        assert set(got) == set(truth) and len(got) > 300
+        assert all(row["Status"] == truth[key]["Status"] for key, row in got.items())
+        seen = set(reader.log)
+        assert seen & evidence, (scenario, reader.log)
+        assert sim.stats().get("faults_injected", 0) > 0 or scenario == "expire"
+        for status, ctype, body in reader.error_bodies:
+            if status >= 500 and body:  # flaky: an OData error in the format the request asked for
+                if fmt == "atom":
+                    assert ctype.startswith("application/xml") and b"<m:error" in body
+                elif fmt == "verbose":
+                    assert ctype.startswith("application/json;odata=verbose") and b'"error":' in body
+                else:
+                    assert "odata=minimalmetadata" in ctype and b'"odata.error":' in body
+            elif status == 503:  # throttling: an empty 503 with Retry-After
+                assert scenario in ("throttle", "chaos")
+
+
+def test_rws_flaky_503_has_no_retry_after_and_throttle_503_has_one(client_for: object) -> None:
+    with _sim("flaky:1") as sim:
+        c = client_for(sim)  # type: ignore[operator]
+        tok = token(c, sim, sim.tenant("contoso"), scope="https://outlook.office365.com/.default")
+        codes = {}
+        for n in range(40):
+            r = c.get(f"{sim.rws_url}/MessageTrace", params={"$top": str(n + 1)},
+                      headers={**auth(tok), "Accept": "application/json"})
+            codes[r.status_code] = r
+        assert 503 in codes and "Retry-After" not in codes[503].headers
+        assert codes[503].json()["odata.error"]["code"] == "UnknownError"
+    with _sim("throttle:1") as sim:
+        c = client_for(sim)  # type: ignore[operator]
+        tok = token(c, sim, sim.tenant("contoso"), scope="https://outlook.office365.com/.default")
+        r = c.get(f"{sim.rws_url}/MessageTrace", headers={**auth(tok), "Accept": "application/json"})
+        assert r.status_code == 503 and r.content == b"" and int(r.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize("fmt", ["light", "verbose", "atom"])
+def test_rws_throttle_as_429_option(client_for: object, fmt: str) -> None:
+    """``rws_throttle_status=429`` (RWS throttling is unconfirmed): 429 with the quota text as an OData
+    error in the requested format, and Retry-After; a patient reader still gets everything."""
+    with _sim("throttle:1", speed=400.0, rws_throttle_status=429) as sim:
+        c = client_for(sim)  # type: ignore[operator]
+        tok = token(c, sim, sim.tenant("contoso"), scope="https://outlook.office365.com/.default")
+        params = {"$format": "json"} if fmt == "verbose" else {}
+        headers = {**auth(tok), **({"Accept": "application/json"} if fmt == "light" else {})}
+        r = c.get(f"{sim.rws_url}/MessageTrace", params=params, headers=headers)
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+        assert b"surpassed the permitted limit" in r.content
+        assert (b"<m:error" in r.content) == (fmt == "atom") and (b'"odata.error"' in r.content) == (fmt == "light")
+        start, end = window(sim, 2, 20)
+        reader = PatientRwsReader(c, sim, sim.tenant("contoso"), fmt=fmt, top=200)
+        got = reader.read(start, end)
+        assert "429" in reader.log
+        assert set(got) == set(sim.ground_truth(sim.tenant("contoso").tenant_id, api="rws", start=start, end=end))
