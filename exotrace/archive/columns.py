@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from exotrace.model import Document, canonical_status, row_key
+from exotrace.model import VOLATILE_EVENT_FIELDS, VOLATILE_TRACE_FIELDS, Document, canonical_status, row_key
 from exotrace.timeparse import normalize_ts
 
 __all__ = [
@@ -40,10 +40,6 @@ SEARCH_COLUMNS: tuple[str, ...] = (
     "fingerprint",
 )
 
-#: Fields that differ between two fetches of the same row without the row changing: the query window
-#: (StartDate, EndDate, Index) and anything derived from it or from the fetch time.
-VOLATILE_EVENT_FIELDS = frozenset({"original", "ingested", "created"})
-VOLATILE_TRACE_FIELDS = frozenset({"StartDate", "EndDate", "Index"})
 #: SQLite integers are signed 64-bit.
 _INT64 = range(-(2**63), 2**63)
 #: Trace-id part of the key of a row that has no MessageTraceId (see :func:`derived_key`).
@@ -186,15 +182,20 @@ def derived_key(document: Document) -> str:
     return row_key(DERIVED_PREFIX + digest, recipient)
 
 
-def encode(doc: dict[str, Any]) -> tuple[bytes, bytes]:
+def encode(document: Document) -> tuple[bytes, bytes]:
     """The document's JSON (UTF-8 bytes) and a 16-byte digest of its content without the volatile fields.
 
     The digest only detects changes (it is no security boundary); SHA-1 is the fastest hashlib digest.
 
     Content is compared by the JSON encoding (the normalizer writes keys in a fixed order), minus
-    :data:`VOLATILE_EVENT_FIELDS` and :data:`VOLATILE_TRACE_FIELDS`.
+    :data:`~exotrace.model.VOLATILE_EVENT_FIELDS` and :data:`~exotrace.model.VOLATILE_TRACE_FIELDS`. A
+    normalizer document says whether it holds any (``Summary.volatile``); when not, the JSON is the content.
     """
-    raw = orjson.dumps(doc)
+    raw = document.json
+    summary = document.summary
+    if summary is not None and not summary.volatile:
+        return raw, sha1(raw).digest()[:16]
+    doc = document.doc
     stable = _without_volatile(doc)
     digest = sha1(raw if stable is doc else orjson.dumps(stable)).digest()[:16]  # fastest hashlib digest here
     return raw, digest
@@ -215,8 +216,8 @@ def observation_digest(doc: dict[str, Any]) -> bytes:
 
 
 def content_hash(doc: dict[str, Any]) -> bytes:
-    """The digest part of :func:`encode`."""
-    return encode(doc)[1]
+    """The digest part of :func:`encode` for a document given as a dict."""
+    return encode(Document(doc=doc))[1]
 
 
 def _without_volatile(doc: dict[str, Any]) -> dict[str, Any]:

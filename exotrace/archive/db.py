@@ -161,7 +161,7 @@ def _prepare(batch: list[Document], now: str) -> _Prepared:
                 continue
             derived += 1
         try:
-            text, digest = encode(document.doc)
+            text, digest = encode(document)
         except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError: a huge integer, a lone surrogate
             refused.append((document, _refusal(document, f"cannot store the document as JSON: {exc}")))
             continue
