@@ -5,11 +5,14 @@ through the tenant's quota governor with a bearer token, and retries what can be
 ``Retry-After``, pausing the whole tenant), 5xx, timeouts, dropped connections, truncated or malformed
 bodies (exponential backoff with jitter), and 401 for an expired token (new token, once). A 400 is
 returned to the source as :class:`BadRequest` (it decides: repair the continuation or restart the window).
-Permission problems raise :class:`~exotrace.errors.AuthError` with the fix.
+Permission problems raise :class:`~exotrace.errors.AuthError` with the service's text and the fix. Every
+wait (token, quota, the request, backoff, ``Retry-After``) races the ``stop`` event: shutdown raises
+:class:`~exotrace.collect.stop.Stopped` at once instead of waiting for the quota.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ import orjson
 from exotrace.auth import TokenProvider
 from exotrace.clock import Clock
 from exotrace.collect.quota import QuotaGovernor
+from exotrace.collect.stop import unless_stopped
 from exotrace.config import TenantConfig
 from exotrace.errors import AuthError, ExotraceError, PermanentError, TransientError
 from exotrace.net import Backoff, parse_retry_after, redact
@@ -89,8 +93,10 @@ class ApiCaller:
     """One tenant's HTTP access: token, quota, retries."""
 
     def __init__(self, tenant: TenantConfig, client: httpx.AsyncClient, tokens: TokenProvider,
-                 quota: QuotaGovernor, clock: Clock, *, max_attempts: int = 8) -> None:
+                 quota: QuotaGovernor, clock: Clock, *, max_attempts: int = 8,
+                 stop: asyncio.Event | None = None) -> None:
         self.tenant = tenant
+        self.stop = stop
         self.client = client
         self.tokens = tokens
         self.quota = quota
@@ -107,14 +113,13 @@ class ApiCaller:
         attempt = 0
         while attempt < self.max_attempts:
             attempt += 1
-            token = await self.tokens.token()
-            await self.quota.acquire()
+            token = await unless_stopped(self.tokens.token(), self.stop)
+            await self.quota.acquire(self.stop)
             self.counters.requests += 1
             hdrs = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
             hdrs.update(headers or {})
             try:
-                resp = await self.client.get(url, params=params, headers=hdrs)
-                body = await resp.aread()
+                resp, body = await unless_stopped(self._get(url, params, hdrs), self.stop)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 last = TransientError(f"{type(exc).__name__}: {redact(exc) or 'connection failed'}")
                 self._count(type(exc).__name__)
@@ -148,8 +153,8 @@ class ApiCaller:
                 continue
             if status == 401:
                 if _sp_missing(text):
-                    raise AuthError(f"tenant {self.tenant.name}: Graph answered 401 (service principal "
-                                    f"missing) -> {FIX_SERVICE_PRINCIPAL}")
+                    raise AuthError(f"tenant {self.tenant.name}: Graph answered 401: {text[:400]} -> "
+                                    f"{FIX_SERVICE_PRINCIPAL}")
                 if auth_retries < 2:
                     auth_retries += 1
                     attempt -= 1
@@ -180,12 +185,17 @@ class ApiCaller:
             raise PermanentError(f"tenant {self.tenant.name}: unexpected HTTP {status} from {shown}: {text[:300]}")
         raise last or TransientError("request failed")
 
+    async def _get(self, url: str, params: dict[str, str] | None,
+                   headers: dict[str, str]) -> tuple[httpx.Response, bytes]:
+        resp = await self.client.get(url, params=params, headers=headers)
+        return resp, await resp.aread()
+
     def _count(self, kind: str) -> None:
         self.counters.retries += 1
         self.counters.errors[kind] = self.counters.errors.get(kind, 0) + 1
 
     async def _sleep(self, seconds: float, retry_after: float | None = None) -> None:
-        await self.clock.sleep(max(seconds, retry_after or 0.0))
+        await unless_stopped(self.clock.sleep(max(seconds, retry_after or 0.0)), self.stop)
 
 
 def _error_text(body: bytes) -> str:
