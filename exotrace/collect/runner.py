@@ -254,9 +254,10 @@ class TenantRunner:
 
     def _finished(self, until: datetime) -> bool:
         settled = self.mode == "settle"
+        # open: not yet complete; with --settle, not yet settled; a re-read that failed is retried too
         open_windows = [w for w in self.ledger.windows(self.t.name, ("pending", "failed", "complete"))
-                        if w.end <= until and not (w.state == "failed" and w.next_read is None)
-                        and (settled or w.state != "complete")]
+                        if w.end <= until and w.next_read is not None
+                        and (settled or w.state != "complete" or w.attempts > 0)]
         if not open_windows:
             return True
         if all(w.attempts >= ONCE_ATTEMPTS for w in open_windows):
@@ -342,10 +343,12 @@ class TenantRunner:
 
     # -- reads --------------------------------------------------------------------------------
     def _due(self, now: datetime) -> list[Window]:
-        """Due windows. ``--once`` does the re-reads due when it started; later ones are the next run's."""
+        """Due windows. ``--once`` does the re-reads due when it started (and retries those that failed);
+        later ones are the next run's."""
         due = self.ledger.due(self.t.name, now)
         if self.mode == "once":
-            due = [w for w in due if w.state != "complete" or (w.next_read is not None and w.next_read <= self._t0)]
+            due = [w for w in due if w.state != "complete" or w.attempts > 0
+                   or (w.next_read is not None and w.next_read <= self._t0)]
         return due
 
     def _groups(self, due: list[Window]) -> list[list[Window]]:
@@ -622,6 +625,9 @@ class TenantRunner:
             for w in group:
                 self.ledger.mark_failed(w, error=redact(msg), retry_at=self._retry_at(w.attempts,
                                                                                       TransientError(msg)))
+        log.warning("continuation failed tenant=%s window=%s..%s windows=%d reason=%s (each window is read "
+                    "on its own)", self.t.name, fmt_time(group[0].start), fmt_time(group[-1].end), len(group),
+                    redact(msg)[:200])
 
     async def _tenant_failed(self, exc: AuthError) -> None:
         """Credentials or permission broken: hold the tenant's reads and retry with backoff.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +47,12 @@ FIX_RWS_ROLE = (
     "give the app the Office 365 Exchange Online application permission ReportingWebService.Read.All with "
     "admin consent, and assign its service principal the Global Reader (or Security Reader) directory role"
 )
+
+
+#: RWS answers 500 UnknownError from ``$skiptoken=999999`` on (msapi.md 2.3): a window of about a million
+#: rows. A 500 at an offset this high is taken as that limit (the window is split); below, as a fault.
+RWS_OFFSET_LIMIT = 900_000
+_RWS_SKIP = re.compile(r"[?&](?:\$|%24)skiptoken=(\d+)(?:&|$)", re.IGNORECASE)
 
 
 class BadRequest(ExotraceError):
@@ -178,7 +185,7 @@ class ApiCaller:
             if status >= 500 or status == 408:
                 self._count(str(status))
                 last = TransientError(f"{status} from {shown}: {text[:300]}")
-                if status == 500 and "UnknownError" in text and "skiptoken" in shown.lower():
+                if status == 500 and "UnknownError" in text and _rws_offset(shown) >= RWS_OFFSET_LIMIT:
                     raise BadRequest(f"500 from {shown}: {text[:300]}", status=500)
                 await self._sleep(backoff.next(), parse_retry_after(resp.headers.get("Retry-After"), fetched))
                 continue
@@ -214,6 +221,12 @@ def _error_text(body: bytes) -> str:
         if isinstance(data.get("Message"), str):
             return str(data["Message"])
     return body[:2000].decode("utf-8", "replace")
+
+
+def _rws_offset(url: str) -> int:
+    """The integer ``$skiptoken`` (RWS row offset) of ``url``; -1 when there is none."""
+    m = _RWS_SKIP.search(url)
+    return int(m.group(1)) if m else -1
 
 
 def _sp_missing(text: str) -> bool:
