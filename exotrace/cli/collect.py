@@ -39,8 +39,9 @@ class _Progress:
     when the run started (live-tail reads and re-reads do not move it). It advances page by page: rows come
     newest first, so a read has covered its window from the oldest row seen to its end."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, *, daemon: bool = False) -> None:
         self.enabled = enabled
+        self.daemon = daemon
         self.bar: Any = None
         self.tasks: dict[str, Any] = {}
         self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
@@ -53,7 +54,7 @@ class _Progress:
         if tenant not in self.tasks:
             self.tasks[tenant] = self.bar.add_task(f"backfill {tenant}", total=total, covered="")
         self.bar.update(self.tasks[tenant], completed=done, total=total, covered=_covered(done, total, rows))
-        if all(t.finished for t in self.bar.tasks):
+        if self.daemon and all(t.finished for t in self.bar.tasks):
             self.stop()  # the daemon goes on with the live tail: plain log lines from here
 
     def _start(self) -> None:
@@ -118,7 +119,7 @@ def collect(config_path: str, once: bool, settle: bool, since: str | None, tenan
         raise ConfigError("--settle needs --once", key="--settle")
     mode = "settle" if settle else "once" if once else "daemon"
     clock = clock_from_env()
-    progress = _Progress(enabled=sys.stderr.isatty() and not no_progress and not quiet)
+    progress = _Progress(enabled=sys.stderr.isatty() and not no_progress and not quiet, daemon=mode == "daemon")
     started = clock.now()
     try:
         reports = asyncio.run(_run(cfg, mode, _since(since), tenants, clock, progress))
@@ -252,9 +253,8 @@ def _sink_metrics(cfg: AppConfig) -> Any:
 def _print_status(out: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"exotrace status ({out['archive']}, {out['rows']} rows)")
-    for col in ("tenant", "coverage", "lag", "live tail", "windows", "last error", "quota"):
-        table.add_column(col)
+    cols = ("tenant", "coverage", "lag", "live tail", "windows", "last error", "quota")
+    rows = []
     for t in out["tenants"]:
         cov = f"{t['first'] or '-'} .. {t['complete_until'] or '-'}"
         lag = "-" if t["lag_seconds"] is None else str(timedelta(seconds=t["lag_seconds"]))
@@ -263,8 +263,20 @@ def _print_status(out: dict[str, Any]) -> None:
         err = "see below" if t["last_error"] else "-"
         q = t["quota"]
         quota = f"{q['used']}/{q['limit']} per {timedelta(seconds=q['period_seconds'])}"
-        table.add_row(t["tenant"], cov, lag, live, wins, err, quota)
-    err_console.print(table)
+        rows.append((t["tenant"], cov, lag, live, wins, err, quota))
+    title = f"exotrace status ({out['archive']}, {out['rows']} rows)"
+    if err_console.is_terminal:
+        table = Table(title=title)
+        for col in cols:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row)
+        err_console.print(table)
+    else:  # one line per tenant: greppable
+        err_console.print(title, markup=False, highlight=False, soft_wrap=True)
+        for row in rows:
+            err_console.print("; ".join(f"{c}: {v}" for c, v in zip(cols, row, strict=True)), markup=False,
+                              highlight=False, soft_wrap=True)
     for t in out["tenants"]:
         if t["last_error"]:
             retry = f"; retrying at {t['retry_at']}" if t["retry_at"] else ""
