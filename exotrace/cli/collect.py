@@ -98,10 +98,11 @@ def collect(config_path: str, once: bool, settle: bool, since: str | None, tenan
             log_format: str | None, quiet: bool, no_progress: bool) -> None:
     """Collect message traces from Microsoft 365 into the archive (and the configured sinks).
 
-    Without --once, runs as a daemon: live tail (15-minute windows), re-reads of recent windows, and the
-    backfill; SIGTERM/SIGINT finish the page in hand, commit and exit. Exit codes: 0 done, 2 config
-    error, 3 a tenant's credentials or permissions are broken, 4 some windows could not be collected
-    (kept for retry).
+    Without --once, runs as a daemon: live tail (15-minute windows, and the open one read provisionally
+    every minute), re-reads of recent windows, and the backfill; SIGTERM/SIGINT finish the page in hand,
+    commit and exit 0. On a terminal, a progress bar per tenant shows the backfill. Exit codes: 0 done,
+    2 config error, 3 a tenant's credentials or permissions are broken (after 3 tries with --once),
+    4 some windows could not be collected (kept for retry).
 
     \b
     Example:
@@ -158,7 +159,9 @@ def _summary(reports: list[Any], started: datetime, ended: datetime, cfg: AppCon
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def status(config_path: str, as_json: bool) -> None:
-    """Per tenant: coverage, lag, windows by state, last error, quota use and sink metrics.
+    """Per tenant: coverage, lag, live tail, windows by state, last error, quota use and sink metrics.
+
+    Live while a daemon runs: the collector writes each tenant's status as it changes.
 
     \b
     Example:
