@@ -244,7 +244,9 @@ class TenantRunner:
                     await self._db(self._split_tail, now, frozenset(self._busy), list(self._reading.values()))
                 self._launch(source, now)
                 self._launch_live(source, now)
-            if self.mode in ("once", "settle") and not self._inflight and not self._gave_up:
+            if self.mode in ("once", "settle") and not self._inflight:
+                if self._gave_up:
+                    return
                 if await self._db(self._finished, once_until):
                     log.info("done tenant=%s mode=%s", self.t.name, self.mode)
                     return
