@@ -143,6 +143,7 @@ class TenantRunner:
         #: status written to the ledger: when (monotonic), and the counters already added there
         self._status_at = 0.0
         self._saved_counts = (0, 0)
+        self._status_writes: set[asyncio.Future[Any]] = set()
         # rows and seconds of window span read so far: the tenant's density, to size tail splits
         self._seen_rows = 0
         self._seen_span = 0.0
@@ -189,6 +190,8 @@ class TenantRunner:
             c = caller.counters
             self.report.requests, self.report.throttled = c.requests, c.throttled
             self.report.restarts, self.report.repaired = c.restarts, c.repaired
+            if self._status_writes:
+                await asyncio.gather(*self._status_writes, return_exceptions=True)
             await self._db(self._write_status, self._status_fields())
         return self.report
 
@@ -219,10 +222,18 @@ class TenantRunner:
         with self.archive.transaction():
             self.ledger.tenant_update(self.t.name, **fields)
 
-    async def _maybe_save_status(self) -> None:
-        """Write the status at most every ``STATUS_EVERY`` seconds (one small transaction)."""
+    def _maybe_save_status(self) -> None:
+        """Queue a status write at most every ``STATUS_EVERY`` seconds (one small transaction on the writer
+        thread; nobody waits for it, so reads never stall behind it)."""
         if time.monotonic() - self._status_at >= STATUS_EVERY:
-            await self._db(self._write_status, self._status_fields())
+            fut = asyncio.ensure_future(self._db(self._write_status, self._status_fields()))
+            self._status_writes.add(fut)
+            fut.add_done_callback(self._status_written)
+
+    def _status_written(self, fut: asyncio.Future[Any]) -> None:
+        self._status_writes.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            log.warning("status not written tenant=%s error=%s", self.t.name, redact(fut.exception()))
 
     # -- main loop ----------------------------------------------------------------------------
     async def _loop(self, source: Source) -> None:
@@ -250,7 +261,7 @@ class TenantRunner:
                 if await self._db(self._finished, once_until):
                     log.info("done tenant=%s mode=%s", self.t.name, self.mode)
                     return
-            await self._maybe_save_status()
+            self._maybe_save_status()
             await self._wait()
         log.info("stopping tenant=%s", self.t.name)
 
@@ -507,7 +518,7 @@ class TenantRunner:
                 if not provisional:
                     self._backfill.paged(read, oldest)
                     self._report_progress()
-                await self._maybe_save_status()
+                self._maybe_save_status()
                 if self.stop.is_set():
                     raise Stopped()
             for ticket in tickets:
@@ -646,19 +657,22 @@ class TenantRunner:
             return
         self._auth_failures += 1
         self.caller.tokens.invalidate()
+        wait = None
         if self.mode != "daemon" and self._auth_failures >= ONCE_AUTH_ATTEMPTS:
             self._gave_up = True
             self.report.error = f"{msg} (gave up after {self._auth_failures} attempts)"
-            log.error("tenant unavailable tenant=%s attempt=%d error=%s; giving up for this run", self.t.name,
-                      self._auth_failures, msg)
         else:
             wait = self._tenant_backoff.next()
             self._blocked_until = now + timedelta(seconds=wait)
-            log.error("tenant unavailable tenant=%s attempt=%d error=%s retry_in=%.0fs", self.t.name,
-                      self._auth_failures, msg, wait)
         fields = self._status_fields()
         fields.update(last_error=msg[:1000], last_error_at=fmt_time(now))
-        await self._db(self._write_status, fields)
+        await self._db(self._write_status, fields)  # in the ledger (for `status`) before it is logged
+        if wait is None:
+            log.error("tenant unavailable tenant=%s attempt=%d error=%s; giving up for this run", self.t.name,
+                      self._auth_failures, msg)
+        else:
+            log.error("tenant unavailable tenant=%s attempt=%d error=%s retry_in=%.0fs", self.t.name,
+                      self._auth_failures, msg, wait)
 
     def _tenant_ok(self) -> None:
         if self._auth_failures:
