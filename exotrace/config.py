@@ -41,7 +41,7 @@ class Cloud:
     graph_scope: str
     rws_url: str
     rws_scope: str
-    #: Graph messageTraces exists only in the worldwide service (msapi.md 3.1).
+    #: Graph messageTraces exists in Graph's global service only (msapi.md 3.1), which GCC uses too.
     graph_trace: bool
     default_api: str
     note: str = ""
@@ -58,8 +58,8 @@ CLOUDS: dict[str, Cloud] = {
         "gcc", "https://login.microsoftonline.com", "https://graph.microsoft.com",
         "https://graph.microsoft.com/.default",
         "https://reports.office365.com/ecp/reportingwebservice/reporting.svc",
-        "https://outlook.office365.com/.default", True, "rws",
-        "GCC (moderate) uses the worldwide endpoints; Graph message trace availability is unverified there",
+        "https://outlook.office365.com/.default", True, "graph",
+        "GCC (moderate) uses the worldwide endpoints, Graph's global service included",
     ),
     "gcchigh": Cloud(
         "gcchigh", "https://login.microsoftonline.us", "https://graph.microsoft.us",
@@ -181,8 +181,10 @@ class CollectorSettings:
     timeout: float = 120.0
     #: Warn when an uncollected window will age past the API horizon within this margin.
     horizon_warning: timedelta = timedelta(days=2)
-    #: Pause between live-tail polls in daemon mode.
+    #: Longest pause between scheduling passes in daemon mode.
     poll: timedelta = timedelta(minutes=1)
+    #: Daemon: read the open live-tail window provisionally this often (0 disables).
+    tail_poll: timedelta = timedelta(minutes=1)
 
     @property
     def settle_after(self) -> timedelta:
@@ -260,7 +262,7 @@ _ARCHIVE_KEYS = {"path"}
 _LOG_KEYS = {"format", "level"}
 _SETTING_KEYS = {
     "quota", "quota_period", "page_size", "window", "max_window", "lag", "rereads", "since",
-    "concurrency", "timeout", "horizon_warning", "poll",
+    "concurrency", "timeout", "horizon_warning", "poll", "tail_poll",
 }
 _TENANT_KEYS = {
     "name", "tenant_id", "client_id", "client_secret", "certificate", "certificate_password", "api",
@@ -340,8 +342,8 @@ def _tenant(raw: dict[str, Any], i: int, base: Path, settings: CollectorSettings
         raise ConfigError(f"{where}api: {api!r} must be \"graph\" or \"rws\"", key=f"{where}api")
     if api == "graph" and not cloud.graph_trace and "graph_url" not in raw:
         raise ConfigError(
-            f"{where}api: Graph message trace is available only in the worldwide (global) cloud, not "
-            f"{cloud_name}; use api = \"rws\" (the default for {cloud_name})", key=f"{where}api")
+            f"{where}api: Graph message trace is served by Graph's global service only (global and gcc), "
+            f"not {cloud_name}; use api = \"rws\" (the default for {cloud_name})", key=f"{where}api")
     version = str(raw.get("graph_version", "v1.0"))
     if version not in {"v1.0", "beta"}:
         raise ConfigError(f"{where}graph_version: must be \"v1.0\" or \"beta\"", key=f"{where}graph_version")
@@ -487,6 +489,8 @@ since = "1d"                            # first-run look-back when --since is no
 concurrency = 4                         # windows read in parallel per tenant (one kept for the live tail)
 timeout = "120s"                        # per HTTP request
 horizon_warning = "2d"                  # warn when an uncollected window is this close to the API horizon
+poll = "1m"                             # daemon: longest pause between scheduling passes
+tail_poll = "1m"                        # daemon: read the open live-tail window this often ("0" disables)
 
 [log]
 format = "text"                         # or "json"
@@ -503,9 +507,9 @@ client_id = "00000000-0000-0000-0000-000000000000"
 client_secret = "env:EXOTRACE_SECRET"   # or "file:/etc/exotrace/secret"
 # certificate = "app.pem"               # instead of client_secret: PEM (cert + key) or PFX
 # certificate_password = "env:EXOTRACE_CERT_PASSWORD"
-api = "graph"                           # "graph" (ExchangeMessageTrace.Read.All) or "rws"
+api = "graph"                           # "graph" (default; ExchangeMessageTrace.Read.All) or "rws"
 # graph_version = "v1.0"                # or "beta"
-cloud = "global"                        # global, gcc, gcchigh, dod, china
+cloud = "global"                        # global, gcc (both default to graph), gcchigh, dod, china (rws)
 local_domains = ["contoso.com"]         # for network.direction
 # login_url = "https://login.microsoftonline.com"   # endpoint overrides
 # graph_url = "https://graph.microsoft.com"

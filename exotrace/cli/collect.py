@@ -35,31 +35,52 @@ def _select(cfg: AppConfig, names: tuple[str, ...]) -> list[Any]:
 
 
 class _Progress:
-    """A rich progress bar per tenant for backfills on a terminal (simulated seconds of coverage)."""
+    """One bar per tenant, on a terminal, for the backfill: the share of the time span that was uncollected
+    when the run started (live-tail reads and re-reads do not move it). It advances page by page: rows come
+    newest first, so a read has covered its window from the oldest row seen to its end."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, *, daemon: bool = False) -> None:
         self.enabled = enabled
+        self.daemon = daemon
         self.bar: Any = None
         self.tasks: dict[str, Any] = {}
+        self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
 
-    def start(self, totals: dict[str, float]) -> None:
-        if not self.enabled or not any(totals.values()):
+    def __call__(self, tenant: str, done: float, total: float, rows: int) -> None:
+        if not self.enabled or total <= 0:
             return
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        if self.bar is None:
+            self._start()
+        if tenant not in self.tasks:
+            self.tasks[tenant] = self.bar.add_task(f"backfill {tenant}", total=total, covered="")
+        self.bar.update(self.tasks[tenant], completed=done, total=total, covered=_covered(done, total, rows))
+        if self.daemon and all(t.finished for t in self.bar.tasks):
+            self.stop()  # the daemon goes on with the live tail: plain log lines from here
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                            TimeElapsedColumn(), console=err_console, transient=False)
-        for name, total in totals.items():
-            self.tasks[name] = self.bar.add_task(f"collect {name}", total=max(total, 1.0))
+    def _start(self) -> None:
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                            TextColumn("{task.fields[covered]}"), TimeElapsedColumn(), console=err_console)
         self.bar.start()
-
-    def __call__(self, tenant: str, done: float, _total: float) -> None:
-        if self.bar is not None and tenant in self.tasks:
-            self.bar.advance(self.tasks[tenant], done)
+        # log lines go through the bar's console (printed above the bars) while it is shown
+        for h in logging.getLogger("exotrace").handlers:
+            if isinstance(h, logging.StreamHandler) and getattr(h, "_exotrace", False):
+                self._handlers.append((h, h.setStream(sys.stderr)))
 
     def stop(self) -> None:
         if self.bar is not None:
             self.bar.stop()
+            self.enabled = False
+            for h, stream in self._handlers:
+                h.setStream(stream)
+            self._handlers.clear()
+
+
+def _covered(done: float, total: float, rows: int) -> str:
+    """``2.5/30 days, 81,000 rows`` (hours below two days)."""
+    unit, size = ("days", 86400.0) if total >= 2 * 86400 else ("hours", 3600.0)
+    return f"{done / size:.1f}/{total / size:.1f} {unit}, {rows:,} rows"
 
 
 @click.command(name="collect")
@@ -77,10 +98,11 @@ def collect(config_path: str, once: bool, settle: bool, since: str | None, tenan
             log_format: str | None, quiet: bool, no_progress: bool) -> None:
     """Collect message traces from Microsoft 365 into the archive (and the configured sinks).
 
-    Without --once, runs as a daemon: live tail (15-minute windows), re-reads of recent windows, and the
-    backfill; SIGTERM/SIGINT finish the page in hand, commit and exit. Exit codes: 0 done, 2 config
-    error, 3 a tenant's credentials or permissions are broken, 4 some windows could not be collected
-    (kept for retry).
+    Without --once, runs as a daemon: live tail (15-minute windows, and the open one read provisionally
+    every minute), re-reads of recent windows, and the backfill; SIGTERM/SIGINT finish the page in hand,
+    commit and exit 0. On a terminal, a progress bar per tenant shows the backfill. Exit codes: 0 done,
+    2 config error, 3 a tenant's credentials or permissions are broken (after 3 tries with --once),
+    4 some windows could not be collected (kept for retry).
 
     \b
     Example:
@@ -98,14 +120,16 @@ def collect(config_path: str, once: bool, settle: bool, since: str | None, tenan
         raise ConfigError("--settle needs --once", key="--settle")
     mode = "settle" if settle else "once" if once else "daemon"
     clock = clock_from_env()
-    progress = _Progress(enabled=sys.stderr.isatty() and not no_progress and not quiet)
+    progress = _Progress(enabled=sys.stderr.isatty() and not no_progress and not quiet, daemon=mode == "daemon")
     started = clock.now()
     try:
         reports = asyncio.run(_run(cfg, mode, _since(since), tenants, clock, progress))
     finally:
         progress.stop()
     _summary(reports, started, clock.now(), cfg)
-    codes = [r.exit_code for r in reports if r.exit_code]
+    # the daemon ends only when asked to (SIGTERM/SIGINT): a clean stop is 0; tenant errors are in the summary,
+    # the logs and `status`
+    codes = [r.exit_code for r in reports if r.exit_code] if mode != "daemon" else []
     if codes:
         sys.exit(3 if 3 in codes else max(codes))
 
@@ -114,8 +138,6 @@ async def _run(cfg: AppConfig, mode: str, since: timedelta | None, tenants: list
                progress: _Progress) -> list[Any]:
     from exotrace.collect import run_collector
 
-    if progress.enabled and since is not None:
-        progress.start({t.name: since.total_seconds() for t in tenants})
     return await run_collector(cfg, mode=mode, since=since, tenants=tenants, clock=clock, signals=True,
                                progress=progress)
 
@@ -137,7 +159,9 @@ def _summary(reports: list[Any], started: datetime, ended: datetime, cfg: AppCon
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def status(config_path: str, as_json: bool) -> None:
-    """Per tenant: coverage, lag, windows by state, last error, quota use and sink metrics.
+    """Per tenant: coverage, lag, live tail, windows by state, last error, quota use and sink metrics.
+
+    Live while a daemon runs: the collector writes each tenant's status as it changes.
 
     \b
     Example:
@@ -168,30 +192,54 @@ def status(config_path: str, as_json: bool) -> None:
 
 
 def _tenant_status(ledger: Any, name: str, now: datetime, cfg: AppConfig) -> dict[str, Any]:
+    from exotrace.state.ledger import parse_time
+
     s = ledger.summary(name)
     info = ledger.tenant_info(name)
-    horizon = next((t.horizon for t in cfg.tenants if t.name == name), timedelta(days=90))
-    warn = next((t.settings.horizon_warning for t in cfg.tenants if t.name == name), timedelta(days=2))
+    tenant = next((t for t in cfg.tenants if t.name == name), None)
+    horizon = tenant.horizon if tenant else timedelta(days=90)
+    warn = tenant.settings.horizon_warning if tenant else timedelta(days=2)
+    period = tenant.settings.quota_period if tenant else timedelta(minutes=5)
     until = s["complete_until"]
     at_risk = [w.label() for w in ledger.windows(name, ("pending", "failed"))
                if w.next_read is not None and w.start < now - horizon + warn]
+    live = parse_time(info["live_until"]) if info.get("live_until") else None
+    retry = parse_time(info["retry_at"]) if info.get("retry_at") else None
     return {
         "tenant": name,
         "api": info.get("api"),
         "first": s["first"].isoformat(timespec="seconds") if s["first"] else None,
         "complete_until": until.isoformat(timespec="seconds") if until else None,
         "lag_seconds": round((now - until).total_seconds()) if until else None,
+        "live_until": live.isoformat(timespec="seconds") if live else None,
+        "live_lag_seconds": round((now - live).total_seconds()) if live else None,
         "windows": s["windows"],
         "coverage_hours": {k: round(v / 3600, 2) for k, v in s["seconds"].items()},
         "rows_read": info.get("rows", 0),
+        "requests": info.get("requests", 0),
+        "throttled": info.get("throttled", 0),
         "last_success": info.get("last_success"),
         "last_error": info.get("last_error"),
         "last_error_at": info.get("last_error_at"),
-        "quota": f"{info.get('quota_used', 0)}/{info.get('quota_limit', 0)} per period at last run",
+        "retry_at": info["retry_at"] if retry and retry > now else None,
+        "quota": {"used": _quota_used(info.get("quota_json"), now, period),
+                  "limit": info.get("quota_limit") or (tenant.settings.quota if tenant else 0),
+                  "period_seconds": round(period.total_seconds()), "as_of": info.get("updated_at")},
         "window_errors": s["errors"],
         "horizon_at_risk": at_risk,
         "warning": info.get("warning"),
     }
+
+
+def _quota_used(saved: str | None, now: datetime, period: timedelta) -> int:
+    """Requests in the quota period ending now, from the request times the collector last saved."""
+    if not saved:
+        return 0
+    try:
+        stamps = [datetime.fromisoformat(t) for t in orjson.loads(saved)]
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return 0
+    return sum(1 for t in stamps if now - period < t <= now)
 
 
 def _sink_metrics(cfg: AppConfig) -> Any:
@@ -208,26 +256,44 @@ def _sink_metrics(cfg: AppConfig) -> Any:
 def _print_status(out: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"exotrace status ({out['archive']}, {out['rows']} rows)")
-    for col in ("tenant", "coverage", "lag", "windows", "last error", "quota"):
-        table.add_column(col)
+    cols = ("tenant", "coverage", "lag", "live tail", "windows", "last error", "quota")
+    rows = []
     for t in out["tenants"]:
         cov = f"{t['first'] or '-'} .. {t['complete_until'] or '-'}"
         lag = "-" if t["lag_seconds"] is None else str(timedelta(seconds=t["lag_seconds"]))
+        live = "-" if t["live_lag_seconds"] is None else str(timedelta(seconds=t["live_lag_seconds"]))
         wins = ", ".join(f"{k} {v}" for k, v in sorted(t["windows"].items())) or "none"
         err = "see below" if t["last_error"] else "-"
-        table.add_row(t["tenant"], cov, lag, wins, err, t["quota"])
-    err_console.print(table)
+        q = t["quota"]
+        quota = f"{q['used']}/{q['limit']} per {timedelta(seconds=q['period_seconds'])}"
+        rows.append((t["tenant"], cov, lag, live, wins, err, quota))
+    title = f"exotrace status ({out['archive']}, {out['rows']} rows)"
+    if err_console.is_terminal:
+        table = Table(title=title)
+        for col in cols:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row)
+        err_console.print(table)
+    else:  # one line per tenant: greppable
+        err_console.print(title, markup=False, highlight=False, soft_wrap=True)
+        for row in rows:
+            err_console.print("; ".join(f"{c}: {v}" for c, v in zip(cols, row, strict=True)), markup=False,
+                              highlight=False, soft_wrap=True)
     for t in out["tenants"]:
         if t["last_error"]:
-            err_console.print(f"{t['tenant']}: last error ({t['last_error_at'] or '?'}): {t['last_error']}",
+            retry = f"; retrying at {t['retry_at']}" if t["retry_at"] else ""
+            err_console.print(f"{t['tenant']}: last error ({t['last_error_at'] or '?'}{retry}): {t['last_error']}",
                               markup=False, highlight=False, soft_wrap=True)
         if t.get("warning"):
             err_console.print(f"{t['tenant']}: warning: {t['warning']}", markup=False, soft_wrap=True)
     for t in out["tenants"]:
         for w in t["horizon_at_risk"][:5]:
             err_console.print(f"warning: {t['tenant']}: window {w} is uncollected and near the API horizon",
-                              markup=False)
+                              markup=False, soft_wrap=True)
+        if len(t["horizon_at_risk"]) > 5:
+            err_console.print(f"warning: {t['tenant']}: {len(t['horizon_at_risk']) - 5} more windows near the "
+                              "API horizon", markup=False)
     for name, m in (out.get("sinks") or {}).items():
         err_console.print(f"sink {name}: " + " ".join(f"{k}={v}" for k, v in m.items()), markup=False)
 

@@ -6,17 +6,18 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exotrace.archive import Archive
 from exotrace.clock import Clock, SystemClock
-from exotrace.collect.runner import TenantReport, TenantRunner
-from exotrace.collect.shipper import Shipper
 from exotrace.config import AppConfig, TenantConfig
 from exotrace.state.ledger import MIGRATIONS
+
+if TYPE_CHECKING:
+    from exotrace.collect.runner import ProgressFn, TenantReport
 
 log = logging.getLogger("exotrace.collect")
 
@@ -38,12 +39,16 @@ def open_archive(path: Any) -> Archive:
 async def run_collector(cfg: AppConfig, *, mode: str = "once", since: timedelta | None = None,
                         tenants: Sequence[TenantConfig] | None = None, clock: Clock | None = None,
                         stop: asyncio.Event | None = None, signals: bool = False,
-                        progress: Callable[[str, float, float], None] | None = None,
+                        progress: ProgressFn | None = None,
                         geoip_dir: str | None = None) -> list[TenantReport]:
     """Collect every tenant concurrently; return one report per tenant.
 
     ``mode``: ``once`` (every window up to now complete), ``settle`` (and settled), ``daemon``.
+    ``progress`` is called with (tenant, seconds of the backfill span collected, its seconds, rows).
     """
+    from exotrace.collect.runner import TenantRunner
+    from exotrace.collect.shipper import Shipper
+
     clock = clock or SystemClock()
     stop = stop or asyncio.Event()
     archive = await asyncio.to_thread(open_archive, cfg.archive_path)
@@ -78,8 +83,18 @@ async def run_collector(cfg: AppConfig, *, mode: str = "once", since: timedelta 
             loop.remove_signal_handler(sig)
         if pipeline is not None:
             await pipeline.close()
-        await asyncio.to_thread(archive.close)
+        # close on the writer thread: after any commit a cancelled read left running there
+        await loop.run_in_executor(executor, archive.close)
         executor.shutdown(wait=True)
+
+
+def __getattr__(name: str) -> Any:
+    # the runner imports the sources, which import this package's small modules (quota, stop): load it lazily
+    if name == "TenantReport":
+        from exotrace.collect.runner import TenantReport
+
+        return TenantReport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _on_signal(stop: asyncio.Event, sig: int) -> None:

@@ -22,7 +22,7 @@ def layout(tenant: str, start: datetime, end: datetime, now: datetime, s: Collec
 
     Data older than the settle horizon is cut into ``max_window`` chunks (read once, settled at once);
     younger data into ``window``-sized chunks on a fixed grid, so re-reads touch small ranges. Without
-    ``partial`` the last window ends on the grid (the daemon waits for a full window).
+    ``partial`` the last window ends on the grid (the daemon reads the open one provisionally).
     """
     out: list[Window] = []
     if end < start:

@@ -7,6 +7,7 @@ from collections import deque
 from datetime import datetime, timedelta
 
 from exotrace.clock import Clock
+from exotrace.collect.stop import unless_stopped
 
 
 class QuotaGovernor:
@@ -53,8 +54,11 @@ class QuotaGovernor:
         if self._paused_until is None or until > self._paused_until:
             self._paused_until = until
 
-    async def acquire(self) -> None:
-        """Wait until one more request fits, then count it."""
+    async def acquire(self, stop: asyncio.Event | None = None) -> None:
+        """Wait until one more request fits, then count it; raise ``Stopped`` when ``stop`` is set first."""
+        await unless_stopped(self._acquire(), stop)
+
+    async def _acquire(self) -> None:
         async with self._lock:
             while True:
                 now = self.clock.now()

@@ -3,12 +3,16 @@
 Each page is normalized and upserted in one archive transaction; changed documents go to the sink
 pipeline. A window is marked read (complete/settled) only after every page is committed and every
 required sink acknowledged; a failure leaves it due again, so no checkpoint passes unstored data.
+The daemon also reads the open live-tail window provisionally (rows stored, ledger untouched). The
+tenant's status (last error, quota use, counters) is written to the ledger as it changes, so
+``exotrace status`` describes a running collector.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -21,8 +25,10 @@ from exotrace.archive import Archive, UpsertResult
 from exotrace.auth import TokenProvider
 from exotrace.clock import Clock
 from exotrace.collect.plan import plan
+from exotrace.collect.progress import BackfillProgress
 from exotrace.collect.quota import QuotaGovernor
 from exotrace.collect.shipper import Shipper
+from exotrace.collect.stop import Stopped, unless_stopped
 from exotrace.config import TenantConfig
 from exotrace.errors import AuthError, ExotraceError, PermanentError, TransientError
 from exotrace.model import Document, RawRecord
@@ -35,20 +41,26 @@ from exotrace.state.ledger import TICK, Ledger, Window, fmt_time
 
 log = logging.getLogger("exotrace.collect")
 
+#: progress(tenant, seconds of the backfill span collected, seconds of the span, rows read)
+ProgressFn = Callable[[str, float, float, int], None]
+
 #: Rows normalized and upserted at a time (bounds memory for 5000-row pages).
 CHUNK = 1000
 #: Entries of the normalizer's address cache kept per tenant (memory bound for long backfills).
 ADDRESS_CACHE = 20_000
 
-#: In ``--once`` mode a window (or a broken tenant) is given up after this many failed attempts.
+#: In ``--once`` mode a window is given up after this many failed attempts.
 ONCE_ATTEMPTS = 6
+#: In ``--once`` mode a broken tenant (credentials, permission) is tried this many times, with backoff.
+ONCE_AUTH_ATTEMPTS = 3
+#: Tenant backoff after an auth failure (seconds of the clock): the daemon's, and ``--once``'s shorter one.
+TENANT_BACKOFF = (60.0, 1800.0)
+ONCE_TENANT_BACKOFF = (15.0, 60.0)
+#: Longest real time between two status writes to the ledger while the tenant is active.
+STATUS_EVERY = 5.0
 #: Near the end of a backfill, unread windows are halved for parallel reads while each half is estimated
 #: at this many pages or more (every piece costs one partial last page).
 SPLIT_MIN_PAGES = 5
-
-
-class Stopped(Exception):
-    """Shutdown was requested; the page in hand was committed."""
 
 
 @dataclass
@@ -95,7 +107,7 @@ class TenantRunner:
 
     def __init__(self, tenant: TenantConfig, archive: Archive, clock: Clock, *, mode: str,
                  since: timedelta | None, stop: asyncio.Event, shipper: Shipper | None = None,
-                 progress: Callable[[str, float, float], None] | None = None,
+                 progress: ProgressFn | None = None,
                  geoip_dir: str | None = None, executor: Executor | None = None, geoip: bool = True,
                  preserve_original: bool = False) -> None:
         self.t = tenant
@@ -117,10 +129,21 @@ class TenantRunner:
         self._inflight: dict[asyncio.Task[None], list[Window]] = {}
         self._busy: set[datetime] = set()
         self._warned: set[datetime] = set()
-        self._tenant_backoff = Backoff(base=60.0, cap=1800.0)
+        base, cap = TENANT_BACKOFF if mode == "daemon" else ONCE_TENANT_BACKOFF
+        self._tenant_backoff = Backoff(base=base, cap=cap)
         self._blocked_until: datetime | None = None
         self._auth_failures = 0
+        self._gave_up = False
         self._t0 = clock.now()
+        self._backfill = BackfillProgress()
+        #: end of the ledger's last window (set by each planning pass), and the provisional live tail
+        self._planned_until: datetime | None = None
+        self._live_next = self._t0
+        self._live_until: datetime | None = None
+        #: status written to the ledger: when (monotonic), and the counters already added there
+        self._status_at = 0.0
+        self._saved_counts = (0, 0)
+        self._status_writes: set[asyncio.Future[Any]] = set()
         # rows and seconds of window span read so far: the tenant's density, to size tail splits
         self._seen_rows = 0
         self._seen_span = 0.0
@@ -148,14 +171,15 @@ class TenantRunner:
         client = make_async_client(ca_bundle=self.t.ca_bundle, proxy=self.t.proxy, timeout=self._timeout(),
                                    max_connections=self.s.concurrency + 2)
         tokens = TokenProvider(self.t, self.clock)
-        caller = ApiCaller(self.t, client, tokens, self.quota, self.clock)
+        caller = ApiCaller(self.t, client, tokens, self.quota, self.clock, stop=self.stop)
         self.caller = caller
         source = self._source(caller)
         try:
             await self._loop(source)
         finally:
             if self._inflight and self.stop.is_set():
-                # shutdown: let each read commit the page in hand (it stops right after)
+                # shutdown: every wait of a read races the stop event, so each read ends after committing
+                # the page in hand; the timeout is a safety net only
                 await asyncio.wait(list(self._inflight), timeout=self._timeout() * 2)
             for task in list(self._inflight):
                 task.cancel()
@@ -166,7 +190,9 @@ class TenantRunner:
             c = caller.counters
             self.report.requests, self.report.throttled = c.requests, c.throttled
             self.report.restarts, self.report.repaired = c.restarts, c.repaired
-            await self._db(self._save_tenant)
+            if self._status_writes:
+                await asyncio.gather(*self._status_writes, return_exceptions=True)
+            await self._db(self._write_status, self._status_fields())
         return self.report
 
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -175,15 +201,39 @@ class TenantRunner:
             return await asyncio.to_thread(fn, *args)
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    def _save_tenant(self) -> None:
-        extra: dict[str, Any] = {"last_error_at": fmt_time(self.clock.now())} if self.report.error else {}
-        extra["quota_json"] = orjson.dumps(self.quota.export()).decode()
+    # -- live status ---------------------------------------------------------------------------
+    def _status_fields(self) -> dict[str, Any]:
+        """The tenant's status now, for the ledger. Taken on the event loop: the governor is not thread-safe."""
+        c = self.caller.counters
+        fields: dict[str, Any] = {
+            "api": self.t.api, "quota_used": self.quota.used(), "quota_limit": self.quota.limit,
+            "quota_json": orjson.dumps(self.quota.export()).decode(), "updated_at": fmt_time(self.clock.now()),
+            "requests": c.requests - self._saved_counts[0], "throttled": c.throttled - self._saved_counts[1],
+            "warning": "; ".join(self.report.warnings[-3:]) or None,
+            "retry_at": fmt_time(self._blocked_until) if self._blocked_until and not self._gave_up else None,
+        }
+        if self._live_until is not None:
+            fields["live_until"] = fmt_time(self._live_until)
+        self._saved_counts = (c.requests, c.throttled)
+        self._status_at = time.monotonic()
+        return fields
+
+    def _write_status(self, fields: dict[str, Any]) -> None:
         with self.archive.transaction():
-            self.ledger.tenant_update(
-                self.t.name, api=self.t.api, quota_used=self.quota.used(), quota_limit=self.quota.limit,
-                updated_at=fmt_time(self.clock.now()), requests=self.caller.counters.requests,
-                throttled=self.caller.counters.throttled,
-                last_error=self.report.error, warning="; ".join(self.report.warnings[-3:]) or None, **extra)
+            self.ledger.tenant_update(self.t.name, **fields)
+
+    def _maybe_save_status(self) -> None:
+        """Queue a status write at most every ``STATUS_EVERY`` seconds (one small transaction on the writer
+        thread; nobody waits for it, so reads never stall behind it)."""
+        if time.monotonic() - self._status_at >= STATUS_EVERY:
+            fut = asyncio.ensure_future(self._db(self._write_status, self._status_fields()))
+            self._status_writes.add(fut)
+            fut.add_done_callback(self._status_written)
+
+    def _status_written(self, fut: asyncio.Future[Any]) -> None:
+        self._status_writes.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            log.warning("status not written tenant=%s error=%s", self.t.name, redact(fut.exception()))
 
     # -- main loop ----------------------------------------------------------------------------
     async def _loop(self, source: Source) -> None:
@@ -191,27 +241,36 @@ class TenantRunner:
         first = True
         while not self.stop.is_set():
             now = self.clock.now()
-            if self._blocked_until is None or now >= self._blocked_until:
+            if self._gave_up:
+                if not self._inflight:
+                    return
+            elif self._blocked_until is None or now >= self._blocked_until:
                 if first or self.mode == "daemon":
                     await self._db(self._plan, self._t0 if first else now, first)
+                if first:
+                    await self._db(self._track_backfill, once_until)
                 first = False
                 await self._db(self._horizon, now)
                 if len(self._inflight) < self.s.concurrency:
                     await self._db(self._split_tail, now, frozenset(self._busy), list(self._reading.values()))
                 self._launch(source, now)
+                self._launch_live(source, now)
             if self.mode in ("once", "settle") and not self._inflight:
+                if self._gave_up:
+                    return
                 if await self._db(self._finished, once_until):
+                    log.info("done tenant=%s mode=%s", self.t.name, self.mode)
                     return
-                if not self.report.ok and self.report.exit_code == 3:
-                    return
+            self._maybe_save_status()
             await self._wait()
         log.info("stopping tenant=%s", self.t.name)
 
     def _finished(self, until: datetime) -> bool:
         settled = self.mode == "settle"
+        # open: not yet complete; with --settle, not yet settled; a re-read that failed is retried too
         open_windows = [w for w in self.ledger.windows(self.t.name, ("pending", "failed", "complete"))
-                        if w.end <= until and not (w.state == "failed" and w.next_read is None)
-                        and (settled or w.state != "complete")]
+                        if w.end <= until and w.next_read is not None
+                        and (settled or w.state != "complete" or w.attempts > 0)]
         if not open_windows:
             return True
         if all(w.attempts >= ONCE_ATTEMPTS for w in open_windows):
@@ -233,6 +292,8 @@ class TenantRunner:
             grid_next = (self.clock.now() - self.s.lag)
             step = self.s.window.total_seconds()
             delay = min(delay, step - (grid_next.timestamp() % step) + 0.001)
+            if self.s.tail_poll > timedelta(0) and self._live_next > now:
+                delay = min(delay, (self._live_next - now).total_seconds())
         delay = max(delay, 0.001)
         waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.clock.sleep(delay)),
                                               asyncio.ensure_future(self.stop.wait())]
@@ -252,6 +313,18 @@ class TenantRunner:
                 self.ledger.add(new)
             log.info("planned tenant=%s windows=%d from=%s to=%s", self.t.name, len(new),
                      fmt_time(new[0].start), fmt_time(new[-1].end))
+            bounds = self.ledger.bounds(self.t.name)
+        self._planned_until = bounds[1] if bounds else None
+
+    def _track_backfill(self, until: datetime) -> None:
+        """Fix the span progress is measured on: what was not yet collected when the run started."""
+        self._backfill = BackfillProgress(
+            (w.start, w.end + TICK) for w in self.ledger.windows(self.t.name, ("pending", "failed"))
+            if w.next_read is not None and w.end <= until)
+
+    def _report_progress(self) -> None:
+        if self.progress is not None and self._backfill.total:
+            self.progress(self.t.name, self._backfill.done, self._backfill.total, self._backfill.rows)
 
     def _horizon(self, now: datetime) -> None:
         """Warn before an uncollected window ages past the API horizon; give up on what already has."""
@@ -283,10 +356,12 @@ class TenantRunner:
 
     # -- reads --------------------------------------------------------------------------------
     def _due(self, now: datetime) -> list[Window]:
-        """Due windows. ``--once`` does the re-reads due when it started; later ones are the next run's."""
+        """Due windows. ``--once`` does the re-reads due when it started (and retries those that failed);
+        later ones are the next run's."""
         due = self.ledger.due(self.t.name, now)
         if self.mode == "once":
-            due = [w for w in due if w.state != "complete" or (w.next_read is not None and w.next_read <= self._t0)]
+            due = [w for w in due if w.state != "complete" or w.attempts > 0
+                   or (w.next_read is not None and w.next_read <= self._t0)]
         return due
 
     def _groups(self, due: list[Window]) -> list[list[Window]]:
@@ -326,6 +401,25 @@ class TenantRunner:
             task.add_done_callback(self._done)
             free -= 1
             old_running += is_old
+
+    def _launch_live(self, source: Source, now: datetime) -> None:
+        """Daemon: every ``tail_poll``, read the open live-tail window (after the last planned window, up to
+        ``now - lag``) provisionally: its rows are stored, the ledger is not touched, and the window is read
+        in full once it closes on the grid."""
+        if (self.mode != "daemon" or self.s.tail_poll <= timedelta(0) or now < self._live_next
+                or self._planned_until is None or len(self._inflight) >= self.s.concurrency
+                or any(ws[0].state == "provisional" for ws in self._inflight.values())):
+            return
+        start = self._planned_until + TICK
+        end = (now - self.s.lag).replace(microsecond=0) - TICK
+        if end - start < timedelta(seconds=1):
+            return
+        self._live_next = now + self.s.tail_poll
+        w = Window(self.t.name, start, end, "provisional")
+        task = asyncio.create_task(self._read_group(source, [w], provisional=True))
+        self._inflight[task] = [w]
+        self._busy.add(start)
+        task.add_done_callback(self._done)
 
     def _backfill_slots(self) -> int:
         """Reads old (settled-age) windows may use: the daemon keeps one slot for the live tail."""
@@ -382,18 +476,27 @@ class TenantRunner:
         for w in g:
             self._busy.discard(w.start)
 
-    async def _read_group(self, source: Source, group: list[Window]) -> None:
+    async def _read_group(self, source: Source, group: list[Window], *, provisional: bool = False) -> None:
+        """Read ``group`` (contiguous windows) page by page, committing each page; then mark it read.
+
+        ``provisional``: the open live-tail window; its rows are stored but no ledger window is marked.
+        """
         start, end = group[0].start, group[-1].end
         label = f"{fmt_time(start)}..{fmt_time(end)}"
         counts = [0] * len(group)
         new = updated = 0
         tickets: list[Any] = []
         span = (end - start).total_seconds()
+        read = (start, end + TICK)
+        oldest: datetime | None = None
         self._reading[start] = (span, 0)
         try:
             async for page in source.pages(start, end):
                 if page.first:
-                    counts = [0] * len(group)
+                    counts, oldest = [0] * len(group), None
+                if page.rows:  # rows come newest first: the last one shows how far the read has come
+                    t = _received(page.rows[-1])
+                    oldest = t if oldest is None or (t is not None and t < oldest) else oldest
                 if len(group) == 1:
                     counts[0] += len(page.rows)
                 else:
@@ -409,48 +512,63 @@ class TenantRunner:
                     res, _, _ = await self._db(self._commit_page, page)
                 new += res.new
                 updated += res.updated
-                log.info("page tenant=%s window=%s offset=%d rows=%d new=%d updated=%d", self.t.name, label,
-                         page.offset, n_rows, res.new, res.updated)
+                log.info("page tenant=%s window=%s offset=%d rows=%d new=%d updated=%d%s", self.t.name, label,
+                         page.offset, n_rows, res.new, res.updated, " provisional=1" if provisional else "")
                 del page
+                if not provisional:
+                    self._backfill.paged(read, oldest)
+                    self._report_progress()
+                self._maybe_save_status()
                 if self.stop.is_set():
                     raise Stopped()
             for ticket in tickets:
                 await self._wait_acked(ticket)
             if self.shipper is not None:
                 await self.shipper.checkpoint()
-            now = self.clock.now()
-            await self._db(self._mark_read, group, counts, now, new, updated)
-            self.report.windows_read += len(group)
-            self.report.rows += sum(counts)
-            self._seen_rows += sum(counts)
-            self._seen_span += span
-            self.report.new += new
-            self.report.updated += updated
+            if provisional:
+                self._live_until = end
+                log.info("live tail tenant=%s until=%s rows=%d new=%d updated=%d (provisional)", self.t.name,
+                         fmt_time(end), sum(counts), new, updated)
+            else:
+                now = self.clock.now()
+                await self._db(self._mark_read, group, counts, now, new, updated)
+                self.report.windows_read += len(group)
+                self.report.rows += sum(counts)
+                self._seen_rows += sum(counts)
+                self._seen_span += span
+                self.report.new += new
+                self.report.updated += updated
+                self._backfill.completed(read, [(w.start, w.end + TICK) for w in group], sum(counts))
             self._tenant_ok()
-            if self.progress is not None:
-                self.progress(self.t.name, sum(w.span.total_seconds() for w in group), 0.0)
         except Stopped:
             log.info("stopped mid-window tenant=%s window=%s (committed pages kept; window stays due)",
                      self.t.name, label)
         except asyncio.CancelledError:
             raise
-        except ContinuationFailed as exc:
-            await self._db(self._continuation_failed, group, str(exc))
         except AuthError as exc:
-            self._tenant_failed(exc)
+            await self._tenant_failed(exc)
         except ExotraceError as exc:
-            await self._db(self._window_failed, group, exc)
+            if provisional:
+                log.warning("live tail read failed tenant=%s window=%s error=%s (read again later)", self.t.name,
+                            label, redact(exc)[:300])
+            elif isinstance(exc, ContinuationFailed):
+                await self._db(self._continuation_failed, group, str(exc))
+            else:
+                await self._db(self._window_failed, group, exc)
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the other tenants
             log.exception("unexpected error tenant=%s window=%s", self.t.name, label)
-            await self._db(self._window_failed, group, TransientError(f"internal error: {exc!r}"))
+            if not provisional:
+                await self._db(self._window_failed, group, TransientError(f"internal error: {exc!r}"))
+        finally:
+            self._backfill.ended(read)
+            if not provisional:
+                self._report_progress()
 
     async def _wait_acked(self, ticket: Any) -> None:
         assert self.shipper is not None
-        while not await self.shipper.pipeline.wait_acked(ticket, 30.0):
+        while not await unless_stopped(self.shipper.pipeline.wait_acked(ticket, 30.0), self.stop):
             if self.shipper.pipeline.abandoned(ticket):
                 raise TransientError("the sinks lost a batch; the window will be read again")
-            if self.stop.is_set():
-                raise Stopped()
 
     def _commit_page(self, page: Page) -> tuple[Any, list[Document], int]:
         observed = page.fetched_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -484,8 +602,7 @@ class TenantRunner:
             for w, n in zip(group, counts, strict=True):
                 self.ledger.mark_read(w, now=now, rows=n, rereads=self.s.rereads,
                                       new=new if w is group[0] else 0, updated=updated if w is group[0] else 0)
-            self.ledger.tenant_update(self.t.name, last_success=fmt_time(now), last_error=None,
-                                      quota_json=orjson.dumps(self.quota.export()).decode())
+            self.ledger.tenant_update(self.t.name, last_success=fmt_time(now), last_error=None, retry_at=None)
 
     def _retry_at(self, attempts: int, exc: ExotraceError) -> datetime:
         delay = Backoff(base=30.0, cap=3600.0).next() * (2 ** min(attempts, 7))
@@ -521,20 +638,45 @@ class TenantRunner:
             for w in group:
                 self.ledger.mark_failed(w, error=redact(msg), retry_at=self._retry_at(w.attempts,
                                                                                       TransientError(msg)))
+        log.warning("continuation failed tenant=%s window=%s..%s windows=%d reason=%s (each window is read "
+                    "on its own)", self.t.name, fmt_time(group[0].start), fmt_time(group[-1].end), len(group),
+                    redact(msg)[:200])
 
-    def _tenant_failed(self, exc: AuthError) -> None:
-        self._auth_failures += 1
+    async def _tenant_failed(self, exc: AuthError) -> None:
+        """Credentials or permission broken: hold the tenant's reads and retry with backoff.
+
+        Reads failing together count as one failure episode (the backoff grows once). ``--once`` gives up
+        after ``ONCE_AUTH_ATTEMPTS`` episodes (exit 3). The cached token is dropped: a permission granted
+        meanwhile only shows in a new token's roles.
+        """
         msg = redact(exc)
-        self.report.ok = False
+        now = self.clock.now()
+        self.report.ok, self.report.exit_code = False, 3
         self.report.error = msg
-        self.report.exit_code = 3
-        wait = self._tenant_backoff.next()
-        self._blocked_until = self.clock.now() + timedelta(seconds=wait)
-        log.error("tenant unavailable tenant=%s error=%s retry_in=%.0fs", self.t.name, msg, wait)
+        if self._gave_up or (self._blocked_until is not None and now < self._blocked_until):
+            return
+        self._auth_failures += 1
+        self.caller.tokens.invalidate()
+        wait = None
+        if self.mode != "daemon" and self._auth_failures >= ONCE_AUTH_ATTEMPTS:
+            self._gave_up = True
+            self.report.error = f"{msg} (gave up after {self._auth_failures} attempts)"
+        else:
+            wait = self._tenant_backoff.next()
+            self._blocked_until = now + timedelta(seconds=wait)
+        fields = self._status_fields()
+        fields.update(last_error=msg[:1000], last_error_at=fmt_time(now))
+        await self._db(self._write_status, fields)  # in the ledger (for `status`) before it is logged
+        if wait is None:
+            log.error("tenant unavailable tenant=%s attempt=%d error=%s; giving up for this run", self.t.name,
+                      self._auth_failures, msg)
+        else:
+            log.error("tenant unavailable tenant=%s attempt=%d error=%s retry_in=%.0fs", self.t.name,
+                      self._auth_failures, msg, wait)
 
     def _tenant_ok(self) -> None:
-        if self._auth_failures or not self.report.ok:
-            log.info("tenant recovered tenant=%s", self.t.name)
+        if self._auth_failures:
+            log.info("tenant recovered tenant=%s after=%d failures", self.t.name, self._auth_failures)
         self._auth_failures = 0
         self._tenant_backoff.reset()
         self._blocked_until = None

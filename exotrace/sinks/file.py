@@ -46,6 +46,7 @@ class FileSink(Sink):
     def _open(self) -> BinaryIO:
         if self._fh is None:
             try:
+                _drop_torn_tail(self.path)
                 self._fh = self.path.open("ab")
             except OSError as exc:
                 raise TransientError(f"cannot open {self.path}: {exc.strerror}") from exc
@@ -120,3 +121,26 @@ def _compress(path: Path) -> None:
         shutil.copyfileobj(src, dst, 1024 * 1024)
     os.replace(tmp, gz)
     path.unlink()
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a partial last line (a process killed mid-write): that batch was never acknowledged and is sent
+    again, so the file keeps whole NDJSON lines only."""
+    try:
+        with path.open("r+b") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            pos = end
+            while pos > 0:
+                step = min(65536, pos)
+                fh.seek(pos - step)
+                chunk = fh.read(step)
+                if pos == end and chunk.endswith(b"\n"):
+                    return
+                cut = chunk.rfind(b"\n")
+                if cut >= 0:
+                    fh.truncate(pos - step + cut + 1)
+                    return
+                pos -= step
+            fh.truncate(0)
+    except FileNotFoundError:
+        return

@@ -5,12 +5,16 @@ through the tenant's quota governor with a bearer token, and retries what can be
 ``Retry-After``, pausing the whole tenant), 5xx, timeouts, dropped connections, truncated or malformed
 bodies (exponential backoff with jitter), and 401 for an expired token (new token, once). A 400 is
 returned to the source as :class:`BadRequest` (it decides: repair the continuation or restart the window).
-Permission problems raise :class:`~exotrace.errors.AuthError` with the fix.
+Permission problems raise :class:`~exotrace.errors.AuthError` with the service's text and the fix. Every
+wait (token, quota, the request, backoff, ``Retry-After``) races the ``stop`` event: shutdown raises
+:class:`~exotrace.collect.stop.Stopped` at once instead of waiting for the quota.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +26,7 @@ import orjson
 from exotrace.auth import TokenProvider
 from exotrace.clock import Clock
 from exotrace.collect.quota import QuotaGovernor
+from exotrace.collect.stop import unless_stopped
 from exotrace.config import TenantConfig
 from exotrace.errors import AuthError, ExotraceError, PermanentError, TransientError
 from exotrace.net import Backoff, parse_retry_after, redact
@@ -42,6 +47,12 @@ FIX_RWS_ROLE = (
     "give the app the Office 365 Exchange Online application permission ReportingWebService.Read.All with "
     "admin consent, and assign its service principal the Global Reader (or Security Reader) directory role"
 )
+
+
+#: RWS answers 500 UnknownError from ``$skiptoken=999999`` on (msapi.md 2.3): a window of about a million
+#: rows. A 500 at an offset this high is taken as that limit (the window is split); below, as a fault.
+RWS_OFFSET_LIMIT = 900_000
+_RWS_SKIP = re.compile(r"[?&](?:\$|%24)skiptoken=(\d+)(?:&|$)", re.IGNORECASE)
 
 
 class BadRequest(ExotraceError):
@@ -89,8 +100,10 @@ class ApiCaller:
     """One tenant's HTTP access: token, quota, retries."""
 
     def __init__(self, tenant: TenantConfig, client: httpx.AsyncClient, tokens: TokenProvider,
-                 quota: QuotaGovernor, clock: Clock, *, max_attempts: int = 8) -> None:
+                 quota: QuotaGovernor, clock: Clock, *, max_attempts: int = 8,
+                 stop: asyncio.Event | None = None) -> None:
         self.tenant = tenant
+        self.stop = stop
         self.client = client
         self.tokens = tokens
         self.quota = quota
@@ -107,14 +120,13 @@ class ApiCaller:
         attempt = 0
         while attempt < self.max_attempts:
             attempt += 1
-            token = await self.tokens.token()
-            await self.quota.acquire()
+            token = await unless_stopped(self.tokens.token(), self.stop)
+            await self.quota.acquire(self.stop)
             self.counters.requests += 1
             hdrs = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
             hdrs.update(headers or {})
             try:
-                resp = await self.client.get(url, params=params, headers=hdrs)
-                body = await resp.aread()
+                resp, body = await unless_stopped(self._get(url, params, hdrs), self.stop)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 last = TransientError(f"{type(exc).__name__}: {redact(exc) or 'connection failed'}")
                 self._count(type(exc).__name__)
@@ -148,8 +160,8 @@ class ApiCaller:
                 continue
             if status == 401:
                 if _sp_missing(text):
-                    raise AuthError(f"tenant {self.tenant.name}: Graph answered 401 (service principal "
-                                    f"missing) -> {FIX_SERVICE_PRINCIPAL}")
+                    raise AuthError(f"tenant {self.tenant.name}: Graph answered 401: {text[:400]} -> "
+                                    f"{FIX_SERVICE_PRINCIPAL}")
                 if auth_retries < 2:
                     auth_retries += 1
                     attempt -= 1
@@ -173,19 +185,24 @@ class ApiCaller:
             if status >= 500 or status == 408:
                 self._count(str(status))
                 last = TransientError(f"{status} from {shown}: {text[:300]}")
-                if status == 500 and "UnknownError" in text and "skiptoken" in shown.lower():
+                if status == 500 and "UnknownError" in text and _rws_offset(shown) >= RWS_OFFSET_LIMIT:
                     raise BadRequest(f"500 from {shown}: {text[:300]}", status=500)
                 await self._sleep(backoff.next(), parse_retry_after(resp.headers.get("Retry-After"), fetched))
                 continue
             raise PermanentError(f"tenant {self.tenant.name}: unexpected HTTP {status} from {shown}: {text[:300]}")
         raise last or TransientError("request failed")
 
+    async def _get(self, url: str, params: dict[str, str] | None,
+                   headers: dict[str, str]) -> tuple[httpx.Response, bytes]:
+        resp = await self.client.get(url, params=params, headers=headers)
+        return resp, await resp.aread()
+
     def _count(self, kind: str) -> None:
         self.counters.retries += 1
         self.counters.errors[kind] = self.counters.errors.get(kind, 0) + 1
 
     async def _sleep(self, seconds: float, retry_after: float | None = None) -> None:
-        await self.clock.sleep(max(seconds, retry_after or 0.0))
+        await unless_stopped(self.clock.sleep(max(seconds, retry_after or 0.0)), self.stop)
 
 
 def _error_text(body: bytes) -> str:
@@ -204,6 +221,12 @@ def _error_text(body: bytes) -> str:
         if isinstance(data.get("Message"), str):
             return str(data["Message"])
     return body[:2000].decode("utf-8", "replace")
+
+
+def _rws_offset(url: str) -> int:
+    """The integer ``$skiptoken`` (RWS row offset) of ``url``; -1 when there is none."""
+    m = _RWS_SKIP.search(url)
+    return int(m.group(1)) if m else -1
 
 
 def _sp_missing(text: str) -> bool:

@@ -65,6 +65,10 @@ MIGRATIONS: list[str] = [
     """-- collector quota persistence v3
     ALTER TABLE collector_tenants ADD COLUMN quota_json TEXT;
     """,
+    """-- collector live status v4: when a broken tenant is retried, how far the provisional live tail reached
+    ALTER TABLE collector_tenants ADD COLUMN retry_at TEXT;
+    ALTER TABLE collector_tenants ADD COLUMN live_until TEXT;
+    """,
 ]
 
 

@@ -38,8 +38,13 @@ def test_doctor_graph_tenants(tmp_path: Path) -> None:
     sec = sections(out)
     fab = sec["fabrikam"]
     assert "FAIL permission" in fab and "ExchangeMessageTrace.Read.All" in fab and "Grant admin consent" in fab
-    ada = sec["adatum"]
-    assert "New-MgServicePrincipal -AppId 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373" in ada
+    ada = " ".join(sec["adatum"].split())
+    # the service's own 401 text, then the fix
+    assert "FAIL Graph service principal and list: tenant adatum: Graph answered 401: Unauthorized: Service " \
+        "principal-less Authentication failed: the service principal for App ID " \
+        "8bd644d1-64a1-4d4b-ae52-2e0cbf64e373 was not found." in ada
+    assert "fix: create the Transport Data Platform service principal in the tenant: `New-MgServicePrincipal " \
+        "-AppId 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373`" in ada
     lit = sec["litware"]
     assert "AADSTS7000222" in lit and "create a new secret" in lit
     for t in tenants:

@@ -100,16 +100,26 @@ def test_init_template_loads(tmp_path: Path) -> None:
     os.environ["EXOTRACE_SECRET"] = "s3cr3t-value"
     cfg = load_config(target)
     assert cfg.tenants[0].api == "graph" and cfg.settings.quota == 90
+    text = target.read_text()
+    from exotrace.config import _SETTING_KEYS
+
+    for key in _SETTING_KEYS:  # every [collector] key is in the template, with its default
+        assert f"\n{key} = " in text or f"\n# {key} = " in text, key
     assert CliRunner().invoke(init, [str(target)]).exit_code == 2
 
 
 def test_defaults_and_clouds(tmp_path: Path) -> None:
     os.environ["EXOTRACE_T_SECRET"] = "x" * 20
     base = {"name": "a", "tenant_id": "t", "client_id": "c", "client_secret": "env:EXOTRACE_T_SECRET"}
-    cfg = parse_config({"tenant": [base, {**base, "name": "b", "cloud": "gcchigh"}]}, base=tmp_path)
-    a, b = cfg.tenants
+    cfg = parse_config({"tenant": [base, {**base, "name": "b", "cloud": "gcchigh"},
+                                   {**base, "name": "c", "cloud": "gcc"}, {**base, "name": "d", "cloud": "dod"},
+                                   {**base, "name": "e", "cloud": "china"}]}, base=tmp_path)
+    a, b, c, d, e = cfg.tenants
     assert a.api == "graph" and a.page_size == 5000 and a.api_scope == "https://graph.microsoft.com/.default"
     assert b.api == "rws" and b.page_size == 2000 and b.login_url == "https://login.microsoftonline.us"
+    # Graph message trace is served by Graph's global service (which GCC uses): graph there, rws elsewhere
+    assert c.api == "graph" and c.graph_url == "https://graph.microsoft.com"
+    assert d.api == "rws" and e.api == "rws" and e.login_url == "https://login.chinacloudapi.cn"
     assert "x" * 20 not in repr(a)
 
 

@@ -234,3 +234,15 @@ def test_once_leaves_rereads_that_fall_due_during_the_run(tmp_path: Path) -> Non
         assert len(daemon._due(later)) == 2  # the daemon re-reads whenever a re-read is due
     finally:
         darch.close()
+
+
+def test_rws_paging_limit_is_told_from_a_fault_by_the_offset() -> None:
+    """RWS answers 500 UnknownError from $skiptoken=999999 on (a window too large: split it); a 500 at a
+    small offset is a server fault (retried)."""
+    from exotrace.sources.base import RWS_OFFSET_LIMIT, _rws_offset
+
+    base = "https://h/ecp/reportingwebservice/reporting.svc/MessageTrace?$filter=x&$top=2000"
+    assert _rws_offset(base) == -1
+    assert _rws_offset(base + "&$skiptoken=1500") == 1500 < RWS_OFFSET_LIMIT
+    assert _rws_offset(base.replace("$", "%24") + "&%24skiptoken=999999") == 999999 >= RWS_OFFSET_LIMIT
+    assert _rws_offset("https://graph/v1.0/x?$skiptoken=eyJTdGFydERhdGUiOi") == -1  # Graph's base64 tokens
