@@ -2,7 +2,8 @@
 
     python bench/archive_bench.py [--rows 1000000] [--queries 200] [--dir DIR]
 
-Generates ECS-shaped documents (many domains, IPv4/IPv6, every status), then measures:
+Generates Graph message-trace rows (many domains, IPv4/IPv6, every status) and normalizes them as the
+collector does (GeoIP, public suffixes, direction; not timed), then measures:
 
 * ingest rows/s through ``Archive.upsert`` (batches of ``--batch`` documents, one transaction each), and
   the same rows through a plain ``executemany`` of (key, JSON) into a bare table, as the baseline;
@@ -33,8 +34,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from exotrace.archive import Archive, SearchQuery  # noqa: E402
-from exotrace.archive.testing import make_document  # noqa: E402
-from exotrace.model import Document  # noqa: E402
+from exotrace.model import Document, RawRecord  # noqa: E402
+from exotrace.normalize import NormalizeOptions, Normalizer  # noqa: E402
 
 STATUSES = ["Delivered"] * 70 + ["GettingStatus"] * 8 + ["Pending"] * 3 + ["Failed"] * 6 + \
     ["FilteredAsSpam"] * 5 + ["Quarantined"] * 3 + ["Expanded"] * 3 + ["Resolved", "Recalled"]
@@ -61,38 +62,40 @@ class Corpus:
         return f"{self.rng.randrange(1, 224)}.{self.rng.randrange(256)}.{self.rng.randrange(256)}." \
                f"{self.rng.randrange(1, 255)}"
 
-    def documents(self, count: int, start: int = 0) -> Iterator[Document]:
+    def records(self, count: int, start: int = 0) -> Iterator[dict[str, object]]:
+        """Graph ``messageTrace`` rows, as the collector receives them."""
         base = 1_714_521_600  # 2024-05-01T00:00:00Z
         rng = self.rng
         for n in range(start, start + count):
             kind = rng.random()
             if kind < 0.55:
-                sender, recipient, direction = rng.choice(self.external), rng.choice(self.local_users), "inbound"
+                sender, recipient = rng.choice(self.external), rng.choice(self.local_users)
             elif kind < 0.85:
-                sender, recipient, direction = rng.choice(self.local_users), rng.choice(self.external), "outbound"
+                sender, recipient = rng.choice(self.local_users), rng.choice(self.external)
             else:
-                sender, recipient, direction = rng.choice(self.local_users), rng.choice(self.local_users), \
-                    "internal"
+                sender, recipient = rng.choice(self.local_users), rng.choice(self.local_users)
             ts = base + n * 2.6  # ~30 days per million rows
             received = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
             guid = f"{rng.getrandbits(128):032x}"  # random, like real MessageTraceIds
-            yield make_document(
-                f"{guid[:8]}-{guid[8:12]}-{guid[12:16]}-{guid[16:20]}-{guid[20:]}",
-                recipient,
-                status=rng.choice(STATUSES),
-                sender=None if rng.random() < 0.01 else sender,
-                received=received,
-                subject=f"{rng.choice(WORDS)} {rng.choice(WORDS)} #{n}",
-                message_id=f"<{rng.getrandbits(64):016x}@{sender.partition('@')[2]}>",
-                from_ip=self._ip(),
-                to_ip=self._ip() if rng.random() < 0.3 else None,
-                direction=direction,
-                tenant="contoso",
-                size=rng.randrange(1_000, 5_000_000),
-                observed_at=received,
-                origin="bench",
-                line=n + 1,
-            )
+            status = rng.choice(STATUSES)
+            yield {
+                "id": f"{guid[:8]}-{guid[8:12]}-{guid[12:16]}-{guid[16:20]}-{guid[20:]}",
+                "messageId": f"<{rng.getrandbits(64):016x}@{sender.partition('@')[2]}>",
+                "receivedDateTime": received,
+                "senderAddress": "" if rng.random() < 0.01 else sender,
+                "recipientAddress": recipient,
+                "subject": f"{rng.choice(WORDS)} {rng.choice(WORDS)} #{n}",
+                "size": rng.randrange(1_000, 5_000_000),
+                "fromIP": self._ip(),
+                "toIP": self._ip() if rng.random() < 0.3 else "",
+                "status": status[0].lower() + status[1:],
+            }
+
+    def documents(self, normalizer: Normalizer, count: int, start: int = 0) -> list[Document]:
+        """The rows normalized as the collector does (not timed): JSON-first documents with their summary."""
+        return [normalizer.normalize(RawRecord(row, "", "bench", start + i + 1, "graph",
+                                               observed_at=str(row["receivedDateTime"])))
+                for i, row in enumerate(self.records(count, start))]
 
 
 class Clock:
@@ -135,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             Path(str(path) + suffix).unlink(missing_ok=True)
 
     corpus = Corpus()
+    geoip = Path(__file__).resolve().parents[1] / "tests" / "data" / "geoip"
+    options = NormalizeOptions(local_domains=tuple(corpus.local_domains), tenant="contoso", geoip_dir=geoip)
+    normalizer = Normalizer(options)
     arch = Archive.open(archive_path)
     bare = sqlite3.connect(bare_path, isolation_level=None)
     bare.execute("PRAGMA journal_mode = WAL")
@@ -148,15 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Generating and ingesting {args.rows:,} documents into {archive_path} ...", file=sys.stderr)
     while done < args.rows:
         count = min(args.batch, args.rows - done)
-        docs = list(corpus.documents(count, start=done))
+        docs = corpus.documents(normalizer, count, start=done)
         done += count
 
         def bare_insert(docs: list[Document] = docs) -> None:
             bare.execute("BEGIN")
             bare.executemany(
-                "INSERT INTO rows VALUES (?, ?, ?)",
-                ((d.key, d.doc["email"]["to"]["address"][0].lower(), orjson.dumps(d.doc).decode())
-                 for d in docs),
+                "INSERT INTO rows VALUES (?, ?, CAST(? AS TEXT))",
+                ((d.key, d.summary.recipient.lower(), d.json) for d in docs),  # type: ignore[union-attr]
             )
             bare.execute("COMMIT")
 
@@ -164,13 +169,14 @@ def main(argv: list[str] | None = None) -> int:
         ingest.run(lambda docs=docs: arch.upsert(docs, source="bench"))
         if len(recipients) < args.queries:
             sample = random.Random(done).sample(docs, min(len(docs), args.queries))
-            recipients += [d.doc["email"]["to"]["address"][0] for d in sample]
-            sender_domains += [d.doc["email"]["from"]["address"][0].partition("@")[2]
-                               for d in sample if "from" in d.doc["email"]]
+            recipients += [d.summary.recipient for d in sample]  # type: ignore[union-attr]
+            sender_domains += [d.summary.sender.partition("@")[2] for d in sample  # type: ignore[union-attr]
+                               if d.summary.sender]  # type: ignore[union-attr]
         if done == args.batch:  # second passes on the first batch: unchanged rows, then status changes
             reingest.run(lambda docs=docs: arch.upsert(docs, source="bench"))
-            changed = [make_document(d.doc["email"]["local_id"], d.doc["email"]["to"]["address"][0],
-                                     status="Failed", observed_at="2030-01-01T00:00:00Z") for d in docs]
+            changed = [normalizer.normalize(RawRecord({**row, "status": "failed"}, "", "bench", i + 1, "graph",
+                                                      observed_at="2030-01-01T00:00:00Z"))
+                       for i, row in enumerate(Corpus().records(count))]
             update.run(lambda changed=changed: arch.upsert(changed, source="bench"))
         print(f"  {done:,} rows", file=sys.stderr, end="\r")
     print(file=sys.stderr)

@@ -82,6 +82,7 @@ _INSERT_REJECT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _STATUS = SEARCH_COLUMNS.index("status")
+_DAY = SEARCH_COLUMNS.index("day")
 
 
 @dataclass(slots=True)
@@ -385,16 +386,28 @@ class Archive:
         self._written += result.new + result.updated
         return result
 
-    def _lookup(self, keys: list[str]) -> dict[str, _State]:
+    def _lookup(self, wanted: dict[str, int]) -> dict[str, _State]:
+        """The stored state of the rows with these keys (key -> received day of the incoming document).
+
+        A row is looked for on its day, then, when not there, on the day either side (``(day, key)``
+        index, see :mod:`.schema`): a received time can slip by a time zone between sources, never more.
+        """
         found: dict[str, _State] = {}
-        for start in range(0, len(keys), LOOKUP_CHUNK):
-            chunk = keys[start : start + LOOKUP_CHUNK]
-            sql = (
-                "SELECT key, id, status, content_hash, observed_at FROM messages "
-                f"WHERE key IN ({', '.join('?' * len(chunk))})"
-            )
-            for key, id_, status, digest, observed in self._conn.execute(sql, chunk):
-                found[key] = _State(id_, status, digest, observed or "")
+        for days in ((0,), (-1, 1)):
+            by_day: dict[int, list[str]] = {}
+            for key, day in wanted.items():
+                if key not in found:
+                    by_day.setdefault(day, []).append(key)
+            for day, keys in by_day.items():
+                near = [day + offset for offset in days]
+                for start in range(0, len(keys), LOOKUP_CHUNK):
+                    chunk = keys[start : start + LOOKUP_CHUNK]
+                    sql = (
+                        "SELECT key, id, status, content_hash, observed_at FROM messages "
+                        f"WHERE day IN ({', '.join('?' * len(near))}) AND key IN ({', '.join('?' * len(chunk))})"
+                    )
+                    for key, id_, status, digest, observed in self._conn.execute(sql, [*near, *chunk]):
+                        found[key] = _State(id_, status, digest, observed or "")
         return found
 
     def _apply(
@@ -408,7 +421,7 @@ class Archive:
         result.errors += len(errors) + len(refused)
         result.refused.extend(refused)
         result.derived += derived
-        states = self._lookup(list({item[1] for item in good}))
+        states = self._lookup({item[1]: item[2][_DAY] for item in good})
         inserts: list[list[Any]] = []
         updates: dict[int, tuple[Any, ...]] = {}
         docs: dict[int, bytes] = {}
@@ -526,19 +539,24 @@ class Archive:
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The row with this key (``row_key(trace_id, recipient)``), or ``None``."""
-        sql = f"{_query.SELECT_ROWS} WHERE m.key = ?"
-        rows = self._read(lambda c: c.execute(sql, (key.strip().lower(),)).fetchall())
-        return _query.row_dict(rows[0]) if rows else None
+        found = self._read(lambda c: _query.row_by_key(c, key.strip().lower()))
+        return _query.row_dict(found) if found else None
 
     def history(self, key: str) -> list[dict[str, Any]]:
         """The row's history, oldest first: ``first_seen`` then each ``status_change``."""
         sql = (
             "SELECT h.event, h.old_status, h.new_status, h.observed_at, h.recorded_at, h.source "
-            "FROM history h JOIN messages m ON m.id = h.message WHERE m.key = ? ORDER BY h.id"
+            "FROM history h WHERE h.message = ? ORDER BY h.id"
         )
         names = ("event", "old_status", "new_status", "observed_at", "recorded_at", "source")
-        params = (key.strip().lower(),)
-        return self._read(lambda c: [dict(zip(names, row, strict=True)) for row in c.execute(sql, params)])
+
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            row = _query.row_by_key(conn, key.strip().lower())
+            if row is None:
+                return []
+            return [dict(zip(names, r, strict=True)) for r in conn.execute(sql, (row[-2],))]
+
+        return self._read(read)
 
     def stats(self, since: Any = None, until: Any = None, *, top: int = 10) -> dict[str, Any]:
         """Counts by status, direction and day, top senders and recipient domains, rejects (see query.stats)."""

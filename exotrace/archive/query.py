@@ -28,7 +28,7 @@ from exotrace.timeparse import format_ts, parse_time
 
 __all__ = [
     "DIRECTIONS", "SELECT_ROWS", "DomainSuffix", "SearchQuery", "address_filter", "build_search", "days_present",
-    "row_dict", "search", "stats",
+    "row_by_key", "row_dict", "search", "stats",
 ]
 
 DIRECTIONS = ("inbound", "outbound", "internal", "external")
@@ -111,14 +111,16 @@ def address_filter(column: str, pattern: str) -> tuple[str, list[Any]] | DomainS
     if not text:
         raise ValueError("empty address pattern")
     if text == "<>":
-        return f"{column} IS NULL", []
+        return f"{rdomain} IS NULL AND {column} IS NULL", []
     if "@" in text:
         local, _, domain = text.rpartition("@")
         if local in ("", "*") and domain and not _has_wildcard(domain):
             return f"{rdomain} = ?", [reverse_domain(domain)]
+        # the domain, when literal, narrows the walk of the (day, rdomain, address) index
+        narrow = (f"{rdomain} = ? AND ", [reverse_domain(domain)]) if domain and not _has_wildcard(domain) else ("", [])
         if not _has_wildcard(text):
-            return f"{column} = ?", [text]
-        return f"{column} GLOB ?", [text]
+            return f"{narrow[0]}{column} = ?", [*narrow[1], text]
+        return f"{narrow[0]}{column} GLOB ?", [*narrow[1], text]
     if text.startswith("*.") and not _has_wildcard(text[2:]):
         return DomainSuffix(rdomain, reverse_domain(text[2:]) or "", include_self=False)
     if _has_wildcard(text):
@@ -260,7 +262,17 @@ def days_present(conn: sqlite3.Connection, lo: int | None = None, hi: int | None
 
 
 def _uses_day_indexes(query: SearchQuery) -> bool:
-    return bool(query.sender or query.recipient or query.message_id or query.ip) and not query.trace_id
+    return bool(query.sender or query.recipient or query.message_id or query.ip or query.trace_id)
+
+
+def row_by_key(conn: sqlite3.Connection, key: str) -> tuple[Any, ...] | None:
+    """The :data:`SELECT_ROWS` row with this key, found day by day through the ``(day, key)`` index."""
+    sql = f"{SELECT_ROWS} WHERE m.day = ? AND m.key = ?"
+    for day in days_present(conn):
+        row = conn.execute(sql, (day, key)).fetchone()
+        if row is not None:
+            return row
+    return None
 
 
 def _day_ids(
