@@ -125,7 +125,8 @@ def _latency(fn: Callable[[str], object], values: list[str]) -> tuple[float, flo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=50_000, help="documents per upsert (one transaction)")
+    parser.add_argument("--batch", type=int, default=5_000,
+                        help="documents per upsert (one transaction; ingest and a collector page commit 5000)")
     parser.add_argument("--queries", type=int, default=200, help="searches per kind")
     parser.add_argument("--dir", type=Path, help="where to put the databases (default: a temporary folder)")
     args = parser.parse_args(argv)

@@ -112,6 +112,9 @@ class RawRecord:
     tenant: str | None = None
     #: When the record was observed (fetch time, or the export's query end); ISO 8601 UTC, optional.
     observed_at: str | None = None
+    #: True when the reader knows that no value of ``fields`` is a dict or a list (a CSV row, an NDJSON
+    #: line without nested braces): the normalizer then skips looking for nested values to clean.
+    flat: bool = False
 
 
 @dataclass(slots=True)

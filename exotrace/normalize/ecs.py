@@ -54,6 +54,7 @@ _DIRECTIONS = {
 }
 _NO_DIRECTION: tuple[str | None, str] = (None, "")
 _VOLATILE_TRACE = VOLATILE_TRACE_FIELDS
+_TRACE_OPEN = b',"microsoft":{"online_message_trace":'
 _new_summary = tuple.__new__  # a NamedTuple built without the Python-level __new__ (the hot path)
 #: Elasticsearch ``long`` bounds: a Size outside them is refused as Elastic's convert processor would.
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -112,7 +113,7 @@ class Normalizer:
         #: Address fragments by address (the collector empties it between pages to bound memory).
         self._address_cache = self._parts.addresses
         self._status_cache: dict[Any, tuple[str, str]] = {}
-        self._organizations: dict[str, str] = {}
+        self._ends: dict[str | None, bytes] = {}
         self._windows: dict[str, Any] = {}
         self._observed: dict[str, Any] = {}
         self._extras = self.options.extras
@@ -195,12 +196,14 @@ class Normalizer:
         related = self._related(recipient, sender, dst, src, src_ip, dst_ip, from_ip == to_ip)
         user = _user(direction, src, dst)
         tenant = self.options.tenant or record.tenant
-        trace = m if _CONTAINERS.isdisjoint(map(type, m.values())) else _clean(m)
-        microsoft = f',"microsoft":{{"online_message_trace":{_json(trace)}}}' if trace else ""
+        trace = m if record.flat or _CONTAINERS.isdisjoint(map(type, m.values())) else _clean(m)
         event = f"{event_open},\"original\":{quote(record.original)}}}" if self.options.preserve_original \
             else event_open + "}"
-        text = (f'{{"@timestamp":"{timestamp}","ecs":{_ECS},"event":{event},"email":{email}{source}{destination}'
-                f'{related}{user}{microsoft}{self._organization(tenant)}{self._tags_field}}}')
+        head = (f'{{"@timestamp":"{timestamp}","ecs":{_ECS},"event":{event},"email":{email}{source}{destination}'
+                f'{related}{user}').encode()
+        # microsoft.online_message_trace stays in orjson's bytes; the end is cached per tenant
+        json = b"".join((head, _TRACE_OPEN, _json(trace), b"}", self._end(tenant))) if trace \
+            else head + self._end(tenant)
         summary = _new_summary(Summary, (
             size, sender, trace_id, message_id, subject, recipient,
             status_raw if status_raw.__class__ is str else _text(trace.get("Status")),
@@ -213,8 +216,7 @@ class Normalizer:
                 observed = _observed_from_window(end)
                 if end.__class__ is str and len(self._observed) < 4096:
                     self._observed[end] = observed
-        return Document(None, None, None, status, record.origin, record.line, observed, text.encode(), summary,
-                        False)
+        return Document(None, None, None, status, record.origin, record.line, observed, json, summary, False)
 
     def _window_bound(self, value: Any) -> Any:
         """StartDate/EndDate as ISO text when they come in another shape; cached (they repeat)."""
@@ -274,13 +276,12 @@ class Normalizer:
             return f',"related":{{"user":{users}}}'
         return f',"related":{{"ip":{ips}}}' if ips else ""
 
-    def _organization(self, record_tenant: str | None) -> str:
-        tenant = self.options.tenant or record_tenant
-        if not tenant:
-            return ""
-        found = self._organizations.get(tenant)
+    def _end(self, tenant: str | None) -> bytes:
+        """The document's last members, ``organization`` and ``tags``, and its closing brace; cached."""
+        found = self._ends.get(tenant)
         if found is None:
-            found = self._organizations[tenant] = f',"organization":{{"name":{quote(tenant)}}}'
+            organization = f',"organization":{{"name":{quote(tenant)}}}' if tenant else ""
+            found = self._ends[tenant] = f"{organization}{self._tags_field}}}".encode()
         return found
 
     def _error_document(self, record: RawRecord, message: str) -> Document:
@@ -302,9 +303,9 @@ class Normalizer:
         )
 
 
-def _json(value: Any) -> str:
+def _json(value: Any) -> bytes:
     try:
-        return orjson.dumps(value).decode()
+        return orjson.dumps(value)
     except orjson.JSONEncodeError as exc:  # an integer beyond 64 bits, a lone surrogate
         raise NormalizeError("json", str(exc)) from None
 

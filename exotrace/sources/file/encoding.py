@@ -139,11 +139,15 @@ class TextSource:
                     count += 1
         return list(self._head)
 
-    def raw_lines(self) -> Iterator[tuple[int, str]]:
-        """Yield ``(line_number, line)`` with the line terminator kept."""
+    def numbered_lines(self) -> Iterator[tuple[int, str]]:
+        """``(line_number, line)`` pairs, terminators kept; the consumer keeps ``lineno`` up to date."""
         self._head_used = True
         pending, self._head = self._head, []
-        for n, line in enumerate(chain(pending, self._text), self.lineno + 1):
+        return enumerate(chain(pending, self._text), self.lineno + 1)
+
+    def raw_lines(self) -> Iterator[tuple[int, str]]:
+        """Yield ``(line_number, line)`` with the line terminator kept."""
+        for n, line in self.numbered_lines():
             self.lineno = n
             yield n, line
 

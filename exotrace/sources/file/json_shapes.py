@@ -173,7 +173,8 @@ def read_ndjson(src: TextSource, origin: str, shape: str | None = None) -> Itera
     """One JSON value per line, streamed; a bad line is rejected and reading goes on."""
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
-    for n, raw in src.raw_lines():
+    for n, raw in src.numbered_lines():
+        src.lineno = n
         line = raw.rstrip("\r\n")  # one terminator at most: a bare \r ends a line too
         if not line or line.isspace():
             continue
@@ -186,12 +187,13 @@ def read_ndjson(src: TextSource, origin: str, shape: str | None = None) -> Itera
             else:
                 yield Reject(origin, n, f"invalid JSON: {_short(exc)}", raw=line)
             continue
-        # The common case, inlined: one record per line. orjson accepted the text, so it holds no
-        # undecodable bytes; without "DisplayHint"/"__metadata" in it there is nothing to unwrap.
+        # The common case, inlined: one flat record per line. orjson accepted the text, so it holds no
+        # undecodable bytes; without a brace after the first one, no value is an object (nothing to unwrap,
+        # no PowerShell 5.1 DisplayHint wrapper) and, without a bracket, none is a list.
         if type(value) is dict and "value" not in value and "d" not in value and not _TRACE_KEYS.isdisjoint(value) \
-                and "DisplayHint" not in line and "__metadata" not in line:
-            yield RawRecord(value, line, origin, n, shape or ("powershell" if _GRAPH_ONLY.isdisjoint(value)
-                                                               else "graph"))
+                and line.find("{", 1) < 0:
+            shape_of = shape or ("powershell" if _GRAPH_ONLY.isdisjoint(value) else "graph")
+            yield RawRecord(value, line, origin, n, shape_of, None, None, "[" not in line)
         else:
             yield from items_from_value(value, origin=origin, line=n, original=line, shape=shape)
 
