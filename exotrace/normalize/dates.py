@@ -61,16 +61,16 @@ def iso_text(value: str) -> str:
 def utc_iso_millis(value: str) -> str | None:
     """``@timestamp`` text for ISO text in UTC (``Z`` or no zone), the common case; None for anything else."""
     # Fast path for the shape every API and PowerShell 7 writes: YYYY-MM-DDTHH:MM:SS[.fraction]Z.
-    if len(value) >= 20 and value[-1] == "Z" and value[10] == "T" and (value[19] == "." or len(value) == 20):
+    n = len(value)
+    if n >= 20 and value[-1] == "Z" and value[10] == "T" and (value[19] == "." or n == 20):
         try:
             _fromisoformat(value)  # validates the fields, in C
         except ValueError:
             return None
-        if value[19] == "Z":
+        if n == 20:
             return value[:19] + ".000Z"
-        frac = value[20:-1]
-        if frac.isdigit() and len(frac) <= 9:
-            return f"{value[:20]}{frac[:3]:0<3}Z"
+        if n <= 30 and value[20:-1].isdigit():
+            return value[:23] + "Z" if n >= 24 else value[:-1] + "0" * (24 - n) + "Z"
     m = _ISO.fullmatch(value)
     if m is None:
         return None

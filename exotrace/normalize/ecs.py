@@ -258,8 +258,9 @@ class Normalizer:
     def _related(self, recipient: str, sender: str, dst: AddressParts | None, src: AddressParts | None,
                  src_ip: IpParts | None, dst_ip: IpParts | None, same_ip: bool) -> str:
         """``related.user`` (recipient, sender, their local parts; no duplicates) and ``related.ip``."""
-        if dst is not None and src is not None and dst.name and src.name \
-                and len({recipient, sender, dst.name, src.name}) == 4:
+        # an address holds an "@" and a local part none: only these two pairs can repeat
+        if dst is not None and src is not None and dst.name and src.name and recipient != sender \
+                and dst.name != src.name:
             users = f"[{dst.q_address},{src.q_address},{dst.q_name},{src.q_name}]"
         else:
             unique = _unique([recipient, sender, dst.name if dst else "", src.name if src else ""])
