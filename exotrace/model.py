@@ -9,6 +9,7 @@ Service pages, PowerShell exports, admin-center CSV) is read into a :class:`RawR
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -75,6 +76,26 @@ def canonical_status(value: object) -> str:
 def status_rank(status: str) -> int:
     """0 for provisional statuses, 1 for final ones: a final status is never replaced by a provisional one."""
     return 0 if canonical_status(status) in PROVISIONAL_STATUSES else 1
+
+
+def observation_version(status: str, observed_at: str | None) -> int:
+    """A number that grows with the archive's order of observations of a row: a final status over a
+    provisional one, then the later observation (``observed_at``, milliseconds; unknown counts as oldest).
+    Always at least 1.
+
+    Sinks that keep one document per row (Elasticsearch ``index`` mode) send it as an external version, so
+    an older state retried or replayed after a newer one cannot overwrite it.
+    """
+    millis = 0
+    if observed_at:
+        try:
+            stamp = datetime.fromisoformat(observed_at.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=UTC)
+            millis = max(0, int(stamp.timestamp() * 1000))
+        except (ValueError, OverflowError):
+            millis = 0
+    return ((status_rank(status) << 42) | min(millis, (1 << 42) - 2)) + 1
 
 
 def graph_status(status: str) -> str:

@@ -48,7 +48,7 @@ class Shipper:
             if not rows:
                 break
             docs = [Document(doc=r["doc"], key=r["key"], fingerprint=r.get("fingerprint", ""),
-                             status=r.get("status", "")) for r in rows]
+                             status=r.get("status", ""), observed_at=r.get("observed_at")) for r in rows]
             ticket = await self.pipeline.submit(docs)
             while not await self.pipeline.wait_acked(ticket, 30.0):
                 log.warning("waiting for sinks to acknowledge replayed changes up to seq=%s", rows[-1]["seq"])

@@ -24,7 +24,9 @@ def target(cfg: Any) -> str:
 
 
 def build_body(records: Sequence[Record], mode: str) -> bytes:
-    """NDJSON: ``create`` with ``_id`` = fingerprint (data stream) or ``index`` with ``_id`` = row key."""
+    """NDJSON: ``create`` with ``_id`` = fingerprint (data stream) or ``index`` with ``_id`` = row key and
+    the record's observation version as an ``external_gte`` version (the newest state wins whatever the
+    order in which requests, retries and replays arrive)."""
     parts: list[bytes] = []
     if mode == "data_stream":
         for r in records:
@@ -35,13 +37,18 @@ def build_body(records: Sequence[Record], mode: str) -> bytes:
     else:
         for r in records:
             ident = r.key or r.fingerprint
-            parts.append(b'{"index":{"_id":%s}}\n' % orjson.dumps(ident) if ident else b'{"index":{}}\n')
+            if ident and r.version:  # an older state retried after a newer one is refused (409), not kept
+                parts.append(b'{"index":{"_id":%s,"version":%d,"version_type":"external_gte"}}\n'
+                             % (orjson.dumps(ident), r.version))
+            else:
+                parts.append(b'{"index":{"_id":%s}}\n' % orjson.dumps(ident) if ident else b'{"index":{}}\n')
             parts.append(r.raw + b"\n")
     return b"".join(parts)
 
 
 def parse_items(resp: dict[str, Any], n: int, mode: str) -> SendResult:
-    """Per-item outcome: 2xx delivered; 409 on ``create`` delivered (already indexed); 400/413 rejected
+    """Per-item outcome: 2xx delivered; 409 delivered (``create``: already indexed; ``index``: a newer
+    version is); 400/413 rejected
     (mapping and parsing errors) with the error type and reason; anything else retried (429, 5xx, and
     401/403/404 item errors such as a read-only index or a missing pipeline, which an operator fixes)."""
     result = SendResult()
@@ -55,7 +62,7 @@ def parse_items(resp: dict[str, Any], n: int, mode: str) -> SendResult:
     for i, item in enumerate(items):
         (info,) = item.values() if isinstance(item, dict) and len(item) == 1 else ({},)
         status = int(info.get("status", 500))
-        if status < 300 or (status == 409 and mode == "data_stream"):
+        if status < 300 or status == 409:  # 409: already indexed (create) or a newer state is (index)
             continue
         err = info.get("error") or {}
         reason = f"{err.get('type', 'error')}: {err.get('reason', '')}".strip().rstrip(":")

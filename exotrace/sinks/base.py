@@ -59,15 +59,18 @@ __all__ = ["Record", "SendResult", "Sink"]
 class Record:
     """One document on its way to a sink: sequence number, identity and the serialized ECS document."""
 
-    __slots__ = ("seq", "key", "fingerprint", "raw", "_doc")
+    __slots__ = ("seq", "key", "fingerprint", "version", "raw", "_doc")
 
     def __init__(
-        self, seq: int, raw: bytes, *, key: str = "", fingerprint: str = "", doc: dict[str, Any] | None = None
+        self, seq: int, raw: bytes, *, key: str = "", fingerprint: str = "", version: int = 0,
+        doc: dict[str, Any] | None = None,
     ) -> None:
         self.seq = seq
         self.raw = raw
         self.key = key
         self.fingerprint = fingerprint
+        #: :func:`exotrace.model.observation_version` of the document (0: unknown).
+        self.version = version
         self._doc = doc
 
     @property

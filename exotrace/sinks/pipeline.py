@@ -41,7 +41,7 @@ import orjson
 
 from exotrace.clock import Clock, SystemClock
 from exotrace.errors import AuthError, ConfigError, InputError, PermanentError, SinkError, TransientError
-from exotrace.model import Document
+from exotrace.model import Document, observation_version
 from exotrace.net.retry import Backoff
 from exotrace.sinks.base import Record, Sink
 from exotrace.sinks.buffer.spool import Spool
@@ -489,7 +489,8 @@ class SinkPipeline:
         first = self._next_seq
         self._reserve(n)
         try:
-            records = [Record(first + i, d.json, key=d.key, fingerprint=d.fingerprint) for i, d in enumerate(docs)]
+            records = [Record(first + i, d.json, key=d.key, fingerprint=d.fingerprint,
+                              version=observation_version(d.status, d.observed_at)) for i, d in enumerate(docs)]
         except TypeError as exc:  # orjson.JSONEncodeError: a value JSON cannot represent
             bad = next(d for d in docs if not _serializable(d))
             raise InputError(f"document cannot be serialized: {exc}", origin=bad.origin, line=bad.line) from exc

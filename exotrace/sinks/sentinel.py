@@ -23,6 +23,7 @@ from exotrace.sinks._common import get_path, post_chunks
 from exotrace.sinks._http import check_response, make_client, transport_error
 from exotrace.sinks.base import Record, SendResult, Sink
 from exotrace.sinks.config import SentinelSinkConfig
+from exotrace.timeparse import utcnow_ts
 
 __all__ = ["COLUMNS", "SentinelSink", "project"]
 
@@ -61,6 +62,8 @@ def project(r: Record) -> bytes:
             v = get_path(doc, path)
             if v is not None and v != "":
                 row[col] = v
+    if "TimeGenerated" not in row:  # a pipeline_error document has no @timestamp: the time it was shipped
+        row["TimeGenerated"] = utcnow_ts()
     row["EventId"] = r.fingerprint
     row["RowKey"] = r.key
     row["Ecs"] = orjson.Fragment(r.raw)

@@ -355,6 +355,8 @@ class FakeElasticsearch(HttpFake):
         self.api_key = api_key
         self.basic = basic
         self.store: dict[str, dict[str, bytes]] = {}
+        #: External versions of indexed documents (``version_type`` external / external_gte), per index.
+        self.versions: dict[str, dict[str, int]] = {}
         self.item_faults: dict[str, list[int]] = {}
         self.reject_ids: set[str] = set()
         self.bulk_requests = 0
@@ -446,7 +448,7 @@ class FakeElasticsearch(HttpFake):
                 if not (src[:1] == b"{" and src[-1:] == b"}" and op in ("create", "index") and index
                         and meta.get("_id") != ""):  # messages formatted only on failure (cheap fake)
                     self.errors.append(f"bad bulk item: {action} / {src[:80]!r}")
-                status, extra = self._item(op, index, _id, src)
+                status, extra = self._item(op, index, _id, src, meta)
                 if status >= 300:
                     errors = True
                     if filtered:
@@ -469,7 +471,7 @@ class FakeElasticsearch(HttpFake):
     def preload(self, index: str, _id: str, doc: dict[str, Any]) -> None:
         self.store.setdefault(index, {})[_id] = orjson.dumps(doc)
 
-    def _item(self, op: str, index: str, _id: str, src: bytes) -> tuple[int, dict[str, Any]]:
+    def _item(self, op: str, index: str, _id: str, src: bytes, meta: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         faults = self.item_faults.get(_id)
         if faults:
             status = faults.pop(0)
@@ -483,9 +485,22 @@ class FakeElasticsearch(HttpFake):
         if op == "create" and _id in docs:
             return 409, {"error": {"type": "version_conflict_engine_exception",
                                   "reason": f"[{_id}]: version conflict, document already exists"}}
+        versions = self.versions.setdefault(index, {})
+        version_type = meta.get("version_type")
+        if version_type is not None:
+            self.expect(version_type in ("external", "external_gte") and isinstance(meta.get("version"), int)
+                        and meta["version"] >= 0, f"bad external version {meta}")
+            stored = versions.get(_id)
+            if stored is not None and (meta["version"] < stored or (version_type == "external"
+                                                                     and meta["version"] == stored)):
+                return 409, {"error": {"type": "version_conflict_engine_exception",
+                                      "reason": f"[{_id}]: version conflict, current version [{stored}] is "
+                                                f"higher or equal to the one provided [{meta['version']}]"}}
+            versions[_id] = meta["version"]
         created = _id not in docs
         docs[_id] = src
-        return (201 if created else 200), {"result": "created" if created else "updated", "_version": 1}
+        return (201 if created else 200), {"result": "created" if created else "updated",
+                                           "_version": versions.get(_id, 1)}
 
     def all_docs(self) -> list[dict[str, Any]]:
         return [d for idx in self.indices.values() for d in idx.values()]

@@ -193,3 +193,13 @@ def test_spool_write_older_keeps_sequence_order_across_segments(tmp_path: Path) 
         seqs += [r.seq for r in s2.read(7, 10_000)]
         s2.commit()
     assert seqs == list(range(100, 231))
+
+
+def test_spool_lines_keep_the_observation_version_and_old_lines_still_read() -> None:
+    from exotrace.sinks.buffer.spool import decode_line, encode_line
+
+    record = Record(7, b'{"a":"tab\\tinside"}', key="t|u@x.com", fingerprint="fp=", version=123)
+    back = decode_line(encode_line(record))
+    assert (back.seq, back.raw, back.key, back.fingerprint, back.version) == (7, record.raw, "t|u@x.com", "fp=", 123)
+    old = decode_line(b'8\tfp2=\t"t|v@x.com"\t{"b":1}\n')  # a line spooled before versions were
+    assert (old.seq, old.raw, old.key, old.fingerprint, old.version) == (8, b'{"b":1}', "t|v@x.com", "fp2=", 0)

@@ -110,7 +110,8 @@ def test_index_mode_keeps_latest_state_per_row(state_dir: Path) -> None:
             assert set(latest) == {make_doc(1).key, make_doc(2).key}
             assert latest[make_doc(1).key]["microsoft"]["online_message_trace"]["Status"] == "Delivered"
             bulk = next(r for r in es.requests if r.path.endswith("/_bulk"))
-            assert orjson.loads(bulk.body.split(b"\n")[0]) == {"index": {"_id": make_doc(1).key}}
+            assert orjson.loads(bulk.body.split(b"\n")[0]) == {
+                "index": {"_id": make_doc(1).key, "version": 1, "version_type": "external_gte"}}
             assert es.errors == []
 
     asyncio.run(main())
@@ -244,3 +245,43 @@ def test_opensearch_tls_api_key_index_mode_and_healthcheck(state_dir: Path, tls:
         assert asyncio.run(check_sinks(load_sinks([table]))) == {"opensearch": ""}
         untrusted = {k: v for k, v in table.items() if k != "ca_certs"}
         assert "CERTIFICATE_VERIFY_FAILED" in asyncio.run(check_sinks(load_sinks([untrusted])))["opensearch"]
+
+
+@pytest.mark.parametrize("fake", [FakeElasticsearch, FakeOpenSearch])
+def test_index_mode_newest_state_wins_over_a_retried_older_one(state_dir: Path, fake: type) -> None:
+    """An older state whose item is retried (429) after a newer one was indexed must not overwrite it:
+    the observation version goes with each ``index`` op and the older one gets a 409."""
+    async def main() -> None:
+        with fake() as es:
+            table = {"type": "opensearch" if fake is FakeOpenSearch else "elasticsearch", "hosts": [es.url],
+                     "mode": "index", "index": "exo-latest", "concurrency": 2, **FAST}
+            p = SinkPipeline(load_sinks([table]), state_dir)
+            await p.start()
+            key = make_doc(1).key
+            es.item_faults[key] = [429]  # the first attempt of the Pending state is refused
+            pending = make_doc(1, status="Pending")
+            pending.observed_at = "2026-03-01T00:05:00Z"
+            delivered = make_doc(1, status="Delivered")
+            delivered.observed_at = "2026-03-01T00:10:00Z"
+            await p.submit([pending])
+            t = await p.submit([delivered])
+            assert await p.wait_acked(t, timeout=10)
+            # the same row twice in one batch, the older item failing once: still the newest state
+            es.item_faults[make_doc(2).key] = [503]
+            older = make_doc(2, status="Quarantined")
+            older.observed_at = "2026-03-01T00:01:00Z"
+            newer = make_doc(2, status="Delivered")
+            newer.observed_at = "2026-03-01T00:02:00Z"
+            t = await p.submit([older, newer])
+            assert await p.wait_acked(t, timeout=10)
+            await p.close()
+            latest = es.indices["exo-latest"]
+            assert latest[key]["microsoft"]["online_message_trace"]["Status"] == "Delivered"
+            assert latest[make_doc(2).key]["microsoft"]["online_message_trace"]["Status"] == "Delivered"
+            bulk = next(r for r in es.requests if r.path.endswith("/_bulk"))
+            meta = orjson.loads(bulk.body.split(b"\n")[0])["index"]
+            assert meta["version_type"] == "external_gte" and meta["version"] > 1
+            assert es.errors == []
+            assert p.metrics()["elasticsearch" if fake is FakeElasticsearch else "opensearch"]["dead_lettered"] == 0
+
+    asyncio.run(main())

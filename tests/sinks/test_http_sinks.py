@@ -11,6 +11,7 @@ import pytest
 from sink_fakes import RESET, FakeAzureMonitor, FakeIntake, FakeSplunkHec, TlsFiles
 from sink_helpers import FAST, eventually, make_doc, make_docs, numbers
 
+from exotrace.model import Document
 from exotrace.sinks import SinkPipeline, load_sinks, read_metrics
 
 
@@ -115,6 +116,18 @@ def test_sentinel_logs_ingestion(state_dir: Path, tls: TlsFiles) -> None:
         ingest = next(r for r in az.requests if "/dataCollectionRules/" in r.path)
         assert ingest.target == ("/dataCollectionRules/dcr-0123456789abcdef/streams/Custom-ExoTraceMessageTrace"
                                  "?api-version=2023-01-01")
+
+
+def test_sentinel_pipeline_error_document_gets_a_time_generated(state_dir: Path, tls: TlsFiles) -> None:
+    """An error document has no @timestamp; the table still needs TimeGenerated (the fake checks it)."""
+    error = Document(doc={"event": {"kind": "pipeline_error", "original": "x"}, "error": {"message": ["bad"]}})
+    az = FakeAzureMonitor(tls, tenant="contoso-tenant", client_id="app-1", client_secret="az-secret",
+                          dcr="dcr-0123456789abcdef", stream="Custom-ExoTraceMessageTrace")
+    with az:
+        asyncio.run(_deliver([_sentinel_table(az, tls)], state_dir, [[error, *make_docs(0, 2)]]))
+        rows = az.rows
+        assert az.errors == [] and len(rows) == 3
+        assert all(r["TimeGenerated"].endswith("Z") for r in rows)
 
 
 def test_sentinel_bad_secret_keeps_data(state_dir: Path, tls: TlsFiles, monkeypatch: pytest.MonkeyPatch) -> None:

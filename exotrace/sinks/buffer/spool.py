@@ -2,7 +2,7 @@
 
 Layout of the spool folder::
 
-    00000000000000001234.seg   records, one per line: ``<seq>\\t<fingerprint>\\t<json key>\\t<json doc>``
+    00000000000000001234.seg   records, one per line: ``<seq>\\t<fingerprint>\\t<json key>\\t<version>\\t<json doc>``
     cursor.json                ``{"version": 1, "starts": {"<segment>": N}}``: committed read offsets
 
 Segments are named by the sequence number of their first record and read in name order, which is
@@ -33,12 +33,18 @@ _SUFFIX = ".seg"
 
 
 def encode_line(r: Record) -> bytes:
-    return b"%d\t%s\t%s\t%s\n" % (r.seq, r.fingerprint.encode(), orjson.dumps(r.key), r.raw)
+    return b"%d\t%s\t%s\t%d\t%s\n" % (r.seq, r.fingerprint.encode(), orjson.dumps(r.key), r.version, r.raw)
 
 
 def decode_line(line: bytes) -> Record:
-    seq, fp, key, raw = line.rstrip(b"\n").split(b"\t", 3)
-    return Record(int(seq), raw, key=orjson.loads(key), fingerprint=fp.decode())
+    """A spooled record; lines written before versions were spooled have four fields (no raw tab can
+    occur in the JSON fields, which escape it)."""
+    fields = line.rstrip(b"\n").split(b"\t", 4)
+    if len(fields) == 5:
+        seq, fp, key, version, raw = fields
+    else:
+        (seq, fp, key, raw), version = fields, b"0"
+    return Record(int(seq), raw, key=orjson.loads(key), fingerprint=fp.decode(), version=int(version))
 
 
 class Spool:
