@@ -135,7 +135,8 @@ namespace = "default"          # data stream logs-microsoft_exchange_online_mess
     verify_certs: bool = _f(True, doc=_TLS_DOC_VERIFY)
     mode: Literal["data_stream", "index"] = _f(
         "data_stream", doc="`data_stream`: `create` into Elastic's data stream with the fingerprint as `_id` "
-        "(a 409 means already there). `index`: `index` op into `index`, `_id` = row key, latest state per row.")
+        "(a 409 means already there). `index`: `index` op into `index`, `_id` = row key, external observation "
+        "version, latest state per row.")
     namespace: str = _f("default", doc="Data stream namespace.")
     index: str = _f("exotrace-message-trace", doc="Target index in `index` mode.")
     pipeline: str | None = _f(None, doc="Ingest pipeline to run on each document (optional).")
