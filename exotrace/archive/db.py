@@ -8,7 +8,9 @@ Upsert rule, per document (``Document.key`` identifies the row; a document witho
 recipient gets a derived key, see :func:`~exotrace.archive.columns.derived_key`):
 
 * unknown key -> **new** row, history entry ``first_seen``;
-* same status and same content (ignoring the query-window fields, see :mod:`.columns`) -> **unchanged**;
+* same status and same content (ignoring the query-window fields, see :mod:`.columns`) -> **unchanged**
+  (a later ``observed_at`` is still recorded: the stored state is known to hold that recently, so an
+  observation between the two can no longer replace it);
 * otherwise the observations are ordered by ``(status rank, observed_at, observation digest)`` and the
   greater one is kept: a final status beats ``GettingStatus``/``Pending`` whenever it was observed, between
   equal ranks the later observation wins, and two observations of the same time are settled by the digest
@@ -83,6 +85,7 @@ _INSERT_REJECT = (
 )
 _STATUS = SEARCH_COLUMNS.index("status")
 _DAY = SEARCH_COLUMNS.index("day")
+_OBSERVED_AT = _ROW_COLUMNS.index("observed_at")
 
 
 @dataclass(slots=True)
@@ -426,6 +429,7 @@ class Archive:
         updates: dict[int, tuple[Any, ...]] = {}
         docs: dict[int, bytes] = {}
         history: list[tuple[Any, ...]] = []
+        touched: dict[int, str] = {}  # unchanged rows observed later: only observed_at moves
         for document, key, columns, text, digest, observed in good:
             status = columns[_STATUS]
             state = states.get(key)
@@ -444,6 +448,12 @@ class Archive:
                 continue
             if status == state.status and digest == state.digest:
                 result.unchanged += 1
+                if observed > state.observed_at:  # seen again later: the stored state is that recent
+                    state.observed_at = observed
+                    if state.insert is not None:
+                        state.insert[_OBSERVED_AT] = observed
+                    else:
+                        touched[state.id] = observed
                 continue
             # One total order over observations of a row, so the outcome never depends on input order.
             new_order, old_order = (status_rank(status), observed), (status_rank(state.status), state.observed_at)
@@ -473,6 +483,9 @@ class Archive:
             conn.executemany(_INSERT_MESSAGE, inserts)
         if updates:
             conn.executemany(_UPDATE_MESSAGE, updates.values())
+        if touched:  # after the updates: a touch is always later than an update of the same row
+            conn.executemany("UPDATE messages SET observed_at = ? WHERE id = ?",
+                             [(observed, row_id) for row_id, observed in touched.items()])
         if docs:
             conn.executemany(_UPSERT_DOCUMENT, docs.items())
         if history:

@@ -101,7 +101,7 @@ def _open_archive(path: str) -> Any:
 @click.option("--direction", type=click.Choice(_DIRECTIONS, case_sensitive=False),
               help="Mail flow direction (needs local domains at ingest).")
 @click.option("--tenant", metavar="NAME", help="Tenant label (organization.name).")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=0),
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=0, max=1_000_000_000),
               help="At most N rows, newest first (0: no limit).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "ndjson", "csv"]), default="table",
               show_default=True, help="table for people; json (rows), ndjson (ECS documents), csv.")
@@ -226,7 +226,7 @@ def _print_table(rows: list[dict[str, Any]], *, more: bool, limit: int) -> None:
 @archive_option
 @click.option("--since", type=TimeType(), help="Only rows received at or after: 2024-05-01, 2h, 7d.")
 @click.option("--until", type=TimeType(end=True), help="Only rows received before this time.")
-@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1),
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1, max=1_000_000),
               help="How many top senders and recipient domains.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @handle_errors

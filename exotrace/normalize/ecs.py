@@ -289,7 +289,7 @@ class Normalizer:
         doc: dict[str, Any] = {
             "ecs": {"version": ECS_VERSION},
             "event": {"kind": "pipeline_error", "original": safe_json_text(record.original)},
-            "error": {"message": [message]},
+            "error": {"message": [safe_json_text(message)]},  # it may quote the bad value
             "tags": _unique([*self._tags, "preserve_original_event"]),
         }
         if isinstance(record.fields, dict):

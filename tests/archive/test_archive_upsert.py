@@ -342,3 +342,23 @@ def test_sizes_beyond_64_bits_are_not_a_column(arch: Archive) -> None:
     arch.upsert([doc(size=2**63)])
     assert arch.get(KEY)["size"] is None
     assert arch.get(KEY)["doc"]["email"]["attachments"]["file"]["size"] == 2**63
+
+
+def test_a_repeat_observed_later_moves_the_row_on_so_an_older_change_cannot_win() -> None:
+    """Delivered at 11:00, Delivered again at 13:00, Failed at 12:00: Failed is older than the state the
+    archive already knew at 13:00, in whatever order the three arrive (also each in its own upsert)."""
+    import itertools
+
+    observations = [doc(status="Delivered", observed_at="2024-05-01T11:00:00Z"),
+                    doc(status="Delivered", observed_at="2024-05-01T13:00:00Z"),
+                    doc(status="Failed", observed_at="2024-05-01T12:00:00Z")]
+    for order in itertools.permutations(observations):
+        for batched in (False, True):
+            with Archive.open(":memory:") as a:
+                if batched:
+                    a.upsert(list(order))
+                else:
+                    for item in order:
+                        a.upsert([item])
+                row = a.get(KEY)
+                assert (row["status"], row["observed_at"]) == ("Delivered", "2024-05-01T13:00:00.000Z"), order

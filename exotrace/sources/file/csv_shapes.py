@@ -262,6 +262,10 @@ def row_fields(names: list[str], row: CsvRow, offsets: dict[str, str] | None = N
     return fields, None
 
 
+#: Columns of which a message-trace CSV has at least one (legacy names, after :func:`map_header`).
+_TRACE_COLUMNS = frozenset({"MessageTraceId", "RecipientAddress", "SenderAddress", "Received", "MessageId"})
+
+
 def read_csv(src: TextSource, origin: str, shape: str | None = None) -> Iterator[Item]:
     """Records from a CSV export; ``shape`` forces the variant (else detected from the header)."""
     rows = csv_rows(src, origin)
@@ -283,6 +287,18 @@ def read_csv(src: TextSource, origin: str, shape: str | None = None) -> Iterator
             if isinstance(item, CsvRow):
                 yield Reject(origin, item.line, "row of an unrecognised CSV file", raw=item.text)
         return
+    produced = 0
+    for item in _variant_items(variant, names, rows, origin):
+        produced += 1
+        yield item
+    if not produced and shape and not _TRACE_COLUMNS.intersection(map_header(names)):
+        # a forced --format on a file that is no CSV at all: the whole text became one "header"
+        yield Reject(origin, src.lineno, f"not a {variant} file: no message-trace column in what was read as its "
+                     "header and no rows (check --format)", raw=safe_text(",".join(names))[:2000])
+
+
+def _variant_items(variant: str, names: list[str], rows: Iterator[Any], origin: str) -> Iterator[Item]:
+    """Records of a CSV file of a known variant, from its header and the rows after it."""
     if variant in ("eac-enhanced", "eac-extended"):
         from exotrace.sources.file import eac
 
