@@ -14,10 +14,16 @@ import click
 from exotrace.cli._common import err_console, handle_errors
 
 
+#: Rows per page in the demo: small pages make a few days of mail take dozens of requests, so the
+#: collector meets (and survives) the scenario's throttling, 5xx and poisoned skiptokens.
+DEMO_PAGE_SIZE = 200
+
+
 def _config(sim: object, tenant: object, archive: Path, env: str) -> str:
     doms = ", ".join(f'"{d}"' for d in tenant.all_domains())  # type: ignore[attr-defined]
     return "\n".join([
         "[archive]", f'path = "{archive}"', "",
+        "[collector]", f"page_size = {DEMO_PAGE_SIZE}", "",
         "[[tenant]]",
         f'name = "{tenant.name}"',  # type: ignore[attr-defined]
         f'tenant_id = "{tenant.tenant_id}"',  # type: ignore[attr-defined]

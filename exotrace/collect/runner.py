@@ -46,7 +46,8 @@ ProgressFn = Callable[[str, float, float, int], None]
 
 #: Rows normalized and upserted at a time (bounds memory for 5000-row pages).
 CHUNK = 1000
-#: Entries of the normalizer's address cache kept per tenant (memory bound for long backfills).
+#: Addresses (and IPs, domains) whose JSON parts the normalizer keeps per tenant: a bound on memory for
+#: long backfills (each cache empties when full).
 ADDRESS_CACHE = 20_000
 
 #: In ``--once`` mode a window is given up after this many failed attempts.
@@ -124,7 +125,7 @@ class TenantRunner:
         self.report = TenantReport(tenant.name)
         self.normalizer = Normalizer(NormalizeOptions(
             local_domains=tenant.local_domains, geoip_dir=geoip_dir, geoip=geoip,
-            preserve_original=preserve_original, tenant=tenant.name))
+            preserve_original=preserve_original, tenant=tenant.name, address_cache_size=ADDRESS_CACHE))
         self.quota = QuotaGovernor(self.s.quota, self.s.quota_period, clock)
         self._inflight: dict[asyncio.Task[None], list[Window]] = {}
         self._busy: set[datetime] = set()
@@ -364,19 +365,31 @@ class TenantRunner:
                    or (w.next_read is not None and w.next_read <= self._t0)]
         return due
 
-    def _groups(self, due: list[Window]) -> list[list[Window]]:
+    def _fresh_edge(self, now: datetime) -> datetime | None:
+        """Daemon: windows ending after this are the live tail (the newest two grid windows)."""
+        return now - self.s.lag - 2 * self.s.window if self.mode == "daemon" else None
+
+    def _is_bulk(self, group: list[Window], now: datetime) -> bool:
+        """A backfill or catch-up read: old windows, or a merged read longer than the live tail's."""
+        return (group[-1].end < now - self.s.settle_after
+                or group[-1].end + TICK - group[0].start > 2 * self.s.window)
+
+    def _groups(self, due: list[Window], now: datetime) -> list[list[Window]]:
         """Merge contiguous due windows (never-failed ones) into reads of at most ``max_window``.
 
         Only grid-sized windows (at most ``window``) are added to a read, so backfill windows split for
-        parallel reads stay apart.
+        parallel reads stay apart; the live tail's windows are never merged with older ones, so a catch-up
+        read of the last day cannot hold them back (daemon).
         """
+        fresh = self._fresh_edge(now)
         groups: list[list[Window]] = []
         for w in due:
             if w.start in self._busy:
                 continue
             g = groups[-1] if groups else None
             if (g and w.attempts == 0 and g[-1].attempts == 0 and g[-1].end + TICK == w.start
-                    and w.span <= self.s.window and w.end - g[0].start < self.s.max_window):
+                    and w.span <= self.s.window and w.end - g[0].start < self.s.max_window
+                    and (fresh is None or (g[-1].end >= fresh) == (w.end >= fresh))):
                 g.append(w)
             else:
                 groups.append([w])
@@ -386,21 +399,21 @@ class TenantRunner:
         free = self.s.concurrency - len(self._inflight)
         if free <= 0:
             return
-        groups = sorted(self._groups(self._due(now)), key=lambda g: g[-1].end, reverse=True)
-        old_edge = now - self.s.settle_after
-        old_running = sum(1 for ws in self._inflight.values() if ws[-1].end < old_edge)
+        groups = sorted(self._groups(self._due(now), now), key=lambda g: g[-1].end, reverse=True)
+        bulk_running = sum(1 for ws in self._inflight.values()
+                           if ws[0].state != "provisional" and self._is_bulk(ws, now))
         for g in groups:
             if free <= 0:
                 break
-            is_old = g[-1].end < old_edge
-            if is_old and old_running >= self._backfill_slots():
-                continue  # keep a slot for the live tail and re-reads
+            is_bulk = self._is_bulk(g, now)
+            if is_bulk and bulk_running >= self._backfill_slots():
+                continue  # keep a slot for the live tail and short re-reads
             task = asyncio.create_task(self._read_group(source, g))
             self._inflight[task] = g
             self._busy.update(w.start for w in g)
             task.add_done_callback(self._done)
             free -= 1
-            old_running += is_old
+            bulk_running += is_bulk
 
     def _launch_live(self, source: Source, now: datetime) -> None:
         """Daemon: every ``tail_poll``, read the open live-tail window (after the last planned window, up to
@@ -422,7 +435,7 @@ class TenantRunner:
         task.add_done_callback(self._done)
 
     def _backfill_slots(self) -> int:
-        """Reads old (settled-age) windows may use: the daemon keeps one slot for the live tail."""
+        """Slots backfill and catch-up reads may use: the daemon keeps one for the live tail."""
         keep = 1 if self.mode == "daemon" and self.s.concurrency > 1 else 0
         return self.s.concurrency - keep
 
@@ -439,7 +452,7 @@ class TenantRunner:
         if self._seen_span <= 0 or self._seen_rows <= 0:
             return
         per_second = self._seen_rows / self._seen_span / self.t.page_size  # pages per second of window span
-        groups = self._groups([w for w in self._due(now) if w.start not in busy])
+        groups = self._groups([w for w in self._due(now) if w.start not in busy], now)
         if not groups:
             return
         left = sum(max(per_second * span - rows / self.t.page_size, 1.0) for span, rows in reading)
@@ -592,9 +605,6 @@ class TenantRunner:
             self.ledger.tenant_update(self.t.name, requests=0, rows=len(rows))
             max_seq = int(self.archive.conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0])
         rows.clear()
-        cache = getattr(self.normalizer, "_address_cache", None)
-        if isinstance(cache, dict) and len(cache) > ADDRESS_CACHE:
-            cache.clear()  # the normalizer's per-address cache would otherwise grow to 200k entries
         return res, changed, max_seq
 
     def _mark_read(self, group: list[Window], counts: list[int], now: datetime, new: int, updated: int) -> None:

@@ -92,7 +92,7 @@ class NormalizeOptions:
     tenant: str | None = None
     extras: bool = True
     tags: tuple[str, ...] = field(default=())
-    address_cache_size: int = 200_000
+    address_cache_size: int = 100_000
 
 
 class Normalizer:
@@ -110,8 +110,6 @@ class Normalizer:
         self._tags = tags
         self._tags_field = f',"tags":{orjson.dumps(tags).decode()}' if tags else ""
         self._parts = FragmentCache(self._local, self.geo, self.options.address_cache_size)
-        #: Address fragments by address (the collector empties it between pages to bound memory).
-        self._address_cache = self._parts.addresses
         self._status_cache: dict[Any, tuple[str, str]] = {}
         self._ends: dict[str | None, bytes] = {}
         self._windows: dict[str, Any] = {}

@@ -58,7 +58,7 @@ _new = tuple.__new__  # NamedTuples built without their Python-level __new__ (ca
 class FragmentCache:
     """Bounded caches of :class:`AddressParts` and :class:`IpParts` (each empties when full)."""
 
-    def __init__(self, local_domains: frozenset[str], geo: GeoEnricher | None, size: int = 200_000) -> None:
+    def __init__(self, local_domains: frozenset[str], geo: GeoEnricher | None, size: int = 100_000) -> None:
         self._local = local_domains
         self._geo = geo
         self._size = size

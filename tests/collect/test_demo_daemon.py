@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,9 @@ def test_demo_runs_and_searches_work(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout + res.stderr
     assert "Collected" in out and "Try:" in out and "FilteredAsSpam" in out
+    # Small demo pages: the run meets the scenario's faults and survives them.
+    faults = re.search(r"(\d+) faults injected", " ".join(out.split()))
+    assert faults and int(faults.group(1)) > 0, out[-2000:]
     with Archive.open(db) as arch:
         assert arch.count() > 1000
     again = subprocess.run([sys.executable, "-m", "exotrace", "search", "--archive", str(db), "--status",

@@ -191,7 +191,7 @@ def test_tail_split_spreads_the_last_backfill_window(tmp_path: Path) -> None:
         assert all(a.end + TICK == b.start for a, b in zip(pieces, pieces[1:], strict=False))
         assert all(w.state == "pending" and w.attempts == 0 for w in pieces)
         # pieces are read apart (never merged back into one read), newest first
-        assert len(runner._groups(runner._due(NOW))) == 4
+        assert len(runner._groups(runner._due(NOW), NOW)) == 4
         runner._split_tail(NOW, frozenset(), running)  # 10-page pieces: halves would be under 5 pages
         assert len(ledger.windows("t")) == 4
     finally:
