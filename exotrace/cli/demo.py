@@ -13,7 +13,6 @@ import click
 
 from exotrace.cli._common import err_console, handle_errors
 
-
 #: Rows per page in the demo: small pages make a few days of mail take dozens of requests, so the
 #: collector meets (and survives) the scenario's throttling, 5xx and poisoned skiptokens.
 DEMO_PAGE_SIZE = 200
