@@ -107,8 +107,8 @@ def demo(archive_path: str, days: int, rows_per_day: int, scenario: str, seed: i
     ]
     err_console.print("\nTry:", markup=False)
     for e in examples:
-        err_console.print(f"  {e}", markup=False)
-    err_console.print(f"\n$ {examples[0]}", markup=False)
+        err_console.print(f"  {e}", markup=False, soft_wrap=True)
+    err_console.print(f"\n$ {examples[0]}", markup=False, soft_wrap=True)
     from exotrace.cli.search import search
 
     args = ["--archive", str(archive), "--status", "FilteredAsSpam", "--limit", "5"]
