@@ -13,16 +13,19 @@ import click
 
 from exotrace.cli._common import err_console, handle_errors
 
-#: Rows per page in the demo: small pages make a few days of mail take dozens of requests, so the
-#: collector meets (and survives) the scenario's throttling, 5xx and poisoned skiptokens.
-DEMO_PAGE_SIZE = 200
+
+def demo_page_size(rows: int) -> int:
+    """Rows per page for a demo of ``rows`` rows: small enough that it takes a few dozen requests, so the
+    collector meets (and survives) the scenario's throttling, 5xx and poisoned skiptokens; at least 200,
+    and at most the API's 5000 so a large demo stays quick."""
+    return max(200, min(5000, rows // 25))
 
 
-def _config(sim: object, tenant: object, archive: Path, env: str) -> str:
+def _config(sim: object, tenant: object, archive: Path, env: str, page_size: int) -> str:
     doms = ", ".join(f'"{d}"' for d in tenant.all_domains())  # type: ignore[attr-defined]
     return "\n".join([
         "[archive]", f'path = "{archive}"', "",
-        "[collector]", f"page_size = {DEMO_PAGE_SIZE}", "",
+        "[collector]", f"page_size = {page_size}", "",
         "[[tenant]]",
         f'name = "{tenant.name}"',  # type: ignore[attr-defined]
         f'tenant_id = "{tenant.tenant_id}"',  # type: ignore[attr-defined]
@@ -77,7 +80,7 @@ def demo(archive_path: str, days: int, rows_per_day: int, scenario: str, seed: i
         env = "EXOTRACE_DEMO_SECRET"
         os.environ[env] = sim.tenants[0].client_secret
         cfg_path = Path(tmp) / "exotrace.toml"
-        cfg_path.write_text(_config(sim, sim.tenants[0], archive, env))
+        cfg_path.write_text(_config(sim, sim.tenants[0], archive, env, demo_page_size(days * rows_per_day)))
         cfg = load_config(cfg_path)
         err_console.print(f"Collecting {days} days of message trace into {archive} ...", markup=False)
         reports = asyncio.run(run_collector(cfg, mode="once", since=timedelta(days=days), clock=sim.clock))
