@@ -105,11 +105,13 @@ def _open_archive(path: str) -> Any:
               help="At most N rows, newest first (0: no limit).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "ndjson", "csv"]), default="table",
               show_default=True, help="table for people; json (rows), ndjson (ECS documents), csv.")
+@click.option("--history", "with_history", is_flag=True,
+              help="Also show each row's status history (first seen, every change); table or json.")
 @handle_errors
 def search(archive_path: str, sender: str | None, recipient: str | None, statuses: tuple[str, ...],
            since: datetime | None, until: datetime | None, message_id: str | None, trace_id: str | None,
            subject: str | None, ip: str | None, direction: str | None, tenant: str | None, limit: int,
-           fmt: str) -> None:
+           fmt: str, with_history: bool) -> None:
     """Search the archive, newest first.
 
     All given filters must match. Addresses are case-insensitive: 'user@contoso.com' is one
@@ -126,9 +128,12 @@ def search(archive_path: str, sender: str | None, recipient: str | None, statuse
       exotrace search --sender '*@example.com' --status failed,filteredAsSpam
       exotrace search --subject invoice --since 2024-05-01 --until 2024-05-31 --format csv > may.csv
       exotrace search --trace-id cf7a249a-5edd-4350-130a-08da8f69e0f6 --format ndjson
+      exotrace search --message-id '<abc@contoso.com>' --history
     """
     from exotrace.archive import SearchQuery
 
+    if with_history and fmt not in ("table", "json"):
+        raise click.UsageError("--history works with --format table or json (ndjson and csv hold one row per line)")
     with _open_archive(archive_path) as arch:
         unknown = [s for s in statuses if s not in STATUSES]
         if unknown:
@@ -147,11 +152,16 @@ def search(archive_path: str, sender: str | None, recipient: str | None, statuse
             rows = arch.search(query)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-    more = bool(limit) and len(rows) > limit
-    rows = rows[:limit] if limit else rows
+        more = bool(limit) and len(rows) > limit
+        rows = rows[:limit] if limit else rows
+        if with_history:
+            for row in rows:
+                row["history"] = arch.history(row["key"])
     out = sys.stdout
     if fmt == "table":
         _print_table(rows, more=more, limit=limit)
+        if with_history:
+            _print_history(rows)
         return
     if fmt == "json":
         out.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -217,6 +227,24 @@ def _print_table(rows: list[dict[str, Any]], *, more: bool, limit: int) -> None:
     if more:
         footer += f"; more match (showing the newest {limit}, --limit 0 for all)"
     console.print(footer, markup=False, soft_wrap=True)
+
+
+def _print_history(rows: list[dict[str, Any]]) -> None:
+    """Each row's status history under the table: when observed, what changed, from which source."""
+    console = Console(highlight=False)
+    if rows:
+        console.print("\nStatus history (observed time, change, when archived and from which source):",
+                      markup=False, soft_wrap=True)
+    for row in rows:
+        console.print(Text(f"\n{row['trace_id']}  {row['recipient']}", style="bold"), soft_wrap=True)
+        for event in row["history"]:
+            if event["event"] == "first_seen":
+                change = f"first seen   {event['new_status']}"
+            else:
+                change = f"changed      {event['old_status']} -> {event['new_status']}"
+            when = _short_time(event["observed_at"]) or "(time unknown)"
+            line = f"  {when}  {change}   recorded {_short_time(event['recorded_at'])} from {event['source'] or '?'}"
+            console.print(Text(line), soft_wrap=True)
 
 
 # -- stats --------------------------------------------------------------------------------------

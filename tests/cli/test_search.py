@@ -235,3 +235,34 @@ def test_paths_with_brackets_are_printed_as_given(tmp_path: Path) -> None:
     assert f"-> {db}" in result.stderr
     missing = run("search", "--archive", str(folder / "none[/].db"))
     assert missing.exit_code == 2 and f"Error: no archive at {folder / 'none[/].db'}" in missing.stderr
+
+
+def test_history_shows_first_seen_and_each_change(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    with Archive.open(path) as arch:
+        arch.upsert([doc("t1", "linus@contoso.com", status="GettingStatus", observed_at="2024-05-01T10:01:00Z")],
+                    source="graph:contoso")
+        arch.upsert([doc("t1", "linus@contoso.com", status="Delivered", observed_at="2024-05-01T10:05:00Z")],
+                    source="graph:contoso")
+        arch.upsert([doc("t2", "bob@contoso.com", status="Failed", observed_at="2024-05-01T11:00:00Z")])
+    table = run("search", "--archive", str(path), "--trace-id", "t1", "--history")
+    assert table.exit_code == 0, table.output
+    lines = table.output.splitlines()
+    assert "Status history" in table.output and "t2" not in table.output
+    first = next(i for i, ln in enumerate(lines) if "first seen" in ln)
+    assert "2024-05-01 10:01:00" in lines[first] and "GettingStatus" in lines[first]
+    assert "changed" in lines[first + 1] and "GettingStatus -> Delivered" in lines[first + 1]
+    assert "2024-05-01 10:05:00" in lines[first + 1] and "graph:contoso" in lines[first + 1]
+    rows = json.loads(run("search", "--archive", str(path), "--history", "--format", "json").output)
+    by_trace = {r["trace_id"]: r["history"] for r in rows}
+    assert [(h["event"], h["old_status"], h["new_status"]) for h in by_trace["t1"]] == [
+        ("first_seen", None, "GettingStatus"), ("status_change", "GettingStatus", "Delivered")]
+    assert [h["new_status"] for h in by_trace["t2"]] == ["Failed"]
+    plain = json.loads(run("search", "--archive", str(path), "--format", "json").output)
+    assert all("history" not in r for r in plain)
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+def test_history_needs_table_or_json(archive: str, fmt: str) -> None:
+    result = run("search", "--archive", archive, "--history", "--format", fmt)
+    assert result.exit_code == 2 and "--history works with --format table or json" in result.output
