@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,6 +21,26 @@ def demo_page_size(rows: int) -> int:
     collector meets (and survives) the scenario's throttling, 5xx and poisoned skiptokens; at least 200,
     and at most the API's 5000 so a large demo stays quick."""
     return max(200, min(5000, rows // 25))
+
+
+def command_name() -> str:
+    """How the user can run exotrace from here: ``exotrace`` when it is on PATH, else the path they ran
+    (``.venv/bin/exotrace`` right after the README's first command, before the venv is activated)."""
+    script = Path(sys.argv[0])
+    if script.name == "__main__.py":  # python -m exotrace
+        return f"{_relative(Path(sys.executable))} -m exotrace"
+    found = shutil.which("exotrace")
+    if found and script.exists() and Path(found).resolve() == script.resolve():
+        return "exotrace"
+    return _relative(script) if script.exists() else "exotrace"
+
+
+def _relative(path: Path) -> str:
+    """``path`` as typed from the current directory (absolute when it is elsewhere)."""
+    rel = os.path.relpath(path.absolute())
+    if rel.startswith(".."):
+        return str(path.absolute())
+    return rel if os.sep in rel else f".{os.sep}{rel}"
 
 
 def _config(sim: object, tenant: object, archive: Path, env: str, page_size: int) -> str:
@@ -102,11 +124,12 @@ def demo(archive_path: str, days: int, rows_per_day: int, scenario: str, seed: i
     err_console.print(f"Archive {archive}: {total} rows; by status: " +
                       ", ".join(f"{k} {v}" for k, v in by_status.items()), markup=False)
     arg = "" if archive_path == "exotrace.db" else f" --archive {archive_path}"
+    exe = command_name()
     examples = [
-        f"exotrace search{arg} --status FilteredAsSpam --limit 5",
-        f"exotrace search{arg} --sender '*@contoso.com' --direction outbound --limit 10",
-        f"exotrace search{arg} --subject invoice --format json --limit 3",
-        f"exotrace stats{arg}",
+        f"{exe} search{arg} --status FilteredAsSpam --limit 5",
+        f"{exe} search{arg} --sender '*@contoso.com' --direction outbound --limit 10",
+        f"{exe} search{arg} --subject invoice --format json --limit 3",
+        f"{exe} stats{arg}",
     ]
     err_console.print("\nTry:", markup=False)
     for e in examples:

@@ -30,6 +30,10 @@ def test_demo_runs_and_searches_work(tmp_path: Path) -> None:
     assert faults and int(faults.group(1)) > 0, out[-2000:]
     with Archive.open(db) as arch:
         assert arch.count() > 1000
+    # the example commands run as printed, from where the demo ran (the venv need not be on PATH)
+    shown = next(ln[2:] for ln in res.stderr.splitlines() if ln.startswith("$ "))
+    ran = subprocess.run(shown, shell=True, capture_output=True, text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
+    assert ran.returncode == 0 and "FilteredAsSpam" in ran.stdout, (shown, ran.stderr[-2000:])
     again = subprocess.run([sys.executable, "-m", "exotrace", "search", "--archive", str(db), "--status",
                             "Delivered", "--limit", "2", "--format", "json"], capture_output=True, text=True)
     assert again.returncode == 0 and "Delivered" in again.stdout
