@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import orjson
@@ -86,16 +87,23 @@ def observation_version(status: str, observed_at: str | None) -> int:
     Sinks that keep one document per row (Elasticsearch ``index`` mode) send it as an external version, so
     an older state retried or replayed after a newer one cannot overwrite it.
     """
-    millis = 0
-    if observed_at:
-        try:
-            stamp = datetime.fromisoformat(observed_at.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-            if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=UTC)
-            millis = max(0, int(stamp.timestamp() * 1000))
-        except (ValueError, OverflowError):
-            millis = 0
+    millis = _observed_millis(observed_at) if observed_at else 0
     return ((status_rank(status) << 42) | min(millis, (1 << 42) - 2)) + 1
+
+
+@lru_cache(maxsize=4096)
+def _observed_millis(observed_at: str) -> int:
+    """Epoch milliseconds of an observation time (0 when unreadable); cached: a page's rows share one."""
+    try:
+        stamp = datetime.fromisoformat(observed_at.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return 0
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    try:
+        return max(0, int(stamp.timestamp() * 1000))
+    except (ValueError, OverflowError):
+        return 0
 
 
 def graph_status(status: str) -> str:

@@ -143,6 +143,10 @@ NO_RECIPIENT = ("no RecipientAddress: the archive keeps one row per (MessageTrac
                 "cannot store a row without a recipient")
 
 
+_HISTORY_NAMES = ("event", "old_status", "new_status", "observed_at", "recorded_at", "source")
+_HISTORY_COLUMNS = ", ".join(f"h.{name}" for name in _HISTORY_NAMES)
+
+
 def _prepare(batch: list[Document], now: str) -> _Prepared:
     """Key, columns, JSON text, content digest and observation time of each document (no I/O).
 
@@ -557,17 +561,28 @@ class Archive:
 
     def history(self, key: str) -> list[dict[str, Any]]:
         """The row's history, oldest first: ``first_seen`` then each ``status_change``."""
-        sql = (
-            "SELECT h.event, h.old_status, h.new_status, h.observed_at, h.recorded_at, h.source "
-            "FROM history h WHERE h.message = ? ORDER BY h.id"
-        )
-        names = ("event", "old_status", "new_status", "observed_at", "recorded_at", "source")
+        sql = f"SELECT {_HISTORY_COLUMNS} FROM history h WHERE h.message = ? ORDER BY h.id"
 
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             row = _query.row_by_key(conn, key.strip().lower())
             if row is None:
                 return []
-            return [dict(zip(names, r, strict=True)) for r in conn.execute(sql, (row[-2],))]
+            return [dict(zip(_HISTORY_NAMES, r, strict=True)) for r in conn.execute(sql, (row[-2],))]
+
+        return self._read(read)
+
+    def histories(self, seqs: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+        """The history of each row given by its ``seq`` (as search rows carry it), like :meth:`history`."""
+
+        def read(conn: sqlite3.Connection) -> dict[int, list[dict[str, Any]]]:
+            found: dict[int, list[dict[str, Any]]] = {seq: [] for seq in seqs}
+            for start in range(0, len(seqs), LOOKUP_CHUNK):
+                chunk = list(seqs[start : start + LOOKUP_CHUNK])
+                sql = (f"SELECT m.seq, {_HISTORY_COLUMNS} FROM messages m JOIN history h ON h.message = m.id "
+                       f"WHERE m.seq IN ({', '.join('?' * len(chunk))}) ORDER BY h.id")
+                for seq, *values in conn.execute(sql, chunk):
+                    found[seq].append(dict(zip(_HISTORY_NAMES, values, strict=True)))
+            return found
 
         return self._read(read)
 

@@ -13,7 +13,7 @@ import click
 import orjson
 
 from exotrace.cli._common import err_console, fail, handle_errors
-from exotrace.config import TEMPLATE, AppConfig, load_config, parse_duration
+from exotrace.config import TEMPLATE, AppConfig, CollectorSettings, load_config, parse_duration
 from exotrace.errors import ConfigError
 
 CONFIG_HELP = "Configuration file (TOML); `exotrace init` writes a template."
@@ -197,9 +197,9 @@ def _tenant_status(ledger: Any, name: str, now: datetime, cfg: AppConfig) -> dic
     s = ledger.summary(name)
     info = ledger.tenant_info(name)
     tenant = next((t for t in cfg.tenants if t.name == name), None)
+    settings = tenant.settings if tenant else CollectorSettings()
     horizon = tenant.horizon if tenant else timedelta(days=90)
-    warn = tenant.settings.horizon_warning if tenant else timedelta(days=2)
-    period = tenant.settings.quota_period if tenant else timedelta(minutes=5)
+    warn, period = settings.horizon_warning, settings.quota_period
     until = s["complete_until"]
     at_risk = [w.label() for w in ledger.windows(name, ("pending", "failed"))
                if w.next_read is not None and w.start < now - horizon + warn]
@@ -223,7 +223,7 @@ def _tenant_status(ledger: Any, name: str, now: datetime, cfg: AppConfig) -> dic
         "last_error_at": info.get("last_error_at"),
         "retry_at": info["retry_at"] if retry and retry > now else None,
         "quota": {"used": _quota_used(info.get("quota_json"), now, period),
-                  "limit": info.get("quota_limit") or (tenant.settings.quota if tenant else 0),
+                  "limit": info.get("quota_limit") or (settings.quota if tenant else 0),
                   "period_seconds": round(period.total_seconds()), "as_of": info.get("updated_at")},
         "window_errors": s["errors"],
         "horizon_at_risk": at_risk,
@@ -235,11 +235,13 @@ def _quota_used(saved: str | None, now: datetime, period: timedelta) -> int:
     """Requests in the quota period ending now, from the request times the collector last saved."""
     if not saved:
         return 0
+    from exotrace.collect.quota import recent_stamps
+
     try:
-        stamps = [datetime.fromisoformat(t) for t in orjson.loads(saved)]
-    except (orjson.JSONDecodeError, TypeError, ValueError):
+        stamps = orjson.loads(saved)
+    except orjson.JSONDecodeError:
         return 0
-    return sum(1 for t in stamps if now - period < t <= now)
+    return len(recent_stamps(stamps, now, period)) if isinstance(stamps, list) else 0
 
 
 def _sink_metrics(cfg: AppConfig) -> Any:

@@ -155,8 +155,9 @@ def search(archive_path: str, sender: str | None, recipient: str | None, statuse
         more = bool(limit) and len(rows) > limit
         rows = rows[:limit] if limit else rows
         if with_history:
+            histories = arch.histories([row["seq"] for row in rows])
             for row in rows:
-                row["history"] = arch.history(row["key"])
+                row["history"] = histories[row["seq"]]
     out = sys.stdout
     if fmt == "table":
         _print_table(rows, more=more, limit=limit)

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from exotrace.clock import Clock
-from exotrace.collect.stop import unless_stopped
+
+
+def recent_stamps(stamps: Iterable[str], now: datetime, period: timedelta) -> list[datetime]:
+    """The request times (ISO text, as :meth:`QuotaGovernor.export` saves them) within ``period`` before
+    ``now``, oldest first; unreadable ones are skipped."""
+    found = []
+    for text in stamps:
+        try:
+            t = datetime.fromisoformat(text)
+        except (TypeError, ValueError):
+            continue
+        if now - period < t <= now:
+            found.append(t)
+    return sorted(found)
 
 
 class QuotaGovernor:
@@ -39,26 +53,15 @@ class QuotaGovernor:
 
     def load(self, stamps: list[str]) -> None:
         """Restore request times saved by :meth:`export` (older ones are dropped)."""
-        now = self.clock.now()
-        for text in stamps:
-            try:
-                t = datetime.fromisoformat(text)
-            except (TypeError, ValueError):
-                continue
-            if now - self.period < t <= now:
-                self._stamps.append(t)
-        self._stamps = deque(sorted(self._stamps))
+        self._stamps = deque(sorted([*self._stamps, *recent_stamps(stamps, self.clock.now(), self.period)]))
 
     def pause(self, seconds: float) -> None:
         until = self.clock.now() + timedelta(seconds=seconds)
         if self._paused_until is None or until > self._paused_until:
             self._paused_until = until
 
-    async def acquire(self, stop: asyncio.Event | None = None) -> None:
-        """Wait until one more request fits, then count it; raise ``Stopped`` when ``stop`` is set first."""
-        await unless_stopped(self._acquire(), stop)
-
-    async def _acquire(self) -> None:
+    async def acquire(self) -> None:
+        """Wait until one more request fits, then count it."""
         async with self._lock:
             while True:
                 now = self.clock.now()

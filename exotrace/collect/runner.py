@@ -128,6 +128,8 @@ class TenantRunner:
             preserve_original=preserve_original, tenant=tenant.name, address_cache_size=ADDRESS_CACHE))
         self.quota = QuotaGovernor(self.s.quota, self.s.quota_period, clock)
         self._inflight: dict[asyncio.Task[None], list[Window]] = {}
+        #: The running provisional read of the open live-tail window, if any (one of ``_inflight``).
+        self._live_task: asyncio.Task[None] | None = None
         self._busy: set[datetime] = set()
         self._warned: set[datetime] = set()
         base, cap = TENANT_BACKOFF if mode == "daemon" else ONCE_TENANT_BACKOFF
@@ -252,13 +254,11 @@ class TenantRunner:
                     await self._db(self._track_backfill, once_until)
                 first = False
                 await self._db(self._horizon, now)
-                if len(self._inflight) < self.s.concurrency:
-                    await self._db(self._split_tail, now, frozenset(self._busy), list(self._reading.values()))
-                self._launch(source, now)
+                due = await self._db(self._schedule, now, frozenset(self._busy), list(self._reading.values()),
+                                     len(self._inflight) < self.s.concurrency)
+                self._launch(source, now, due)
                 self._launch_live(source, now)
             if self.mode in ("once", "settle") and not self._inflight:
-                if self._gave_up:
-                    return
                 if await self._db(self._finished, once_until):
                     log.info("done tenant=%s mode=%s", self.t.name, self.mode)
                     return
@@ -395,13 +395,21 @@ class TenantRunner:
                 groups.append([w])
         return groups
 
-    def _launch(self, source: Source, now: datetime) -> None:
+    def _schedule(self, now: datetime, busy: frozenset[datetime], reading: list[tuple[float, int]],
+                  room: bool) -> list[Window]:
+        """The due windows, after cutting the tail of a backfill when a slot is free (writer thread)."""
+        due = self._due(now)
+        if room and self._split_tail(now, busy, reading, due):
+            due = self._due(now)
+        return due
+
+    def _launch(self, source: Source, now: datetime, due: list[Window]) -> None:
         free = self.s.concurrency - len(self._inflight)
         if free <= 0:
             return
-        groups = sorted(self._groups(self._due(now), now), key=lambda g: g[-1].end, reverse=True)
-        bulk_running = sum(1 for ws in self._inflight.values()
-                           if ws[0].state != "provisional" and self._is_bulk(ws, now))
+        groups = sorted(self._groups(due, now), key=lambda g: g[-1].end, reverse=True)
+        bulk_running = sum(1 for task, ws in self._inflight.items()
+                           if task is not self._live_task and self._is_bulk(ws, now))
         for g in groups:
             if free <= 0:
                 break
@@ -421,7 +429,7 @@ class TenantRunner:
         in full once it closes on the grid."""
         if (self.mode != "daemon" or self.s.tail_poll <= timedelta(0) or now < self._live_next
                 or self._planned_until is None or len(self._inflight) >= self.s.concurrency
-                or any(ws[0].state == "provisional" for ws in self._inflight.values())):
+                or self._live_task is not None):
             return
         start = self._planned_until + TICK
         end = (now - self.s.lag).replace(microsecond=0) - TICK
@@ -431,6 +439,7 @@ class TenantRunner:
         w = Window(self.t.name, start, end, "provisional")
         task = asyncio.create_task(self._read_group(source, [w], provisional=True))
         self._inflight[task] = [w]
+        self._live_task = task
         self._busy.add(start)
         task.add_done_callback(self._done)
 
@@ -439,7 +448,8 @@ class TenantRunner:
         keep = 1 if self.mode == "daemon" and self.s.concurrency > 1 else 0
         return self.s.concurrency - keep
 
-    def _split_tail(self, now: datetime, busy: frozenset[datetime], reading: list[tuple[float, int]]) -> None:
+    def _split_tail(self, now: datetime, busy: frozenset[datetime], reading: list[tuple[float, int]],
+                    due: list[Window] | None = None) -> int:
         """Near the end of a backfill, halve the largest unread old windows so the last reads end together.
 
         A window's pages are sequential (each follows the previous ``nextLink``), so a backfill whose last
@@ -481,9 +491,12 @@ class TenantRunner:
         if cut:
             log.info("split backfill tenant=%s windows=%d pages_left=%.0f share=%.0f", self.t.name, cut, left,
                      share)
+        return cut
 
     def _done(self, task: asyncio.Task[None]) -> None:
         g = self._inflight.pop(task, [])
+        if task is self._live_task:
+            self._live_task = None
         if g:
             self._reading.pop(g[0].start, None)
         for w in g:

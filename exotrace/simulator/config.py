@@ -324,7 +324,7 @@ class SimulatorConfig:
         return tenants
 
 
-def _coerce(key: str, text: str, kind: str) -> Any:
+def _coerce(text: str, kind: str) -> Any:
     """Option text -> the field's type (``kind`` is the annotation as written)."""
     raw = text.strip()
     if kind.endswith("| None") and raw.lower() in ("", "none", "null"):
@@ -377,7 +377,7 @@ def apply_options(config: SimulatorConfig, options: dict[str, str] | list[str], 
                 raise ConfigError(f"{pre}{key}: unknown tenant option {name!r} (known: "
                                   f"{', '.join(TENANT_OPTIONS)})", key=key)
             try:
-                tenant_changes.append((target.lower(), name, _coerce(key, text, tenant_kinds[name])))
+                tenant_changes.append((target.lower(), name, _coerce(text, tenant_kinds[name])))
             except ValueError as exc:
                 raise ConfigError(f"{pre}{key}={text}: {exc}", key=key) from None
             continue
@@ -386,7 +386,7 @@ def apply_options(config: SimulatorConfig, options: dict[str, str] | list[str], 
                               f"tenant options: <tenant>.{{{','.join(TENANT_OPTIONS)}}}; "
                               "see exotrace simulate --list-options)", key=key)
         try:
-            value = _coerce(key, text, kinds[key])
+            value = _coerce(text, kinds[key])
         except ValueError as exc:
             raise ConfigError(f"{pre}{key}={text}: {exc}", key=key) from None
         allowed = OPTION_CHOICES.get(key)

@@ -47,7 +47,7 @@ _FIELDS = {f.lower(): f for f in ("StartDate", "EndDate", "SenderAddress", "Reci
                                   "Received", "Size")}
 _TO_VIEW = {"SenderAddress": "senderAddress", "RecipientAddress": "recipientAddress", "Status": "status",
             "MessageId": "messageId", "FromIP": "fromIP", "ToIP": "toIP", "MessageTraceId": "id",
-            "Subject": "subject", "Organization": "organization", "Received": "received", "Size": "size"}
+            "Subject": "subject", "Organization": "organization"}  # Received and Size: parsed first
 _FUNCS = ("contains", "startswith", "endswith")
 _DATE_RE = re.compile(r'"/Date\((-?\d+)\)/"')
 #: IIS's page for a refused credential (captured from the service in the Basic-auth era; SEKOIA's fixture).

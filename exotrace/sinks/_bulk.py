@@ -46,11 +46,11 @@ def build_body(records: Sequence[Record], mode: str) -> bytes:
     return b"".join(parts)
 
 
-def parse_items(resp: dict[str, Any], n: int, mode: str) -> SendResult:
+def parse_items(resp: dict[str, Any], n: int) -> SendResult:
     """Per-item outcome: 2xx delivered; 409 delivered (``create``: already indexed; ``index``: a newer
-    version is); 400/413 rejected
-    (mapping and parsing errors) with the error type and reason; anything else retried (429, 5xx, and
-    401/403/404 item errors such as a read-only index or a missing pipeline, which an operator fixes)."""
+    version is); 400/413 rejected (mapping and parsing errors) with the error type and reason; anything
+    else retried (429, 5xx, and 401/403/404 item errors such as a read-only index or a missing pipeline,
+    which an operator fixes)."""
     result = SendResult()
     if not resp.get("errors"):
         return result

@@ -81,7 +81,7 @@ class ElasticsearchSink(Sink):
             resp = await asyncio.to_thread(self._bulk, body)
         except Exception as exc:
             raise map_error(exc, self.target, bulk=True) from exc
-        return parse_items(resp.body, len(records), self.config.mode)
+        return parse_items(resp.body, len(records))
 
     async def healthcheck(self) -> str:
         """Credentials and the privileges writing needs, through the has-privileges API (any authenticated

@@ -69,7 +69,7 @@ class OpenSearchSink(Sink):
             resp = await asyncio.to_thread(self._bulk, body)
         except Exception as exc:
             raise map_error(exc, self.target, bulk=True) from exc
-        return parse_items(resp, len(records), self.config.mode)
+        return parse_items(resp, len(records))
 
     async def healthcheck(self) -> str:
         """``GET /``; a 403 still proves the credentials (OpenSearch has no has-privileges API, and

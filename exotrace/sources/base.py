@@ -121,7 +121,7 @@ class ApiCaller:
         while attempt < self.max_attempts:
             attempt += 1
             token = await unless_stopped(self.tokens.token(), self.stop)
-            await self.quota.acquire(self.stop)
+            await unless_stopped(self.quota.acquire(), self.stop)
             self.counters.requests += 1
             hdrs = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
             hdrs.update(headers or {})

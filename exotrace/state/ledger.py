@@ -151,17 +151,6 @@ class Ledger:
         row = self.conn.execute(sql, args).fetchone()
         return parse_time(row[0]) if row and row[0] else None
 
-    def open_count(self, tenant: str, until: datetime | None = None, *, settled: bool = False) -> int:
-        """Windows (ending by ``until``) not yet complete (or, with ``settled``, not yet settled)."""
-        states = ("pending", "failed", "complete") if settled else ("pending", "failed")
-        sql = (f"SELECT count(*) FROM collector_windows WHERE tenant = ? AND state IN "
-               f"({','.join('?' * len(states))}) AND NOT (state = 'failed' AND next_read IS NULL)")
-        args: list[Any] = [tenant, *states]
-        if until is not None:
-            sql += " AND end <= ?"
-            args.append(fmt_time(until))
-        return int(self.conn.execute(sql, args).fetchone()[0])
-
     def summary(self, tenant: str) -> dict[str, Any]:
         out: dict[str, Any] = {"windows": {}, "seconds": {}}
         for state, n, secs in self.conn.execute(
