@@ -8,6 +8,7 @@ Service pages, PowerShell exports, admin-center CSV) is read into a :class:`RawR
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -203,11 +204,12 @@ class Document:
     """
 
     __slots__ = ("_doc", "_json", "_key", "_fingerprint", "summary", "status", "origin", "line",
-                 "observed_at", "is_error")
+                 "observed_at", "is_error", "stable_json")
 
     def __init__(self, doc: dict[str, Any] | None = None, key: str | None = "", fingerprint: str | None = "",
                  status: str = "", origin: str = "", line: int = 0, observed_at: str | None = None,
-                 json: bytes | None = None, summary: Summary | None = None, is_error: bool | None = None) -> None:
+                 json: bytes | None = None, summary: Summary | None = None, is_error: bool | None = None,
+                 stable_json: Callable[[], bytes] | None = None) -> None:
         if doc is None and json is None:
             raise TypeError("Document needs doc or json")
         self._doc = doc
@@ -222,6 +224,9 @@ class Document:
         self.observed_at = observed_at
         #: True for ``event.kind: pipeline_error`` documents (records that could not be normalized).
         self.is_error = _is_error_doc(doc) if is_error is None else is_error
+        #: For a normalizer document with volatile fields: makes the JSON without them (what the archive's
+        #: content digest covers) without decoding the document.
+        self.stable_json = stable_json
 
     @property
     def doc(self) -> dict[str, Any]:
@@ -257,10 +262,6 @@ class Document:
 
             self._fingerprint = fingerprint_values(*self.summary[:7])  # type: ignore[index]
         return self._fingerprint
-
-    @fingerprint.setter
-    def fingerprint(self, value: str) -> None:
-        self._fingerprint = value
 
     def __repr__(self) -> str:
         return f"Document(key={self.key!r}, status={self.status!r}, origin={self.origin!r}, line={self.line})"

@@ -17,7 +17,7 @@ from exotrace.model import VOLATILE_EVENT_FIELDS, VOLATILE_TRACE_FIELDS, Documen
 from exotrace.timeparse import normalize_ts
 
 __all__ = [
-    "DERIVED_PREFIX", "SEARCH_COLUMNS", "content_hash", "day_number", "derived_key", "encode", "extract",
+    "DERIVED_PREFIX", "SEARCH_COLUMNS", "day_number", "derived_key", "encode", "extract",
     "ip_variants", "normalize_ip", "observation_digest", "reverse_domain", "split_address",
 ]
 
@@ -195,6 +195,8 @@ def encode(document: Document) -> tuple[bytes, bytes]:
     summary = document.summary
     if summary is not None and not summary.volatile:
         return raw, sha1(raw).digest()[:16]
+    if document.stable_json is not None:
+        return raw, sha1(document.stable_json()).digest()[:16]
     doc = document.doc
     stable = _without_volatile(doc)
     digest = sha1(raw if stable is doc else orjson.dumps(stable)).digest()[:16]  # fastest hashlib digest here
@@ -213,11 +215,6 @@ def observation_digest(doc: dict[str, Any]) -> bytes:
         return b""
     stable = {k: v for k, v in trace.items() if k not in VOLATILE_TRACE_FIELDS}
     return sha1(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS)).digest()[:16]
-
-
-def content_hash(doc: dict[str, Any]) -> bytes:
-    """The digest part of :func:`encode` for a document given as a dict."""
-    return encode(Document(doc=doc))[1]
 
 
 def _without_volatile(doc: dict[str, Any]) -> dict[str, Any]:

@@ -86,6 +86,7 @@ _INSERT_REJECT = (
 _STATUS = SEARCH_COLUMNS.index("status")
 _DAY = SEARCH_COLUMNS.index("day")
 _OBSERVED_AT = _ROW_COLUMNS.index("observed_at")
+_ROW_DAY = _ROW_COLUMNS.index("day")
 
 
 @dataclass(slots=True)
@@ -147,7 +148,7 @@ _HISTORY_NAMES = ("event", "old_status", "new_status", "observed_at", "recorded_
 _HISTORY_COLUMNS = ", ".join(f"h.{name}" for name in _HISTORY_NAMES)
 
 
-def _prepare(batch: list[Document], now: str) -> _Prepared:
+def _prepare(batch: list[Document]) -> _Prepared:
     """Key, columns, JSON text, content digest and observation time of each document (no I/O).
 
     Returns the storable documents, the pipeline errors, the refused documents with their rejects, and how
@@ -384,7 +385,7 @@ class Archive:
                 ).fetchone()
                 counters = [last_id, last_seq]
                 for batch in _batched(documents, BATCH_SIZE):
-                    self._apply(_prepare(batch, now), source, now, counters, result, keep_changed)
+                    self._apply(_prepare(batch), source, now, counters, result, keep_changed)
         except sqlite3.Error as exc:
             raise ArchiveError(f"archive {self.path}: upsert failed: {exc}") from exc
         finally:
@@ -483,7 +484,7 @@ class Archive:
                 result.changed.append(document)
         conn = self._conn
         if inserts:
-            inserts.sort(key=lambda row: row[1])  # key order: neighbouring leaf pages in the key index
+            inserts.sort(key=lambda row: (row[_ROW_DAY], row[1]))  # neighbouring leaves of the (day, key) index
             conn.executemany(_INSERT_MESSAGE, inserts)
         if updates:
             conn.executemany(_UPDATE_MESSAGE, updates.values())

@@ -84,12 +84,6 @@ def utc_iso_millis(value: str) -> str | None:
     return f"{year}-{month}-{day}T{hh}:{mm}:{ss or '00'}.{(frac or '')[:3].ljust(3, '0')}Z"
 
 
-@lru_cache(maxsize=4096)
-def is_iso_cached(value: str) -> bool:
-    """:func:`is_iso` for values that repeat (query window bounds)."""
-    return is_iso(value)
-
-
 def is_iso(value: object) -> bool:
     """True for ISO 8601 text (the form Elastic's pipeline keeps verbatim)."""
     return isinstance(value, str) and _ISO.fullmatch(value.strip()) is not None

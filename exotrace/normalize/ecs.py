@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -37,7 +38,7 @@ from exotrace.normalize.dates import (
     parse_timestamp,
     utc_iso_millis,
 )
-from exotrace.normalize.fragments import AddressParts, FragmentCache, FragmentError, IpParts, quote
+from exotrace.normalize.fragments import AddressParts, FragmentCache, IpParts, NormalizeError, quote
 from exotrace.normalize.geo import GeoEnricher
 from exotrace.normalize.safe import safe_json_text, safe_json_value
 
@@ -60,14 +61,6 @@ _new_summary = tuple.__new__  # a NamedTuple built without the Python-level __ne
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: Extra fields exotrace adds beyond Elastic's document (documented in the README).
 EXTRA_FIELDS = ("event.action", "organization.name", "related.ip")
-
-
-class NormalizeError(ValueError):
-    """A record that cannot become an ECS document; ``processor`` names the failing step."""
-
-    def __init__(self, processor: str, message: str) -> None:
-        super().__init__(f"Processor '{processor}' failed with message '{message}'")
-        self.processor = processor
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,8 +116,6 @@ class Normalizer:
             return self._build(record)
         except NormalizeError as exc:
             return self._error_document(record, str(exc))
-        except FragmentError as exc:
-            return self._error_document(record, f"Processor '{exc.processor}' failed with message '{exc.message}'")
         except UnicodeEncodeError:
             return self._error_document(
                 record, "Processor 'json' failed with message 'str is not valid UTF-8: surrogates not allowed'")
@@ -195,18 +186,19 @@ class Normalizer:
         user = _user(direction, src, dst)
         tenant = self.options.tenant or record.tenant
         trace = m if record.flat or _CONTAINERS.isdisjoint(map(type, m.values())) else _clean(m)
-        event = f"{event_open},\"original\":{quote(record.original)}}}" if self.options.preserve_original \
-            else event_open + "}"
+        preserve = self.options.preserve_original
+        event = f"{event_open},\"original\":{quote(record.original)}}}" if preserve else event_open + "}"
         head = (f'{{"@timestamp":"{timestamp}","ecs":{_ECS},"event":{event},"email":{email}{source}{destination}'
                 f'{related}{user}').encode()
         # microsoft.online_message_trace stays in orjson's bytes; the end is cached per tenant
-        json = b"".join((head, _TRACE_OPEN, _json(trace), b"}", self._end(tenant))) if trace \
-            else head + self._end(tenant)
+        end_part = self._end(tenant)
+        json = b"".join((head, _TRACE_OPEN, _json(trace), b"}", end_part)) if trace else head + end_part
+        # the fields of VOLATILE_TRACE_FIELDS (StartDate, EndDate, Index; tested), checked the cheap way
+        volatile = preserve or start is not None or end is not None or "Index" in m
         summary = _new_summary(Summary, (
             size, sender, trace_id, message_id, subject, recipient,
             status_raw if status_raw.__class__ is str else _text(trace.get("Status")),
-            timestamp, from_ip, to_ip, direction, tenant,
-            self.options.preserve_original or start is not None or end is not None or "Index" in m))
+            timestamp, from_ip, to_ip, direction, tenant, volatile))
         observed = record.observed_at
         if not observed and end is not None:
             observed = self._observed.get(end, _UNSET) if end.__class__ is str else _UNSET
@@ -214,7 +206,10 @@ class Normalizer:
                 observed = _observed_from_window(end)
                 if end.__class__ is str and len(self._observed) < 4096:
                     self._observed[end] = observed
-        return Document(None, None, None, status, record.origin, record.line, observed, json, summary, False)
+        stable = partial(_stable_json, timestamp, event_open, email, source, destination, related, user, trace,
+                         end_part) if volatile else None
+        return Document(None, None, None, status, record.origin, record.line, observed, json, summary, False,
+                        stable)
 
     def _window_bound(self, value: Any) -> Any:
         """StartDate/EndDate as ISO text when they come in another shape; cached (they repeat)."""
@@ -300,6 +295,16 @@ class Normalizer:
             doc=doc, key="", fingerprint="", status="", origin=record.origin, line=record.line,
             observed_at=record.observed_at, is_error=True,
         )
+
+
+def _stable_json(timestamp: str, event_open: str, email: str, source: str, destination: str, related: str,
+                 user: str, trace: dict[str, Any], end: bytes) -> bytes:
+    """A document's JSON without its volatile fields (``event.original``, the query window), exactly as
+    ``orjson.dumps`` writes the document with those keys removed: the archive's content digest."""
+    head = (f'{{"@timestamp":"{timestamp}","ecs":{_ECS},"event":{event_open}}},"email":{email}{source}'
+            f'{destination}{related}{user}').encode()
+    stable = {k: v for k, v in trace.items() if k not in _VOLATILE_TRACE}
+    return b"".join((head, _TRACE_OPEN, orjson.dumps(stable), b"}", end)) if trace else head + end
 
 
 def _json(value: Any) -> bytes:

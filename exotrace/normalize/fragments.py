@@ -21,13 +21,12 @@ from exotrace.normalize.geo import GeoEnricher
 __all__ = ["AddressParts", "FragmentCache", "IpParts", "quote"]
 
 
-class FragmentError(ValueError):
-    """A value the normalizer cannot use; ``processor`` and ``message`` follow Elastic's wording."""
+class NormalizeError(ValueError):
+    """A record that cannot become an ECS document; ``processor`` names the failing step (Elastic's wording)."""
 
     def __init__(self, processor: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(f"Processor '{processor}' failed with message '{message}'")
         self.processor = processor
-        self.message = message
 
 
 class AddressParts(NamedTuple):
@@ -67,12 +66,12 @@ class FragmentCache:
         self._ips: dict[str, IpParts] = {}
 
     def address(self, address: str) -> AddressParts:
-        """Fragments for ``address``; raises :class:`FragmentError` when it has no ``@domain``."""
+        """Fragments for ``address``; raises :class:`NormalizeError` when it has no ``@domain``."""
         parts = self.addresses.get(address)
         if parts is None:
             name, at, domain = address.partition("@")
             if not at or not domain:
-                raise FragmentError("grok", f"Provided Grok expressions do not match field value: [{address}]")
+                raise NormalizeError("grok", f"Provided Grok expressions do not match field value: [{address}]")
             prefix, local = self._domain(domain)
             q_address, q_name = quote(address), quote(name)
             person = f'"email":{q_address},"id":{q_address},"name":{q_name}'
@@ -97,7 +96,7 @@ class FragmentCache:
         return found
 
     def ip(self, ip: str) -> IpParts:
-        """Fragments for ``ip`` with GeoIP/ASN data; raises :class:`FragmentError` for an invalid IP."""
+        """Fragments for ``ip`` with GeoIP/ASN data; raises :class:`NormalizeError` for an invalid IP."""
         parts = self._ips.get(ip)
         if parts is None:
             q_ip = quote(ip)
@@ -107,9 +106,9 @@ class FragmentCache:
                     ipaddress.ip_address(ip)
                     geo = asn = None
                 else:
-                    geo, asn = self._geo.lookup_uncached(ip)
+                    geo, asn = self._geo.lookup(ip)
             except (ValueError, TypeError):  # maxminddb raises TypeError for an embedded NUL
-                raise FragmentError("geoip", f"'{ip}' is not an IP string literal.") from None
+                raise NormalizeError("geoip", f"'{ip}' is not an IP string literal.") from None
             if geo:
                 side += ',"geo":' + orjson.dumps(geo).decode()
             if asn:
@@ -119,11 +118,6 @@ class FragmentCache:
                 self._ips.clear()
             self._ips[ip] = parts
         return parts
-
-    def clear(self) -> None:
-        self.addresses.clear()
-        self._domains.clear()
-        self._ips.clear()
 
 
 def _members(obj: dict[str, Any]) -> str:

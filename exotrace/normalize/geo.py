@@ -1,4 +1,4 @@
-"""GeoIP city and ASN enrichment from MaxMind mmdb files, with lookups cached per IP.
+"""GeoIP city and ASN enrichment from MaxMind mmdb files (the normalizer caches lookups per IP).
 
 Fields follow Elasticsearch's ``geoip`` processor defaults: ``continent_name``, ``country_iso_code``,
 ``country_name``, ``region_iso_code``, ``region_name``, ``city_name`` and ``location``; ASN data gives
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ def find_databases(geoip_dir: str | os.PathLike[str] | None) -> tuple[Path | Non
 class GeoEnricher:
     """Looks up IPs in the City and ASN databases; missing databases mean no enrichment."""
 
-    def __init__(self, city_db: Path | None, asn_db: Path | None, cache_size: int = 65536) -> None:
+    def __init__(self, city_db: Path | None, asn_db: Path | None) -> None:
         """Open the databases; an unreadable or corrupt one raises :class:`ConfigError` naming the file."""
         self._city = _open(city_db) if city_db else None
         try:
@@ -51,8 +50,6 @@ class GeoEnricher:
             if self._city is not None:
                 self._city.close()
             raise
-        #: (geo, as) for one IP, cached; :meth:`lookup_uncached` for callers with a cache of their own.
-        self.lookup = lru_cache(maxsize=cache_size)(self.lookup_uncached)
 
     @classmethod
     def from_dir(cls, geoip_dir: str | os.PathLike[str] | None, *, warn: bool = True) -> GeoEnricher:
@@ -70,7 +67,7 @@ class GeoEnricher:
     def enabled(self) -> bool:
         return self._city is not None or self._asn is not None
 
-    def lookup_uncached(self, ip: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def lookup(self, ip: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """(geo, as) ECS objects for one IP; raises ValueError for a malformed IP."""
         geo = _city_fields(self._city.get(ip)) if self._city else None
         asn = _asn_fields(self._asn.get(ip)) if self._asn else None

@@ -96,3 +96,29 @@ def test_out_of_range_window_bound_is_kept_as_given():
 def test_size_at_the_long_bounds_is_accepted():
     document = Normalizer(NormalizeOptions(geoip=False)).normalize(record(Size=2**63 - 1))
     assert document.doc["email"]["attachments"]["file"]["size"] == 2**63 - 1
+
+
+@pytest.mark.parametrize("options", [
+    {"local_domains": LOCAL},
+    {"local_domains": LOCAL, "preserve_original": True, "tenant": 'con"toso', "tags": ("a",)},
+])
+def test_stable_json_is_the_document_without_its_volatile_fields(geoip_dir, options):
+    """The archive's content digest covers the JSON without the query window and event.original; the
+    normalizer makes it without decoding: it must be exactly that JSON."""
+    from exotrace.archive.columns import _without_volatile
+
+    normalizer = Normalizer(NormalizeOptions(geoip_dir=geoip_dir, **options))
+    for rec in records(2000):
+        rec.fields.update({"StartDate": "2024-05-01T00:00:00Z", "EndDate": "/Date(1714608000000)/", "Index": 3})
+        document = normalizer.normalize(rec)
+        assert document.summary.volatile and document.stable_json is not None
+        assert document.stable_json() == orjson.dumps(_without_volatile(orjson.loads(document.json)))
+    rec = records(1)[0]
+    for name in ("StartDate", "EndDate", "Index"):
+        rec.fields.pop(name, None)
+    plain = normalizer.normalize(rec)
+    assert plain.summary.volatile is bool(options.get("preserve_original"))
+    if not plain.summary.volatile:
+        assert plain.stable_json is None
+    else:
+        assert plain.stable_json() == orjson.dumps(_without_volatile(plain.doc))

@@ -287,11 +287,12 @@ def read_csv(src: TextSource, origin: str, shape: str | None = None) -> Iterator
             if isinstance(item, CsvRow):
                 yield Reject(origin, item.line, "row of an unrecognised CSV file", raw=item.text)
         return
-    produced = 0
-    for item in _variant_items(variant, names, rows, origin):
-        produced += 1
-        yield item
-    if not produced and shape and not _TRACE_COLUMNS.intersection(map_header(names)):
+    items = _variant_items(variant, names, rows, origin)
+    first = next(items, None)
+    if first is not None:
+        yield first
+        yield from items
+    elif shape and not _TRACE_COLUMNS.intersection(map_header(names)):
         # a forced --format on a file that is no CSV at all: the whole text became one "header"
         yield Reject(origin, src.lineno, f"not a {variant} file: no message-trace column in what was read as its "
                      "header and no rows (check --format)", raw=safe_text(",".join(names))[:2000])
@@ -317,4 +318,5 @@ def _variant_items(variant: str, names: list[str], rows: Iterator[Any], origin: 
         if reject is not None:
             yield Reject(origin, reject.line, reject.reason, raw=reject.raw, field=reject.field)
             continue
-        yield RawRecord(fields=fields, original=item.text, origin=origin, line=item.line, shape=variant)
+        yield RawRecord(fields=fields, original=item.text, origin=origin, line=item.line, shape=variant,
+                        flat=True)  # CSV cells and their converted values are never dicts or lists

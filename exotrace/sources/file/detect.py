@@ -9,14 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from exotrace.sources.file.csv_shapes import detect_csv_shape, split_header
+from exotrace.sources.file.encoding import SQLITE_MAGIC
 from exotrace.sources.file.json_shapes import parses_standalone
 
 __all__ = ["FORMATS", "SQLITE_MAGIC", "detect_format", "is_sqlite", "iter_files"]
 
 log = logging.getLogger("exotrace.sources.file")
 
-#: The first bytes of every SQLite database file.
-SQLITE_MAGIC = b"SQLite format 3\x00"
 _SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 
 #: Accepted ``--format`` values. ``auto`` detects; the others force a reader (and a shape label).

@@ -101,7 +101,8 @@ def read_enhanced(names: list[str], rows: Iterable[Any], origin: str) -> Iterato
             rec["Status"] = status_from_events(events.split(","))
             rec.setdefault("ToIP", None)
             rec[status_name] = events
-            yield RawRecord(fields=rec, original=row.text, origin=origin, line=row.line, shape="eac-enhanced")
+            yield RawRecord(fields=rec, original=row.text, origin=origin, line=row.line, shape="eac-enhanced",
+                            flat=True)
 
 
 class _Message:
@@ -184,4 +185,4 @@ def _message_records(msg: _Message, origin: str) -> Iterator[Item]:
             "events": ", ".join(e for e in events if e),
         }
         yield RawRecord(fields=fields, original="\n".join(row.text for row, _ in contributing),
-                        origin=origin, line=contributing[0][0].line, shape="eac-extended")
+                        origin=origin, line=contributing[0][0].line, shape="eac-extended", flat=True)

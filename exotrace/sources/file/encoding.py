@@ -18,13 +18,14 @@ from pathlib import Path
 
 __all__ = [
     "TextSource", "UnreadableFile", "detect_encoding", "looks_binary", "open_text", "safe_text", "strip_eol",
-    "undecodable",
+    "SQLITE_MAGIC", "undecodable",
 ]
 
 _SAMPLE = 4096
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGIC = b"PK\x03\x04"
-_SQLITE_MAGIC = b"SQLite format 3\x00"
+#: The first bytes of every SQLite database file.
+SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Control characters that do not occur in text exports (everything below 0x20 except \t \n \f \r).
 _BINARY_CHARS = frozenset(chr(c) for c in range(32)) - {"\t", "\n", "\f", "\r"}
 #: Bytes the codec could not decode come through as lone surrogates (``errors="surrogateescape"``).
@@ -202,7 +203,7 @@ def open_text(path: str | os.PathLike[str], on_progress: Callable[[int], None] |
         magic = buffered.peek(16)[:16]
         if magic.startswith(_ZIP_MAGIC):
             raise UnreadableFile("zip archive: extract it first (gzip files are read directly)")
-        if magic == _SQLITE_MAGIC:
+        if magic == SQLITE_MAGIC:
             raise UnreadableFile("an SQLite database (an exotrace archive?), not a message-trace export")
         compressed = magic.startswith(_GZIP_MAGIC)
         stream: io.BufferedIOBase = buffered
