@@ -166,17 +166,21 @@ def derived_key(document: Document) -> str:
     or, without a Message-ID, over the sender, subject and ``@timestamp``: the same row read again gets the
     same key, so its status can change in place. Empty when the document has no recipient.
     """
-    doc = document.doc
-    email = doc.get("email") or {}
-    recipient = _first((email.get("to") or {}).get("address"))
+    s = document.summary
+    if s is not None:  # the normalizer's values, as the document holds them
+        recipient, message_id, sender, subject, timestamp = s.recipient, s.message_id, s.sender, s.subject, s.timestamp
+    else:
+        doc = document.doc
+        email = doc.get("email") or {}
+        recipient = _first((email.get("to") or {}).get("address"))
+        message_id, subject, timestamp = email.get("message_id"), email.get("subject"), doc.get("@timestamp")
+        sender = _first((email.get("from") or {}).get("address")) or ""
     if not isinstance(recipient, str) or not recipient.strip():
         return ""
-    message_id = email.get("message_id")
     if message_id:
-        basis: tuple[Any, ...] = ("m", message_id, doc.get("@timestamp"))
+        basis: tuple[Any, ...] = ("m", message_id, timestamp)
     else:
-        sender = _first((email.get("from") or {}).get("address")) or ""
-        basis = ("s", sender.lower(), email.get("subject") or "", doc.get("@timestamp"))
+        basis = ("s", sender.lower(), subject or "", timestamp)
     text = "\x00".join(str(part or "") for part in basis)
     digest = blake2b(text.encode("utf-8", "backslashreplace"), digest_size=10).hexdigest()
     return row_key(DERIVED_PREFIX + digest, recipient)

@@ -46,7 +46,6 @@ ECS_VERSION = "8.11.0"
 _ECS = f'{{"version":"{ECS_VERSION}"}}'
 _RENAME = GRAPH_TO_LEGACY
 _FAILURE_STATUSES = frozenset({"failed", "quarantined", "filteredasspam"})
-_UNSET: Any = object()
 #: (sender local, recipient local) -> (email.direction, its JSON member).
 _DIRECTIONS = {
     (s, r): (d, f',"direction":"{d}"')
@@ -105,8 +104,7 @@ class Normalizer:
         self._parts = FragmentCache(self._local, self.geo, self.options.address_cache_size)
         self._status_cache: dict[Any, tuple[str, str]] = {}
         self._ends: dict[str | None, bytes] = {}
-        self._windows: dict[str, Any] = {}
-        self._observed: dict[str, Any] = {}
+        self._windows: dict[str, tuple[Any, str | None]] = {}
         self._extras = self.options.extras
 
     # -- public -----------------------------------------------------------------------------------
@@ -144,10 +142,11 @@ class Normalizer:
         if timestamp is None:
             timestamp = self._slow_received(m, received)
         start, end = get("StartDate"), get("EndDate")
+        end_observed = None
         if start is not None:
-            m["StartDate"] = self._window_bound(start)
+            m["StartDate"] = self._window_bound(start)[0]
         if end is not None:
-            m["EndDate"] = end = self._window_bound(end)
+            m["EndDate"], end_observed = self._window_bound(end)
 
         sender = get("SenderAddress", "")
         recipient = get("RecipientAddress", "")
@@ -201,27 +200,26 @@ class Normalizer:
             timestamp, from_ip, to_ip, direction, tenant, volatile))
         observed = record.observed_at
         if not observed and end is not None:
-            observed = self._observed.get(end, _UNSET) if end.__class__ is str else _UNSET
-            if observed is _UNSET:
-                observed = _observed_from_window(end)
-                if end.__class__ is str and len(self._observed) < 4096:
-                    self._observed[end] = observed
+            observed = end_observed
         stable = partial(_stable_json, timestamp, event_open, email, source, destination, related, user, trace,
                          end_part) if volatile else None
         return Document(None, None, None, status, record.origin, record.line, observed, json, summary, False,
                         stable)
 
-    def _window_bound(self, value: Any) -> Any:
-        """StartDate/EndDate as ISO text when they come in another shape; cached (they repeat)."""
+    def _window_bound(self, value: Any) -> tuple[Any, str | None]:
+        """(StartDate/EndDate as ISO text when it comes in another shape, the observation time it gives as
+        a window end); cached (they repeat)."""
         if value.__class__ is str:
             found = self._windows.get(value)
             if found is None:
-                found = value if is_iso(value) else _iso_or_same(value)
+                bound = value if is_iso(value) else _iso_or_same(value)
+                found = (bound, _observed_from_window(bound))
                 if len(self._windows) >= 4096:
                     self._windows.clear()
                 self._windows[value] = found
             return found
-        return _iso_or_same(value)
+        bound = _iso_or_same(value)
+        return bound, _observed_from_window(bound)
 
     def _status(self, raw: Any) -> tuple[str, str]:
         """(canonical status, ``event`` object without its closing brace) for a raw status value; cached."""

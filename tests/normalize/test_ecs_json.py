@@ -122,3 +122,24 @@ def test_stable_json_is_the_document_without_its_volatile_fields(geoip_dir, opti
         assert plain.stable_json is None
     else:
         assert plain.stable_json() == orjson.dumps(_without_volatile(plain.doc))
+
+
+def test_derived_key_from_the_summary_equals_the_one_from_the_document(geoip_dir):
+    """Rows without MessageTraceId (admin-center reports) are keyed from the normalizer's values without
+    decoding the document: the same key as from the decoded document."""
+    from exotrace.archive.columns import derived_key
+    from exotrace.model import Document
+
+    normalizer = Normalizer(NormalizeOptions(geoip_dir=geoip_dir, local_domains=LOCAL))
+    keys = set()
+    for i, rec in enumerate(records(500)):
+        for name in ("MessageTraceId", "id"):
+            rec.fields.pop(name, None)
+        if i % 2:  # half without Message-ID: keyed by sender, subject and time
+            rec.fields.pop("MessageId", None)
+            rec.fields.pop("messageId", None)
+        document = normalizer.normalize(rec)
+        key = derived_key(document)
+        assert key and key == derived_key(Document(doc=document.doc))
+        keys.add(key)
+    assert len(keys) > 450
