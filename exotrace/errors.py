@@ -57,6 +57,10 @@ class AuthError(PermanentError):
     exit_code = 3
 
 
+class PrivilegeError(AuthError):
+    """The credentials work but lack privileges the destination requires (a sink's health check)."""
+
+
 class InputError(PermanentError):
     """A record or file that cannot be read; ``origin``/``line``/``field`` locate it."""
 

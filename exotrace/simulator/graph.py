@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
@@ -235,10 +236,8 @@ async def list_traces(state: SimState, request: Request, version: str, caller: C
         if poison:
             state.count("faults_poison")
             state.count("faults_injected")
-        keep = [(k, v) for k, v in params.multi_items() if k != "$skiptoken"]
-        keep.append(("$skiptoken", encode_skiptoken(tok_obj, poison)))
-        body["@odata.nextLink"] = (f"{state.graph_url}/{version}/admin/exchange/tracing/messageTraces?"
-                                   + urlencode(keep, quote_via=quote, safe="$'*@,:()"))
+        body["@odata.nextLink"] = _next_link(f"{state.graph_url}/{version}/admin/exchange/tracing/messageTraces",
+                                             params.multi_items(), encode_skiptoken(tok_obj, poison))
     state.count("graph_rows", len(rows))
     await state.latency(len(rows))
     return Response(orjson.dumps(body), headers={"Content-Type": JSON_CT})
@@ -282,11 +281,17 @@ async def details(state: SimState, request: Request, version: str, caller: Calle
         if skip + page < len(value):
             raw_path = request.scope.get("raw_path") or quote(request.url.path, safe="/()'=@+:,$")
             path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else raw_path
-            keep = [(k, v) for k, v in request.query_params.multi_items() if k != "$skiptoken"]
-            keep.append(("$skiptoken", str(skip + page)))
-            body["@odata.nextLink"] = f"{state.graph_url}{path}?" + urlencode(keep, quote_via=quote, safe="$'*@,:()")
+            body["@odata.nextLink"] = _next_link(f"{state.graph_url}{path}", request.query_params.multi_items(),
+                                                 str(skip + page))
     await state.latency(len(body["value"]))
     return JSONResponse(body, headers={"Content-Type": JSON_CT})
+
+
+def _next_link(url: str, params: Iterable[tuple[str, str]], skiptoken: str) -> str:
+    """``url`` with the request's query parameters and a new ``$skiptoken``, encoded as Graph writes it."""
+    keep = [(k, v) for k, v in params if k != "$skiptoken"]
+    keep.append(("$skiptoken", skiptoken))
+    return f"{url}?" + urlencode(keep, quote_via=quote, safe="$'*@,:()")
 
 
 def _mep_data(row: Any, at_us: int) -> str:

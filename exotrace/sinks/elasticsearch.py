@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from exotrace.errors import AuthError, ConfigError, SinkError, ThrottledError, TransientError
+from exotrace.errors import AuthError, ConfigError, PrivilegeError, SinkError, ThrottledError, TransientError
 from exotrace.net.retry import parse_retry_after
 from exotrace.sinks._bulk import FILTER_PATH, build_body, parse_items, target
 from exotrace.sinks._common import quiet_client_loggers
@@ -106,7 +106,7 @@ class ElasticsearchSink(Sink):
         missing = [p for p in privileges if granted.get(p) is not True]
         who = data.get("username") or "these credentials"
         if missing:
-            raise AuthError(f"{path}: {who} lacks {', '.join(missing)} on {self.target}")
+            raise PrivilegeError(f"{path}: {who} lacks {', '.join(missing)} on {self.target}")
         return f"authenticated as {who}; {', '.join(privileges)} on {self.target}: granted"
 
     async def close(self) -> None:

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from exotrace.errors import AuthError, ConfigError
+from exotrace.errors import AuthError, ConfigError, PrivilegeError
 from exotrace.sinks.config import SinkConfig
 
 __all__ = ["SinkHealth", "check_sink_health", "check_sinks", "destination"]
@@ -61,9 +61,9 @@ def destination(cfg: SinkConfig) -> str:
 def _explain(cfg: SinkConfig, exc: BaseException) -> tuple[str, str]:
     """(kind, fix) for a failed check."""
     text = str(exc)
+    if isinstance(exc, PrivilegeError):
+        return "auth", "grant the missing privileges to the sink's API key or role (docs/sinks.md#elasticsearch)"
     if isinstance(exc, AuthError):
-        if " lacks " in text:
-            return "auth", "grant the missing privileges to the sink's API key or role (docs/sinks.md#elasticsearch)"
         return "auth", _AUTH_FIXES.get(cfg.type, "check the sink's credentials")
     if isinstance(exc, ConfigError):
         return "config", f"correct the [[sink]] table {cfg.name!r} (docs/sinks.md#{cfg.type})"
