@@ -306,6 +306,11 @@ class HttpFake:
             writer.transport.abort()
         finally:
             self._open.discard(writer)
+            # Close here, on the loop's thread. Left to the garbage collector, StreamWriter.__del__ closes
+            # the transport from whatever thread collects it, and that close removes the selector's reader
+            # for the transport's fd number, which by then may belong to a newer connection: that
+            # connection's request then sits unread (seen as a client waiting 30 s for a response).
+            writer.close()
 
     def _write(self, writer: asyncio.StreamWriter, resp: Response) -> None:
         head = [f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Status')}",
