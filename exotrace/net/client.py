@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import os
 import ssl
@@ -26,16 +28,35 @@ def ssl_context(ca_bundle: Path | None = None) -> ssl.SSLContext:
     return ctx
 
 
+_BUNDLES: dict[str, str] = {}  # combined bundle text digest -> this process's private file
+
+
 def _combined_bundle(ca_bundle: Path) -> str:
-    """certifi's roots plus ``ca_bundle`` in one private temp file (requests takes a single path)."""
+    """certifi's roots plus ``ca_bundle`` in one private temp file (requests takes a single path).
+
+    The file is created afresh by this process (``mkstemp``: exclusive, mode 0600) and removed at exit. A
+    predictable name in the shared temp folder would let another local user plant a bundle of their own
+    (and with it a CA that reads the token requests), so an existing file is never reused.
+    """
     combined = Path(certifi.where()).read_text() + "\n" + ca_bundle.read_text()
-    digest = hashlib.sha256(combined.encode()).hexdigest()[:16]
-    out = Path(tempfile.gettempdir()) / f"exotrace-ca-{digest}.pem"
-    if not out.exists():
-        tmp = out.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(combined)
-        os.replace(tmp, out)
-    return str(out)
+    digest = hashlib.sha256(combined.encode()).hexdigest()
+    found = _BUNDLES.get(digest)
+    if found is not None and os.path.exists(found):
+        return found
+    fd, path = tempfile.mkstemp(prefix="exotrace-ca-", suffix=".pem")
+    with os.fdopen(fd, "w") as out:
+        out.write(combined)
+    if not _BUNDLES:
+        atexit.register(_remove_bundles)
+    _BUNDLES[digest] = path
+    return path
+
+
+def _remove_bundles() -> None:
+    for path in _BUNDLES.values():
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    _BUNDLES.clear()
 
 
 def make_async_client(*, ca_bundle: Path | None = None, proxy: str | None = None,

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import select
 import socket
 import socketserver
+import subprocess
+import sys
+import tempfile
 import threading
 from datetime import timedelta
 from pathlib import Path
 
+import certifi
 from collect_helpers import check_complete, collect, write_config
 
 from exotrace.collect import run_collector
 from exotrace.config import load_config
+from exotrace.net import make_requests_session
 from exotrace.simulator import SimTenant, SimulatorConfig, start_simulator
 
 
@@ -101,3 +108,25 @@ def test_dead_proxy_is_reported_not_bypassed(tmp_path: Path) -> None:
         served = sim.stats()
     assert served.get("tokens_issued", 0) == 0 and served.get("requests_graph_list", 0) == 0
     assert reports[0].windows_read == 0  # type: ignore[attr-defined]
+
+
+def test_the_token_clients_ca_bundle_is_private_and_removed_at_exit(tmp_path: Path) -> None:
+    """MSAL's requests session takes one CA file: ours is made afresh (0600) and never one found in /tmp."""
+    ca = tmp_path / "corp-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    combined = Path(certifi.where()).read_text() + "\n" + ca.read_text()
+    planted = Path(tempfile.gettempdir()) / f"exotrace-ca-{hashlib.sha256(combined.encode()).hexdigest()[:16]}.pem"
+    planted.write_text("an attacker's CA")  # the name the old code trusted without reading it
+    try:
+        path = Path(make_requests_session(ca_bundle=ca).verify)  # type: ignore[arg-type]
+        assert path != planted and path.read_text() == combined
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert Path(make_requests_session(ca_bundle=ca).verify) == path  # one file per bundle and process
+    finally:
+        planted.unlink()
+    script = ("import sys; from pathlib import Path; from exotrace.net import make_requests_session; "
+              "print(make_requests_session(ca_bundle=Path(sys.argv[1])).verify)")
+    out = subprocess.run([sys.executable, "-c", script, str(ca)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "TMPDIR": str(tmp_path)})
+    made = Path(out.stdout.strip())
+    assert made.parent == tmp_path and not made.exists()  # removed when the process ended
