@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -229,14 +230,19 @@ class TenantRunner:
         """Queue a status write at most every ``STATUS_EVERY`` seconds (one small transaction on the writer
         thread; nobody waits for it, so reads never stall behind it)."""
         if time.monotonic() - self._status_at >= STATUS_EVERY:
-            fut = asyncio.ensure_future(self._db(self._write_status, self._status_fields()))
+            fields = self._status_fields()
+            fut = asyncio.ensure_future(self._db(self._write_status, fields))
             self._status_writes.add(fut)
-            fut.add_done_callback(self._status_written)
+            fut.add_done_callback(partial(self._status_written, fields))
 
-    def _status_written(self, fut: asyncio.Future[Any]) -> None:
+    def _status_written(self, fields: dict[str, Any], fut: asyncio.Future[Any]) -> None:
         self._status_writes.discard(fut)
-        if not fut.cancelled() and fut.exception() is not None:
-            log.warning("status not written tenant=%s error=%s", self.t.name, redact(fut.exception()))
+        if fut.cancelled() or fut.exception() is not None:
+            # the write carried counts since the last one: hand them to the next write instead of losing them
+            requests, throttled = self._saved_counts
+            self._saved_counts = (requests - fields["requests"], throttled - fields["throttled"])
+            if not fut.cancelled():
+                log.warning("status not written tenant=%s error=%s", self.t.name, redact(fut.exception()))
 
     # -- main loop ----------------------------------------------------------------------------
     async def _loop(self, source: Source) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 from exotrace.archive import Archive
 from exotrace.collect import open_archive
@@ -16,6 +17,7 @@ from exotrace.collect.quota import QuotaGovernor
 from exotrace.collect.runner import TenantRunner
 from exotrace.config import CollectorSettings, parse_config
 from exotrace.net import parse_retry_after
+from exotrace.sources.base import Counters
 from exotrace.sources.graph import repair_next_link, repair_skiptoken
 from exotrace.state.ledger import TICK, Ledger, Window
 
@@ -246,3 +248,37 @@ def test_rws_paging_limit_is_told_from_a_fault_by_the_offset() -> None:
     assert _rws_offset(base + "&$skiptoken=1500") == 1500 < RWS_OFFSET_LIMIT
     assert _rws_offset(base.replace("$", "%24") + "&%24skiptoken=999999") == 999999 >= RWS_OFFSET_LIMIT
     assert _rws_offset("https://graph/v1.0/x?$skiptoken=eyJTdGFydERhdGUiOi") == -1  # Graph's base64 tokens
+
+
+def test_a_failed_status_write_hands_its_counts_to_the_next(tmp_path: Path) -> None:
+    """Status counts are written as increments: one that fails must not lose the requests it carried."""
+    runner, ledger, arch = _runner(tmp_path)
+    try:
+        runner.caller = SimpleNamespace(counters=Counters())  # type: ignore[assignment]
+        writes = iter([RuntimeError("database is locked"), None])
+        real = runner._write_status
+
+        def flaky(fields: dict) -> None:
+            failure = next(writes)
+            if failure is not None:
+                raise failure
+            real(fields)
+
+        runner._write_status = flaky  # type: ignore[method-assign]
+
+        async def main() -> None:
+            runner.caller.counters.requests, runner.caller.counters.throttled = 7, 2
+            runner._status_at = 0.0
+            runner._maybe_save_status()  # fails
+            await asyncio.gather(*runner._status_writes, return_exceptions=True)
+            await asyncio.sleep(0)
+            runner.caller.counters.requests = 10
+            runner._status_at = 0.0
+            runner._maybe_save_status()  # carries the 7 + 2 as well as the 3 new requests
+            await asyncio.gather(*runner._status_writes, return_exceptions=True)
+
+        asyncio.run(main())
+        info = ledger.tenant_info("t")
+        assert (info["requests"], info["throttled"]) == (10, 2)
+    finally:
+        arch.close()
