@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import hashlib
-import os
 import ssl
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import certifi
 import httpx
 import requests
+from requests.adapters import HTTPAdapter
 
 from exotrace import __version__
 
@@ -26,37 +22,6 @@ def ssl_context(ca_bundle: Path | None = None) -> ssl.SSLContext:
     if ca_bundle is not None:
         ctx.load_verify_locations(cafile=str(ca_bundle))
     return ctx
-
-
-_BUNDLES: dict[str, str] = {}  # combined bundle text digest -> this process's private file
-
-
-def _combined_bundle(ca_bundle: Path) -> str:
-    """certifi's roots plus ``ca_bundle`` in one private temp file (requests takes a single path).
-
-    The file is created afresh by this process (``mkstemp``: exclusive, mode 0600) and removed at exit. A
-    predictable name in the shared temp folder would let another local user plant a bundle of their own
-    (and with it a CA that reads the token requests), so an existing file is never reused.
-    """
-    combined = Path(certifi.where()).read_text() + "\n" + ca_bundle.read_text()
-    digest = hashlib.sha256(combined.encode()).hexdigest()
-    found = _BUNDLES.get(digest)
-    if found is not None and os.path.exists(found):
-        return found
-    fd, path = tempfile.mkstemp(prefix="exotrace-ca-", suffix=".pem")
-    with os.fdopen(fd, "w") as out:
-        out.write(combined)
-    if not _BUNDLES:
-        atexit.register(_remove_bundles)
-    _BUNDLES[digest] = path
-    return path
-
-
-def _remove_bundles() -> None:
-    for path in _BUNDLES.values():
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-    _BUNDLES.clear()
 
 
 def make_async_client(*, ca_bundle: Path | None = None, proxy: str | None = None,
@@ -73,23 +38,40 @@ def make_async_client(*, ca_bundle: Path | None = None, proxy: str | None = None
     )
 
 
+class _ContextAdapter(HTTPAdapter):
+    """Connections (direct or through a proxy's tunnel) verified by one ``SSLContext``: no CA file on disk,
+    so none that another local user could swap."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        kwargs["ssl_context"] = self._context
+        return super().proxy_manager_for(proxy, **kwargs)
+
+
 class _Session(requests.Session):
-    """A session whose ``verify`` is not overridden by REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE."""
+    """A session that verifies TLS with its own adapters' context: ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``
+    cannot replace it."""
 
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
                                    cert: Any) -> dict[str, Any]:
         merged: dict[str, Any] = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        if isinstance(self.verify, str):
-            merged["verify"] = self.verify
+        merged["verify"] = True
         return merged
 
 
 def make_requests_session(*, ca_bundle: Path | None = None, proxy: str | None = None) -> requests.Session:
-    """A requests session for MSAL (its ``http_client``): same CA and proxy as the API client."""
+    """A requests session for MSAL (its ``http_client``): the API client's CAs (certifi's roots plus
+    ``ca_bundle``) and proxy."""
     s = _Session()
     s.headers["User-Agent"] = USER_AGENT
-    if ca_bundle is not None:
-        s.verify = _combined_bundle(ca_bundle)
+    s.mount("https://", _ContextAdapter(ssl_context(ca_bundle)))
     if proxy:
         s.proxies = {"http": proxy, "https": proxy}
         s.trust_env = False

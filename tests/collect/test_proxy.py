@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 import select
 import socket
 import socketserver
-import subprocess
-import sys
 import tempfile
 import threading
 from datetime import timedelta
 from pathlib import Path
 
-import certifi
+import pytest
+import requests
 from collect_helpers import check_complete, collect, write_config
 
 from exotrace.collect import run_collector
@@ -110,23 +107,24 @@ def test_dead_proxy_is_reported_not_bypassed(tmp_path: Path) -> None:
     assert reports[0].windows_read == 0  # type: ignore[attr-defined]
 
 
-def test_the_token_clients_ca_bundle_is_private_and_removed_at_exit(tmp_path: Path) -> None:
-    """MSAL's requests session takes one CA file: ours is made afresh (0600) and never one found in /tmp."""
-    ca = tmp_path / "corp-ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    combined = Path(certifi.where()).read_text() + "\n" + ca.read_text()
-    planted = Path(tempfile.gettempdir()) / f"exotrace-ca-{hashlib.sha256(combined.encode()).hexdigest()[:16]}.pem"
-    planted.write_text("an attacker's CA")  # the name the old code trusted without reading it
+def test_the_token_session_trusts_the_ca_bundle_without_a_file_or_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MSAL's requests session verifies with an in-memory context (certifi's roots plus ``ca_bundle``): no
+    CA file in the temp folder that another user could swap, and ``REQUESTS_CA_BUNDLE`` cannot widen it."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None  # read TMPDIR again
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "elsewhere.pem"))
     try:
-        path = Path(make_requests_session(ca_bundle=ca).verify)  # type: ignore[arg-type]
-        assert path != planted and path.read_text() == combined
-        assert path.stat().st_mode & 0o777 == 0o600
-        assert Path(make_requests_session(ca_bundle=ca).verify) == path  # one file per bundle and process
+        with start_simulator(SimulatorConfig(seed=13, speed=600.0, rows_per_day=10,
+                                             tenants=[SimTenant.default("contoso", 13)])) as sim:
+            url = sim.login_url + "/contoso/v2.0/.well-known/openid-configuration"
+            trusted = make_requests_session(ca_bundle=sim.ca_file)
+            assert trusted.get(url, timeout=10).status_code < 500
+            with pytest.raises(requests.exceptions.SSLError):  # without the bundle: the simulator's CA is unknown
+                make_requests_session().get(url, timeout=10)
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(sim.ca_file))
+            with pytest.raises(requests.exceptions.SSLError):  # ... and the environment does not change that
+                make_requests_session().get(url, timeout=10)
     finally:
-        planted.unlink()
-    script = ("import sys; from pathlib import Path; from exotrace.net import make_requests_session; "
-              "print(make_requests_session(ca_bundle=Path(sys.argv[1])).verify)")
-    out = subprocess.run([sys.executable, "-c", script, str(ca)], capture_output=True, text=True, check=True,
-                         env={**os.environ, "TMPDIR": str(tmp_path)})
-    made = Path(out.stdout.strip())
-    assert made.parent == tmp_path and not made.exists()  # removed when the process ended
+        tempfile.tempdir = None
+    assert list(tmp_path.iterdir()) == []
