@@ -110,6 +110,17 @@ class ApiCaller:
         self.clock = clock
         self.max_attempts = max_attempts
         self.counters = Counters()
+        self.origins = {_origin(u) for u in (tenant.graph_url, tenant.rws_url) if u}
+
+    def check_origin(self, url: str) -> None:
+        """Refuse a URL off the configured API origins (scheme, host, port): the token goes with every GET,
+        and a next link from a response must not send it elsewhere (or over plain HTTP)."""
+        if _origin(url) not in self.origins:
+            shown = redact(url.split("?", 1)[0])[:200]
+            raise PermanentError(
+                f"refusing to send the token to {shown}: a next link left the configured API origin "
+                f"({', '.join(sorted(f'{s}://{h}:{p}' for s, h, p in self.origins))}); check graph_url/rws_url "
+                "and any proxy rewriting responses")
 
     async def get_json(self, url: str, params: dict[str, str] | None = None,
                        headers: dict[str, str] | None = None) -> tuple[dict[str, Any], str, datetime]:
@@ -118,6 +129,7 @@ class ApiCaller:
         auth_retries = throttles = 0
         last: Exception | None = None
         attempt = 0
+        self.check_origin(url)
         while attempt < self.max_attempts:
             attempt += 1
             token = await unless_stopped(self.tokens.token(), self.stop)
@@ -232,3 +244,8 @@ def _rws_offset(url: str) -> int:
 def _sp_missing(text: str) -> bool:
     t = text.lower()
     return "service principal" in t and SP_APP_ID in t
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    u = httpx.URL(url)
+    return u.scheme, u.host, u.port or (443 if u.scheme == "https" else 80)
