@@ -21,7 +21,7 @@ import orjson
 from exotrace.errors import ConfigError
 from exotrace.model import Document, RawRecord, Reject
 from exotrace.normalize import Normalizer
-from exotrace.timeparse import format_ts
+from exotrace.timeparse import format_ts, normalize_ts
 
 log = logging.getLogger("exotrace.ingest")
 
@@ -109,6 +109,19 @@ class FileTimes:
 
     def __init__(self) -> None:
         self._times: dict[str, str | None] = {}
+        self._capped: dict[tuple[str, str], str] = {}
+
+    def cap(self, observed: str, origin: str) -> str:
+        """``observed`` (a query window's end), or the file's modification time when that is earlier: an
+        export asked up to tomorrow still only knows what was true when it was written."""
+        found = self._capped.get((observed, origin))
+        if found is None:
+            written = self(origin)
+            found = written if written is not None and (normalize_ts(observed) or "") > written else observed
+            if len(self._capped) >= 4096:
+                self._capped.clear()
+            self._capped[(observed, origin)] = found
+        return found
 
     def __call__(self, origin: str) -> str | None:
         found = self._times.get(origin, "")
@@ -246,6 +259,8 @@ def ingest(
                     reject(document_reject(doc))
                 elif doc.observed_at is None:
                     doc.observed_at = file_time(doc.origin)
+                else:
+                    doc.observed_at = file_time.cap(doc.observed_at, doc.origin)
                 docs.append(doc)
             if len(docs) + len(rejects) >= chunk_size:
                 flush()

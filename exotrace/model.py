@@ -76,8 +76,10 @@ def canonical_status(value: object) -> str:
 
 
 def status_rank(status: str) -> int:
-    """0 for provisional statuses, 1 for final ones: a final status is never replaced by a provisional one."""
-    return 0 if canonical_status(status) in PROVISIONAL_STATUSES else 1
+    """0 for provisional statuses (and a missing one), 1 for final ones: a final status is never replaced by
+    a provisional one, and a row that says no status never outranks one that does."""
+    status = canonical_status(status)
+    return 0 if not status or status in PROVISIONAL_STATUSES else 1
 
 
 def observation_version(status: str, observed_at: str | None) -> int:
@@ -247,7 +249,9 @@ class Document:
         """``row_key(trace_id, recipient)``; empty for documents without identity (pipeline errors)."""
         if self._key is None:
             s = self.summary
-            self._key = row_key(s.trace_id, s.recipient) if s.trace_id and s.recipient else ""  # type: ignore[union-attr]
+            trace_id, recipient = s.trace_id, s.recipient  # type: ignore[union-attr]
+            # a blank trace id is none: such a row gets a derived key (a shared "|recipient" would merge mails)
+            self._key = row_key(trace_id, recipient) if trace_id.strip() and recipient.strip() else ""
         return self._key
 
     @key.setter

@@ -394,18 +394,19 @@ class Archive:
         self._written += result.new + result.updated
         return result
 
-    def _lookup(self, wanted: dict[str, int]) -> dict[str, _State]:
-        """The stored state of the rows with these keys (key -> received day of the incoming document).
+    def _lookup(self, wanted: dict[str, set[int]]) -> dict[str, _State]:
+        """The stored state of the rows with these keys (key -> received days of the incoming documents).
 
-        A row is looked for on its day, then, when not there, on the day either side (``(day, key)``
+        A row is looked for on its days, then, when not there, on the day either side of each (``(day, key)``
         index, see :mod:`.schema`): a received time can slip by a time zone between sources, never more.
         """
         found: dict[str, _State] = {}
         for days in ((0,), (-1, 1)):
             by_day: dict[int, list[str]] = {}
-            for key, day in wanted.items():
+            for key, key_days in wanted.items():
                 if key not in found:
-                    by_day.setdefault(day, []).append(key)
+                    for day in key_days:
+                        by_day.setdefault(day, []).append(key)
             for day, keys in by_day.items():
                 near = [day + offset for offset in days]
                 for start in range(0, len(keys), LOOKUP_CHUNK):
@@ -429,7 +430,10 @@ class Archive:
         result.errors += len(errors) + len(refused)
         result.refused.extend(refused)
         result.derived += derived
-        states = self._lookup({item[1]: item[2][_DAY] for item in good})
+        wanted: dict[str, set[int]] = {}
+        for item in good:
+            wanted.setdefault(item[1], set()).add(item[2][_DAY])
+        states = self._lookup(wanted)
         inserts: list[list[Any]] = []
         updates: dict[int, tuple[Any, ...]] = {}
         docs: dict[int, bytes] = {}
@@ -477,6 +481,7 @@ class Archive:
             else:
                 updates[state.id] = (counters[1], *columns, digest, observed or None, now, origin, line, source,
                                      state.id)
+                touched.pop(state.id, None)  # an earlier touch in this batch is older than this update
             state.status, state.digest, state.observed_at = status, digest, observed
             docs[state.id] = text
             result.updated += 1

@@ -94,3 +94,12 @@ def test_each_search_walks_its_day_index(arch: Archive, query: SearchQuery, inde
 def test_exact_address_condition_names_the_domain() -> None:
     assert address_filter("m.recipient", "Linus@Contoso.com") == (
         "m.recipient_rdomain = ? AND m.recipient = ?", ["com.contoso", "linus@contoso.com"])
+
+
+def test_every_day_a_key_is_received_on_in_one_batch_is_looked_up(arch: Archive) -> None:
+    """Two sources 2 days apart (UTC-11 and UTC+14 exports without offsets) around a correct UTC read: the
+    UTC read is within a day of the stored row, so the batch holding it finds that row whatever follows."""
+    arch.upsert([doc("t1", received="2024-05-02T01:00:00.000Z", status="Pending", observed_at="2024-05-01T12:00:00Z")])
+    arch.upsert([doc("t1", received="2024-05-01T11:00:00.000Z", status="Delivered", observed_at="2024-05-01T13:00:00Z"),
+                 doc("t1", received="2024-04-30T23:00:00.000Z", status="Pending", observed_at="2024-05-01T12:30:00Z")])
+    assert arch.count() == 1 and arch.get("t1|linus@contoso.com")["status"] == "Delivered"

@@ -362,3 +362,22 @@ def test_a_repeat_observed_later_moves_the_row_on_so_an_older_change_cannot_win(
                         a.upsert([item])
                 row = a.get(KEY)
                 assert (row["status"], row["observed_at"]) == ("Delivered", "2024-05-01T13:00:00.000Z"), order
+
+
+def test_a_touch_then_an_update_in_one_batch_keeps_the_updates_time(arch: Archive) -> None:
+    """Seen again unchanged (a touch), then changed, in the same batch: the row is observed at the change,
+    so an observation between the two cannot replace it later."""
+    arch.upsert([doc(status="Delivered", observed_at="2024-05-01T10:00:00Z")])
+    arch.upsert([doc(status="Delivered", observed_at="2024-05-01T11:00:00Z"),
+                 doc(status="Failed", observed_at="2024-05-01T13:00:00Z")])
+    assert arch.get(KEY)["observed_at"] == "2024-05-01T13:00:00.000Z"
+    res = arch.upsert([doc(status="Delivered", observed_at="2024-05-01T12:00:00Z")])
+    assert (res.updated, res.stale) == (0, 1) and arch.snapshot() == {KEY: "Failed"}
+
+
+def test_a_row_without_status_never_outranks_one_with_a_status(arch: Archive) -> None:
+    arch.upsert([doc(status="Pending", observed_at="2024-05-01T12:00:00Z")])
+    res = arch.upsert([doc(status="", observed_at="2024-05-01T09:00:00Z")])  # older, and says nothing
+    assert res.updated == 0 and arch.snapshot() == {KEY: "Pending"}
+    res = arch.upsert([doc(status="Delivered", observed_at="2024-05-01T13:00:00Z")])
+    assert res.updated == 1 and arch.snapshot() == {KEY: "Delivered"}

@@ -294,3 +294,42 @@ def test_get_messagetracev2_export_csv_end_to_end(tmp_path: Path):
     assert [(r["status"], r["direction"], r["received"]) for r in found] == [
         ("FilteredAsSpam", "inbound", "2025-11-20T02:59:41.000Z")]
     assert found[0]["trace_id"] == "7c1d2e3f-4a5b-4c6d-9e0f-08de2a0f1e2d"
+
+
+def _legacy_row(status: str, trace_id: str = "11111111-1111-1111-1111-111111111111", subject: str = "hi",
+                **extra: object) -> str:
+    row = {"MessageId": f"<{subject}@x>", "Received": "2026-11-01T10:00:00Z", "SenderAddress": "ann@fabrikam.com",
+           "RecipientAddress": "bob@contoso.com", "Subject": subject, "Status": status, "Size": 10,
+           "MessageTraceId": trace_id, **extra}
+    return orjson.dumps(row).decode()
+
+
+def test_an_export_asked_up_to_tomorrow_is_observed_when_it_was_written(tmp_path: Path):
+    """EndDate in the future of the file: the export knows only what was true when it was written, so a
+    later collector read of the row keeps its newer status."""
+    export = tmp_path / "export.ndjson"
+    export.write_text(_legacy_row("Quarantined", StartDate="2026-11-01T00:00:00Z", EndDate="2026-11-03T00:00:00Z")
+                      + "\n")
+    written = 1_793_527_200  # 2026-11-01T10:00:00Z, two days before its EndDate
+    os.utime(export, (written, written))
+    collected = tmp_path / "collected.ndjson"  # the same row as the collector saw it at 13:00 that day
+    collected.write_text(_legacy_row("Delivered") + "\n")
+    os.utime(collected, (written + 3 * 3600, written + 3 * 3600))
+    db = tmp_path / "a.db"
+    run("ingest", str(collected), "--archive", str(db), "--no-geoip")
+    late = run("ingest", str(export), "--archive", str(db), "--no-geoip")
+    assert "updated 0, unchanged 1" in late.stderr
+    assert _rows(db)[0][3] == "Delivered"
+
+
+def test_a_blank_trace_id_is_no_trace_id(tmp_path: Path):
+    """Two mails to one recipient with a blank MessageTraceId are two rows (derived keys), not one."""
+    path = tmp_path / "blank.ndjson"
+    path.write_text(_legacy_row("Delivered", trace_id=" ", subject="first") + "\n"
+                    + _legacy_row("Delivered", trace_id=" ", subject="second") + "\n")
+    db = tmp_path / "a.db"
+    result = run("ingest", str(path), "--archive", str(db), "--no-geoip")
+    assert "new 2" in result.stderr
+    with sqlite3.connect(db) as con:
+        keys = [k for (k,) in con.execute("SELECT key FROM messages ORDER BY key")]
+    assert len(keys) == 2 and all(k.startswith("derived-") for k in keys)
