@@ -357,6 +357,8 @@ def _int(value: Any) -> int:
         raise NormalizeError("convert", f"field [Size] is not a number: {value!r}")
     if isinstance(value, int):
         number = value
+    elif isinstance(value, float) and abs(value) > _INT64_MAX:  # a JSON integer beyond 64 bits reads as float
+        raise NormalizeError("convert", f"field [Size] is out of range for a long: {value!r}")
     else:
         try:
             number = int(str(value).strip())

@@ -107,6 +107,7 @@ def test_identity():
         ({"SenderAddress": "no-at-sign"}, "Grok"),
         ({"FromIP": "999.1.1.1"}, "not an IP"),
         ({"Size": "big"}, "Size"),
+        ({"Size": float(2**70)}, "field [Size] is out of range for a long"),  # how orjson reads 2**70
     ],
 )
 def test_pipeline_errors_keep_original(geoip_dir, changes, fragment):
