@@ -20,6 +20,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Messages and summaries go to stderr so stdout stays clean for data (`--out -`, `--format ndjson`).
 err_console = Console(stderr=True, highlight=False)
 
+#: C0 and C1 control characters (ESC starts terminal sequences: cursor moves, hidden text, clipboard writes)
+_CONTROLS = {code: "\ufffd" for code in (*range(0x20), *range(0x7F, 0xA0))} | {9: " ", 10: " ", 13: " "}
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: tabs and line breaks as spaces, other control characters as
+    U+FFFD. Subjects and addresses come from whoever sent the mail."""
+    return text.translate(_CONTROLS)
+
 
 def fail(message: str, code: int) -> None:
     """Print ``Error: message`` on stderr and exit with ``code`` (the message is plain text, never markup)."""

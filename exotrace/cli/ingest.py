@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from exotrace.cli._common import archive_option, err_console, handle_errors, setup_logging, silence_stdout
+from exotrace.cli._common import (
+    archive_option,
+    err_console,
+    handle_errors,
+    printable,
+    setup_logging,
+    silence_stdout,
+)
 from exotrace.errors import ConfigError
 from exotrace.ingest import IngestStats, RejectWriter, open_output
 from exotrace.ingest import ingest as run_ingest
@@ -85,7 +92,7 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
         nonlocal shown
         shown += 1
         if shown <= MAX_REJECT_LINES:
-            err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+            err_console.print(printable(message), markup=False, highlight=False, soft_wrap=True)
 
     with ExitStack() as stack:
         # Outputs the user named first: a bad --out or --rejects path fails before anything is written.

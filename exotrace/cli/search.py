@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from exotrace.cli._common import archive_option, err_console, handle_errors
+from exotrace.cli._common import archive_option, err_console, handle_errors, printable
 from exotrace.model import STATUSES, canonical_status
 from exotrace.timeparse import parse_time
 
@@ -202,8 +202,8 @@ def _print_table(rows: list[dict[str, Any]], *, more: bool, limit: int) -> None:
         return
     headers = ["Received (UTC)", "Status", "Direction", "Sender", "Recipient", "Subject"]
     cells = [
-        [_short_time(r["received"]), r["status"] or "", r["direction"] or "", r["sender"] or "<>",
-         r["recipient"] or "", r["subject"] or ""]
+        [_short_time(r["received"]), printable(r["status"] or ""), r["direction"] or "",
+         printable(r["sender"] or "<>"), printable(r["recipient"] or ""), printable(r["subject"] or "")]
         for r in rows
     ]
     if console.width < WIDE_TABLE:  # narrow terminal: the direction column goes first
@@ -237,7 +237,7 @@ def _print_history(rows: list[dict[str, Any]]) -> None:
         console.print("\nStatus history (observed time, change, when archived and from which source):",
                       markup=False, soft_wrap=True)
     for row in rows:
-        console.print(Text(f"\n{row['trace_id']}  {row['recipient']}", style="bold"), soft_wrap=True)
+        console.print(Text("\n" + printable(f"{row['trace_id']}  {row['recipient']}"), style="bold"), soft_wrap=True)
         for event in row["history"]:
             if event["event"] == "first_seen":
                 change = f"first seen   {event['new_status']}"
@@ -245,7 +245,7 @@ def _print_history(rows: list[dict[str, Any]]) -> None:
                 change = f"changed      {event['old_status']} -> {event['new_status']}"
             when = _short_time(event["observed_at"]) or "(time unknown)"
             line = f"  {when}  {change}   recorded {_short_time(event['recorded_at'])} from {event['source'] or '?'}"
-            console.print(Text(line), soft_wrap=True)
+            console.print(Text(printable(line)), soft_wrap=True)
 
 
 # -- stats --------------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ def _count_table(title: str, label: str, items: list[tuple[str, int]], total: in
     table.add_column("Count", justify="right")
     table.add_column("%", justify="right")
     for name, count in items:
-        table.add_row(Text(str(name)), f"{count:,}", f"{100 * count / total:.1f}" if total else "")
+        table.add_row(Text(printable(str(name))), f"{count:,}", f"{100 * count / total:.1f}" if total else "")
     return table
 
 

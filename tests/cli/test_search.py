@@ -266,3 +266,20 @@ def test_history_shows_first_seen_and_each_change(tmp_path: Path) -> None:
 def test_history_needs_table_or_json(archive: str, fmt: str) -> None:
     result = run("search", "--archive", archive, "--history", "--format", fmt)
     assert result.exit_code == 2 and "--history works with --format table or json" in result.output
+
+
+def test_terminal_sequences_in_mail_fields_are_not_passed_to_the_terminal(tmp_path: Path) -> None:
+    """A subject or address can carry ESC sequences (clipboard writes, hidden text): the table, the history
+    and stats show them as U+FFFD; JSON keeps the value as it was."""
+    path = tmp_path / "esc.db"
+    subject = "Hi\x1b]52;c;cm0gLXJmIH4K\x07\x1b[8mhidden\x9b2J"
+    sender = "a\x1b[31m@evil.example"
+    with Archive.open(path) as arch:
+        arch.upsert([doc("t1", "bob@contoso.com", sender=sender, subject=subject)])
+    for args in (["search", "--history"], ["stats"]):
+        result = run(*args, "--archive", str(path))
+        assert result.exit_code == 0, result.output
+        assert not any(ch in result.output for ch in "\x1b\x07\x9b"), repr(result.output)
+    table = run("search", "--archive", str(path)).output
+    assert "Hi\ufffd]52;c;cm0gLXJmIH4K\ufffd\ufffd[8mhidden\ufffd2J" in table
+    assert json.loads(run("search", "--archive", str(path), "--format", "json").output)[0]["subject"] == subject
