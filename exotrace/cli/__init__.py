@@ -7,6 +7,7 @@ and a command's heavy imports (uvicorn, elasticsearch) load only when it runs.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -76,5 +77,7 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Console-script entry point."""
+    """Console-script entry point. Files exotrace creates (archive, NDJSON, rejects, spools, state) hold mail
+    metadata, so they are private to the user running it: the umask loses its group and other bits."""
+    os.umask(os.umask(0o077) | 0o077)
     return cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="exotrace")

@@ -333,3 +333,21 @@ def test_a_blank_trace_id_is_no_trace_id(tmp_path: Path):
     with sqlite3.connect(db) as con:
         keys = [k for (k,) in con.execute("SELECT key FROM messages ORDER BY key")]
     assert len(keys) == 2 and all(k.startswith("derived-") for k in keys)
+
+
+def test_files_exotrace_creates_are_private_to_its_user(tmp_path: Path):
+    """Archive (and its WAL), NDJSON, rejects and the spool hold mail metadata: no group or other access,
+    whatever the caller's umask."""
+    src = tmp_path / "in.ndjson"
+    src.write_text(GOOD + "\n{broken\n")
+    config = tmp_path / "sinks.toml"
+    config.write_text(f'[[sink]]\ntype = "file"\nname = "copy"\npath = "{tmp_path / "out" / "docs.ndjson"}"\n')
+    args = [sys.executable, "-m", "exotrace", "ingest", str(src), "--archive", str(tmp_path / "a.db"),
+            "--out", str(tmp_path / "docs.ndjson"), "--rejects", str(tmp_path / "rejects.ndjson"),
+            "--config", str(config), "--no-geoip", "-q"]
+    done = subprocess.run(args, capture_output=True, text=True, preexec_fn=lambda: os.umask(0o022))
+    assert done.returncode == 1, done.stderr  # one line rejected
+    made = [p for p in tmp_path.rglob("*") if p != src and p != config]
+    assert {p.name for p in made} >= {"a.db", "docs.ndjson", "rejects.ndjson", "a.db.spool", "out"}
+    loose = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in made if p.stat().st_mode & 0o077}
+    assert loose == {}
