@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from exotrace.errors import ConfigError
+from exotrace.net.redact import register_secret
 
 __all__ = [
     "CLOUDS",
@@ -210,7 +211,7 @@ class TenantConfig:
     rws_url: str = ""
     scope: str = ""
     ca_bundle: Path | None = None
-    proxy: str | None = None
+    proxy: str | None = field(default=None, repr=False)  # may hold credentials (from env:/file:)
     settings: CollectorSettings = field(default_factory=CollectorSettings)
 
     @property
@@ -316,10 +317,30 @@ def _settings(table: dict[str, Any], where: str, base: CollectorSettings) -> Col
     return s
 
 
-def _url(value: object, key: str) -> str:
+#: ``scheme://user:password@``: credentials written into a URL
+URL_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#@\s]*@", re.I)
+
+
+def _url(value: object, key: str, *, credentials: bool = False) -> str:
     if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
         raise ConfigError(f"{key}: expected an http(s) URL, got {value!r}", key=key)
+    if not credentials and URL_CREDENTIALS.match(value):
+        fix = ("write proxy = \"env:EXOTRACE_PROXY\" (or \"file:/path\") with the URL, credentials included, in "
+               "that variable or file") if key.endswith("proxy") else "remove them"
+        raise ConfigError(f"{key}: credentials are not accepted inline in a URL; {fix}", key=key)
     return value.rstrip("/")
+
+
+def _proxy(value: object, key: str, base: Path) -> str:
+    """The proxy URL: inline without credentials, or from ``env:``/``file:`` (then it may hold them)."""
+    if isinstance(value, str) and value.strip().startswith(("env:", "file:")):
+        url = _url(resolve_secret(value, key=key, base=base).reveal(), key, credentials=True)
+        register_secret(url)
+        found = URL_CREDENTIALS.match(url)
+        if found:  # the password alone, as a client error message may show it
+            register_secret(found.group().split("://", 1)[1].rstrip("@").partition(":")[2])
+        return url
+    return _url(value, key)
 
 
 def _tenant(raw: dict[str, Any], i: int, base: Path, settings: CollectorSettings,
@@ -380,7 +401,7 @@ def _tenant(raw: dict[str, Any], i: int, base: Path, settings: CollectorSettings
             raise ConfigError(f"{where}ca_bundle: file {ca} not found", key=f"{where}ca_bundle")
     proxy = raw.get("proxy")
     if proxy is not None:
-        proxy = _url(proxy, f"{where}proxy")
+        proxy = _proxy(proxy, f"{where}proxy", base)
     return TenantConfig(
         name=name,
         tenant_id=raw["tenant_id"].strip(),

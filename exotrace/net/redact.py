@@ -12,6 +12,8 @@ _PATTERNS = [
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1[REDACTED]"),
     (re.compile(r"(?i)((?:client_secret|client_assertion|access_token|refresh_token|password|"
                 r"id_token)[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+"), r"\1[REDACTED]"),
+    # credentials written into a URL: scheme://user:password@host
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s:]*:[^/?#@\s]*@"), r"\1[REDACTED]@"),
     # JWTs anywhere (three base64url parts, the first starting with eyJ).
     (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), "[REDACTED-JWT]"),
 ]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from exotrace.config import URL_CREDENTIALS
 from exotrace.errors import ConfigError
 
 __all__ = [
@@ -452,7 +453,7 @@ def _coerce(value: Any, hint: Any, where: str, key: str) -> Any:
     raise ConfigError(f"{where}: unsupported value", key=key)  # pragma: no cover
 
 
-_SECRET_HEADER = re.compile(r"(authorization|token|api[-_]?key|secret|password|cookie)", re.I)
+_SECRET_HEADER = re.compile(r"(auth|token|key|secret|passw|cookie|credential|signature)", re.I)
 
 
 def _validate(c: SinkConfig, where: str) -> None:
@@ -498,6 +499,9 @@ def _validate(c: SinkConfig, where: str) -> None:
 def _check_url(url: str, where: str, key: str) -> None:
     if not re.match(r"^https?://[^/\s]+", url or ""):
         raise ConfigError(f"{where}: {key} must be an http(s) URL, not {url!r}", key=key)
+    if URL_CREDENTIALS.match(url):
+        raise ConfigError(f"{where}: {key}: credentials are not accepted inline in a URL; remove them and use "
+                          "username/password, api_key, token or auth_header with an env:/file: reference", key=key)
 
 
 # -- documentation ----------------------------------------------------------------------------------

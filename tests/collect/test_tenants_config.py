@@ -177,3 +177,22 @@ def test_normalize_table_geoip_and_original(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="normalize.geoip_dir"):
         path.write_text(path.read_text().replace(str(geo), str(tmp_path / "nope")))
         load_config(path)
+
+
+def test_proxy_credentials_come_from_a_reference_never_inline(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match='proxy = "env:EXOTRACE_PROXY"') as info:
+        load_config(_cfg(tmp_path, 'client_secret = "env:HOME"\nproxy = "http://u:ProxyPw-1@proxy:3128"', ""))
+    assert "ProxyPw-1" not in str(info.value)
+    with pytest.raises(ConfigError, match="credentials are not accepted inline"):
+        load_config(_cfg(tmp_path, 'client_secret = "env:HOME"\ngraph_url = "https://u:p@graph.example"', ""))
+    monkeypatch.setenv("EXO_TEST_PROXY", "http://u:ProxyPw-2@proxy:3128")
+    cfg = load_config(_cfg(tmp_path, 'client_secret = "env:HOME"\nproxy = "env:EXO_TEST_PROXY"', ""))
+    assert cfg.tenants[0].proxy == "http://u:ProxyPw-2@proxy:3128"
+    assert "ProxyPw-2" not in repr(cfg)
+    shown = redact("ProxyError: cannot connect to http://u:ProxyPw-2@proxy:3128 (password ProxyPw-2)")
+    assert "ProxyPw-2" not in shown and "u:" not in shown
+
+
+def test_redaction_of_credentials_in_any_url() -> None:
+    assert redact("GET https://bob:Hunter2@intake.example/x failed") == "GET https://[REDACTED]@intake.example/x failed"

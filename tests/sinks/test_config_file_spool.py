@@ -203,3 +203,21 @@ def test_spool_lines_keep_the_observation_version_and_old_lines_still_read() -> 
     assert (back.seq, back.raw, back.key, back.fingerprint, back.version) == (7, record.raw, "t|u@x.com", "fp=", 123)
     old = decode_line(b'8\tfp2=\t"t|v@x.com"\t{"b":1}\n')  # a line spooled before versions were
     assert (old.seq, old.raw, old.key, old.fingerprint, old.version) == (8, b'{"b":1}', "t|v@x.com", "fp2=", 0)
+
+
+@pytest.mark.parametrize("table", [
+    {"type": "elasticsearch", "hosts": ["https://elastic:Hunter2-inline@es:9200"]},
+    {"type": "http", "url": "https://bob:Hunter2-inline@intake.example/ingest"},
+    {"type": "splunk_hec", "url": "https://x:Hunter2-inline@splunk:8088", "token": "env:EXO_UNSET"},
+])
+def test_credentials_written_into_a_sink_url_are_refused(table: dict) -> None:
+    with pytest.raises(ConfigError, match="credentials are not accepted inline in a URL") as e:
+        load_sinks([table])
+    assert "Hunter2" not in str(e.value)
+
+
+@pytest.mark.parametrize("header", ["X-Functions-Key", "Ocp-Apim-Subscription-Key", "X-Auth-Key", "Authentication",
+                                    "X-Sekoia-Intake-Key"])
+def test_secret_looking_headers_are_refused_inline(header: str) -> None:
+    with pytest.raises(ConfigError, match="looks like a secret"):
+        load_sinks([{"type": "http", "url": "http://x", "headers": {header: "s3cr3t"}}])
