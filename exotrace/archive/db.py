@@ -32,6 +32,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -222,9 +223,17 @@ def _reject_row(reject: Reject, doc: str | None, source: str, now: str) -> tuple
     """The ``rejects`` row of ``reject`` (text made storable, digest for de-duplication)."""
     origin, reason, raw = _storable(reject.origin or ""), _storable(reject.reason), _storable(reject.raw or "")
     line, field = reject.line or 0, reject.field
-    text = "\x00".join((origin, str(line), reason, field or "", raw))
+    text = "\x00".join((_same_file(origin), str(line), reason, field or "", raw))
     digest = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
     return (origin, line, reason, field, raw, doc, source, now, digest)
+
+
+def _same_file(origin: str) -> str:
+    """A file's origin as one spelling (``in1/a.ndjson``, ``./in1/a.ndjson`` and the absolute path are one
+    file), so a reject read again through another path is the same reject; other origins as they are."""
+    if origin and origin != "-" and os.path.isfile(origin):
+        return os.path.realpath(origin)
+    return origin
 
 
 class Archive:

@@ -351,3 +351,16 @@ def test_files_exotrace_creates_are_private_to_its_user(tmp_path: Path):
     assert {p.name for p in made} >= {"a.db", "docs.ndjson", "rejects.ndjson", "a.db.spool", "out"}
     loose = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in made if p.stat().st_mode & 0o077}
     assert loose == {}
+
+
+def test_a_bad_line_read_through_another_spelling_of_its_path_is_one_reject(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch):
+    folder = tmp_path / "in1"
+    folder.mkdir()
+    (folder / "a.ndjson").write_text(GOOD + "\n{broken\n")
+    db = tmp_path / "a.db"
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("in1", "./in1/", str(folder / "a.ndjson"), "in1/../in1/a.ndjson"):
+        assert run("ingest", spelling, "--archive", str(db), "--no-geoip").exit_code == 1
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM rejects").fetchone()[0] == 1
