@@ -471,20 +471,28 @@ def parse_config(data: dict[str, Any], *, base: Path, path: Path | None = None) 
     )
 
 
-def load_config(path: str | Path) -> AppConfig:
-    """Read and validate a TOML configuration file."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The TOML file's tables; a missing, unreadable, non-UTF-8 or invalid file is a ConfigError."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: configuration file not found; create one with `exotrace init {p}`",
                           key="config") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text; save the configuration as UTF-8", key="config") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}", key="config") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}", key="config") from None
+
+
+def load_config(path: str | Path) -> AppConfig:
+    """Read and validate a TOML configuration file."""
+    p = Path(path)
+    data = read_toml(p)
     try:
         return parse_config(data, base=p.resolve().parent, path=p)
     except ConfigError as exc:

@@ -67,10 +67,20 @@ class RejectWriter:
         except TypeError:  # a lone surrogate in the raw text: keep it, escaped
             data = orjson.dumps({k: v.encode("utf-8", "backslashreplace").decode() if isinstance(v, str) else v
                                  for k, v in row.items()})
-        self._fh.write(data + b"\n")
+        _write_named(self._fh, data + b"\n")
 
     def close(self) -> None:
         self._fh.close()
+
+
+def _write_named(stream: IO[bytes], data: bytes) -> None:
+    """Write; a failure (a full disk) names the file, as an ``OSError`` of that file."""
+    try:
+        stream.write(data)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, getattr(stream, "name", None)) from exc
 
 
 def document_reject(doc: Document) -> Reject:
@@ -216,7 +226,7 @@ def ingest(
         except (TypeError, ValueError):  # a document JSON cannot represent: write the others
             check_encodable(unwritable)
             data = b"".join([d.json + b"\n" for d in docs if id(d) not in unwritable])
-        stream.write(data)
+        _write_named(stream, data)
         stats.written += len(docs) - len(unwritable)
 
     def check_encodable(unwritable: set[int]) -> None:

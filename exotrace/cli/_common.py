@@ -30,6 +30,13 @@ def printable(text: str) -> str:
     return text.translate(_CONTROLS)
 
 
+def _check_archive_path(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """The archive is a file: an empty name or SQLite's ``:memory:`` would keep nothing."""
+    if not value or not value.strip() or value.strip() == ":memory:" or value.startswith("file:"):
+        raise click.BadParameter(f"{value!r} is not a file name; give the archive's path (default exotrace.db)")
+    return value
+
+
 def fail(message: str, code: int) -> None:
     """Print ``Error: message`` on stderr and exit with ``code`` (the message is plain text, never markup)."""
     err_console.print(f"[bold red]Error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
@@ -48,9 +55,20 @@ def handle_errors(func: F) -> F:
         except BrokenPipeError:  # `exotrace search ... | head`: the reader has what it wanted
             silence_stdout()
             sys.exit(0)
+        except OSError as exc:  # a file or folder the user named cannot be read or written
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc}", 2)
         except KeyboardInterrupt:
             err_console.print("Interrupted.")
             sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug: one line and the documented code, traceback with -vv
+            from exotrace.net.redact import redact
+
+            logging.getLogger("exotrace").debug("internal error", exc_info=True)
+            fail(f"internal error ({type(exc).__name__}: {redact(exc)}); please report it (-vv shows the "
+                 "traceback)", 70)
 
     return wrapper  # type: ignore[return-value]
 
@@ -78,6 +96,7 @@ def archive_option(func: F) -> F:
         default="exotrace.db",
         show_default=True,
         type=click.Path(dir_okay=False),
+        callback=_check_archive_path,
         envvar="EXOTRACE_ARCHIVE",
         help="SQLite archive file (env EXOTRACE_ARCHIVE).",
     )(func)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import click
 
@@ -76,6 +76,7 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
     for option, target in (("--out", out), ("--rejects", rejects_path)):
         if target and target != "-":
             _check_not_an_input(option, Path(target), paths)
+    _check_outputs_apart(out, rejects_path, None if no_archive else archive_path)
 
     normalizer = Normalizer(
         NormalizeOptions(
@@ -98,7 +99,7 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
         # Outputs the user named first: a bad --out or --rejects path fails before anything is written.
         stream, to_stdout = open_output(out)
         if stream is not None and not to_stdout:
-            stack.callback(stream.close)
+            stack.callback(_close_named, stream, out)
         rejects_file = RejectWriter(rejects_path) if rejects_path else None
         if rejects_file is not None:
             stack.callback(rejects_file.close)
@@ -129,6 +130,8 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
                 stream.flush()
             except BrokenPipeError:
                 stats.out_closed = True
+            except OSError as exc:  # a full disk: name the file
+                raise OSError(exc.errno, exc.strerror, out) from exc
         if stats.out_closed and to_stdout:
             silence_stdout()
         delivered = deliver.finish() if deliver is not None else True
@@ -152,6 +155,28 @@ def _check_not_an_input(option: str, target: Path, paths: tuple[Path, ...]) -> N
         if where == source or (given.is_dir() and where.is_relative_to(source)):
             relation = "the input" if where == source else "inside the input folder"
             raise ConfigError(f"{option} {target} is {relation} {given}; write it elsewhere", key=option)
+
+
+def _close_named(stream: IO[bytes], name: str) -> None:
+    """Close an output; a failure of its last flush (a full disk) names the file."""
+    try:
+        stream.close()
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, name) from exc
+
+
+def _check_outputs_apart(out: str | None, rejects_path: str | None, archive_path: str | None) -> None:
+    """--out, --rejects and the archive (with its -wal and -shm files) are three different files."""
+    named = [(option, Path(target).resolve()) for option, target in (("--out", out), ("--rejects", rejects_path))
+             if target and target != "-"]
+    if archive_path:
+        archive = Path(archive_path).resolve()
+        for option, where in named:
+            if where in (archive, Path(f"{archive}-wal"), Path(f"{archive}-shm")):
+                raise ConfigError(f"{option} {where} is the archive; it would be overwritten: write it elsewhere",
+                                  key=option)
+    if len(named) == 2 and named[0][1] == named[1][1]:
+        raise ConfigError(f"--out and --rejects are the same file {named[0][1]}; give each its own", key="--out")
 
 
 def _summary(stats: IngestStats, archive_path: str | None, rejects_path: str | None) -> None:
@@ -192,12 +217,9 @@ def _sink_delivery(config_path: Path | None, stack: ExitStack, archive_path: str
     """
     if config_path is None:
         return None
-    import tomllib
+    from exotrace.config import read_toml
 
-    try:
-        data = tomllib.loads(config_path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{config_path}: invalid TOML: {exc}") from None
+    data = read_toml(config_path)
     tables = data.get("sink") or []
     if not tables:
         raise ConfigError(f"{config_path}: no [[sink]] table; add one (see docs/sinks.md)", key="sink")

@@ -364,3 +364,61 @@ def test_a_bad_line_read_through_another_spelling_of_its_path_is_one_reject(tmp_
         assert run("ingest", spelling, "--archive", str(db), "--no-geoip").exit_code == 1
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT count(*) FROM rejects").fetchone()[0] == 1
+
+
+def _two_lines(result) -> str:
+    assert "Traceback" not in result.output + result.stderr
+    return result.stderr
+
+
+def test_outputs_that_would_overwrite_the_archive_or_each_other_are_usage_errors(tmp_path: Path):
+    src = tmp_path / "in.ndjson"
+    src.write_text(GOOD + "\n")
+    db = tmp_path / "a.db"
+    assert run("ingest", str(src), "--archive", str(db), "--no-geoip").exit_code == 0
+    for args in (["--out", str(db)], ["--rejects", f"{db}-wal"],
+                 ["--out", str(tmp_path / "x.nd"), "--rejects", str(tmp_path / "." / "x.nd")]):
+        result = run("ingest", str(src), "--archive", str(db), "--no-geoip", *args)
+        assert result.exit_code == 2 and "Error:" in _two_lines(result), args
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM messages").fetchone()[0] == 1
+    for name in ("", ":memory:"):
+        result = run("ingest", str(src), "--archive", name, "--no-geoip")
+        assert result.exit_code == 2 and "is not a file name" in _two_lines(result)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to simulate a full disk")
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path: Path):
+    src = tmp_path / "in.ndjson"
+    src.write_text(GOOD + "\n")
+    result = run("ingest", str(src), "--no-archive", "--out", "/dev/full", "--no-geoip")
+    assert result.exit_code == 2 and "Error: /dev/full: No space left on device" in _two_lines(result)
+
+
+def test_json_nested_too_deeply_is_a_reject_and_the_next_file_is_read(tmp_path: Path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    good = tmp_path / "good.ndjson"
+    good.write_text(GOOD + "\n")
+    result = run("ingest", str(deep), str(good), "--archive", str(tmp_path / "a.db"), "--no-geoip")
+    assert result.exit_code == 1
+    assert "deep.json:1: JSON nested too deeply" in _two_lines(result) and "new 1" in result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_fifo_inside_a_folder_is_skipped_not_waited_on(tmp_path: Path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.mkfifo(folder / "x.json")
+    (folder / "good.ndjson").write_text(GOOD + "\n")
+    done = subprocess.run([sys.executable, "-m", "exotrace", "ingest", str(folder), "--archive",
+                           str(tmp_path / "a.db"), "--no-geoip"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "new 1" in done.stderr
+
+
+def test_a_config_that_is_not_utf8_is_a_config_error(tmp_path: Path):
+    config = tmp_path / "bad.toml"
+    config.write_bytes(b"\xff\xfe[\x00")
+    src = tmp_path / "in.ndjson"
+    src.write_text(GOOD + "\n")
+    result = run("ingest", str(src), "--config", str(config), "--archive", str(tmp_path / "a.db"), "--no-geoip")
+    assert result.exit_code == 2 and "not UTF-8 text" in _two_lines(result)

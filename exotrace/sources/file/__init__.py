@@ -70,6 +70,9 @@ def read_file(path: PathLike, format: str | None = None,
                          "the rest of the file was not read")
         except (OSError, EOFError) as exc:
             yield Reject(origin, src.lineno + 1, f"read error: {exc}; the rest of the file was not read")
+        except RecursionError:
+            yield Reject(origin, src.lineno + 1, "JSON nested too deeply to be a message-trace export; "
+                         "the rest of the file was not read")
         except Exception as exc:  # zlib.error and other decompression failures
             if type(exc).__module__ not in ("zlib", "gzip"):
                 raise

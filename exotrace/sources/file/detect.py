@@ -61,7 +61,8 @@ def iter_files(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str
                notes: bool = True) -> Iterator[str]:
     """Files named by ``paths``: files as given, folders recursed (sorted, hidden entries skipped).
 
-    Inside folders, SQLite databases (an exotrace archive, perhaps the one being written), their ``-wal``,
+    Inside folders, what is not a regular file (a FIFO, a socket), SQLite databases (an exotrace archive,
+    perhaps the one being written), their ``-wal``,
     ``-shm`` and ``-journal`` files and an archive's ``.spool`` folder are skipped, with an INFO note unless
     ``notes`` is false. A path that does not exist is passed through, so the reader reports it as a reject.
     """
@@ -86,6 +87,10 @@ def iter_files(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str
                 if name.startswith("."):
                     continue
                 full = os.path.join(root, name)
+                if not os.path.isfile(full):  # a FIFO or socket would block the read (a named path still may)
+                    if notes:
+                        log.info("Skipping %s: not a regular file.", full)
+                    continue
                 if _archive_file(root, name):
                     if notes:
                         log.info("Skipping %s: an SQLite database or its journal, not a message-trace export.", full)
@@ -97,6 +102,8 @@ def iter_files(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str
 
 def is_sqlite(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a file that starts with SQLite's header."""
+    if not os.path.isfile(path):
+        return False
     try:
         with open(path, "rb") as fh:
             return fh.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
