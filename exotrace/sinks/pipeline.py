@@ -290,14 +290,17 @@ class _Worker:
                     result = await self.sink.send(part)
                 except SinkError as exc:
                     self.counters["failed"] += len(part)
-                    if len(part) == 1:
-                        self._dead_letter(part[0], str(exc))
-                    else:
+                    if len(part) > 1:
                         mid = len(part) // 2
                         parts[0:0] = [part[:mid], part[mid:]]
                         self.counters["retried"] += len(part)
-                    part = []
-                    continue
+                        part = []
+                        continue
+                    if self._dead_letter(part[0], str(exc)):
+                        part = []
+                        continue
+                    delay = backoff.next()
+                    self._failing(part, f"{exc}; dead-letter file not writable", delay, level=logging.ERROR)
                 except TransientError as exc:
                     delay = backoff.next(exc.retry_after)
                     self._failing(part, f"{exc}", delay)
@@ -315,7 +318,8 @@ class _Worker:
                     delivered = 0
                     for i, rec in enumerate(part):
                         if i in result.rejected:
-                            self._dead_letter(rec, result.rejected[i])
+                            if not self._dead_letter(rec, result.rejected[i]):
+                                retry.add(i)
                         elif i not in retry:
                             self.inflight_undone.discard(rec.seq)
                             delivered += 1
@@ -343,19 +347,28 @@ class _Worker:
         self.down = True
         self._spill_memory()
 
-    def _dead_letter(self, rec: Record, reason: str) -> None:
-        self.inflight_undone.discard(rec.seq)
-        self.counters["dead_lettered"] += 1
-        self.log.error("Sink %s rejected document %s: %s (dead-lettered).", self.name, rec.key or rec.seq,
-                       reason)
+    def _dead_letter(self, rec: Record, reason: str) -> bool:
+        """Write ``rec`` with the reason to the dead-letter file, then count it done. False when the file
+        cannot be written: the record stays held (retried), never acknowledged without a trace."""
         line = orjson.dumps({
             "@timestamp": self.clock.now().astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "sink": self.name, "reason": reason, "seq": rec.seq, "key": rec.key,
             "fingerprint": rec.fingerprint, "document": orjson.Fragment(rec.raw),
         }) + b"\n"
-        self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.dead_letter_path.open("ab") as fh:
-            fh.write(line)
+        try:
+            self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.dead_letter_path.open("ab") as fh:
+                fh.write(line)
+        except OSError as exc:
+            self.log.error("Sink %s rejected document %s: %s; the dead-letter file %s cannot be written (%s): "
+                           "the document is kept and retried.", self.name, rec.key or rec.seq, reason,
+                           self.dead_letter_path, exc.strerror or exc)
+            return False
+        self.inflight_undone.discard(rec.seq)
+        self.counters["dead_lettered"] += 1
+        self.log.error("Sink %s rejected document %s: %s (dead-lettered).", self.name, rec.key or rec.seq,
+                       reason)
+        return True
 
     # -- shutdown ----------------------------------------------------------------------------------
 

@@ -208,6 +208,36 @@ def test_dead_letter_per_item_and_by_bisection(state_dir: Path) -> None:
     asyncio.run(main())
 
 
+def test_a_rejected_document_is_held_while_the_dead_letter_file_cannot_be_written(state_dir: Path) -> None:
+    """Neither delivered nor dead-lettered means not acknowledged: the document waits until the dead-letter
+    file can be written (here its folder is a file at first)."""
+    dead_letters = state_dir / "dl" / "scripted.ndjson"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "dl").write_text("a file where the dead-letter folder should be")
+
+    async def main() -> None:
+        sink = ScriptedSink()
+
+        def reject_n2(records: list[Record]) -> SendResult:
+            return SendResult(rejected={i: "mapper_parsing_exception" for i, r in enumerate(records)
+                                        if orjson.loads(r.raw)["microsoft"]["online_message_trace"]["n"] == 2})
+
+        sink.script = [reject_n2] * 1000
+        p = SinkPipeline([cfg(batch_max_events=8, dead_letter=str(dead_letters))], state_dir, sinks=[sink])
+        await p.start()
+        ticket = await p.submit(make_docs(0, 4))
+        await eventually(lambda: len(sink.calls) >= 3)  # refused and retried, not given up
+        assert not p.acked(ticket) and p.metrics()["scripted"]["pending"] == 1
+        assert sorted(delivered_numbers(sink)) == [0, 1, 3]
+        (state_dir / "dl").unlink()  # the folder can be made now
+        assert await p.wait_acked(ticket, timeout=10)
+        await p.close()
+        assert [orjson.loads(x)["document"]["microsoft"]["online_message_trace"]["n"]
+                for x in dead_letters.read_bytes().splitlines()] == [2]
+
+    asyncio.run(main())
+
+
 def test_single_poison_document_is_isolated(state_dir: Path) -> None:
     async def main() -> None:
         sink = ScriptedSink()
