@@ -701,3 +701,40 @@ def test_close_is_bounded_when_a_send_ignores_cancellation_and_keeps_its_documen
             assert delivered_numbers(sink) == list(range(4))
 
     run_bounded(replay)
+
+
+@pytest.mark.parametrize("damage", ["seq", "key", "zeros"])
+def test_a_damaged_spool_line_is_set_aside_and_the_rest_delivered(state_dir: Path, damage: str) -> None:
+    """A line a disk or power failure damaged (unreadable fields, a zeroed block) must not stop the sink:
+    it is copied to damaged.ndjson and skipped; every other spooled and new document is delivered."""
+    async def spool_twenty() -> None:
+        sink = ScriptedSink()
+        sink.down = True
+        p = SinkPipeline([sink.config], state_dir, sinks=[sink])
+        await p.start()
+        await p.submit(make_docs(0, 20))
+        await eventually(lambda: p.metrics()["scripted"]["spooled"] == 20 or len(sink.calls) > 0)
+        await p.close(timeout=0.1)
+
+    asyncio.run(spool_twenty())
+    folder = state_dir / "spool" / "scripted"
+    segment = next(folder.glob("*.seg"))
+    lines = segment.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 20
+    lines[5] = {"seq": b"garbage line\n", "key": lines[5].replace(b'\t"', b"\t{", 1),
+                "zeros": b"\x00" * (len(lines[5]) - 1) + b"\n"}[damage]
+    segment.write_bytes(b"".join(lines))
+
+    async def restart() -> ScriptedSink:
+        sink = ScriptedSink()
+        p = SinkPipeline([sink.config], state_dir, sinks=[sink])
+        await p.start()
+        ticket = await p.submit(make_docs(20, 25))
+        assert await p.wait_acked(ticket, timeout=10)
+        await p.close()
+        return sink
+
+    sink = asyncio.run(restart())
+    assert sorted(delivered_numbers(sink)) == [n for n in range(25) if n != 5]
+    kept = [orjson.loads(x) for x in (folder / "damaged.ndjson").read_bytes().splitlines()]
+    assert len(kept) == 1 and kept[0]["segment"] == segment.name

@@ -47,6 +47,14 @@ def decode_line(line: bytes) -> Record:
     return Record(int(seq), raw, key=orjson.loads(key), fingerprint=fp.decode(), version=int(version))
 
 
+def _decoded(line: bytes) -> Record | None:
+    """The record of a spool line, or None when the line is damaged (a disk or power failure)."""
+    try:
+        return decode_line(line)
+    except (ValueError, UnicodeDecodeError):  # orjson.JSONDecodeError is a ValueError
+        return None
+
+
 class Spool:
     """Disk spool of one sink. Not thread-safe: used from the pipeline's event loop only."""
 
@@ -63,6 +71,7 @@ class Spool:
         self._unread = 0
         self._peek: int | None = None
         self._starts: dict[str, int] = {}  # committed start offset per segment
+        self._damaged: set[tuple[str, int]] = set()  # (segment, offset) of lines moved aside
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -92,8 +101,15 @@ class Spool:
             self._sizes[name] = size
             with path.open("rb") as fh:
                 fh.seek(start)
+                offset = start
                 for line in fh:
-                    seq = int(line[: line.index(b"\t")])
+                    record = _decoded(line)
+                    if record is None:
+                        self._set_aside(name, offset, line)
+                        offset += len(line)
+                        continue
+                    offset += len(line)
+                    seq = record.seq
                     self._unread += 1
                     if ranges and ranges[-1][1] == seq - 1:
                         ranges[-1] = (ranges[-1][0], seq)
@@ -107,6 +123,20 @@ class Spool:
 
     def close(self) -> None:
         self._close_writer()
+
+    def _set_aside(self, name: str, offset: int, line: bytes) -> None:
+        """Copy a damaged line to ``damaged.ndjson`` in the spool folder (kept for the user) and skip it."""
+        if (name, offset) in self._damaged:
+            return
+        self._damaged.add((name, offset))
+        log.error("Spool %s: line at byte %d of %s is damaged; it is skipped and kept in %s.", self.folder,
+                  offset, name, self.folder / "damaged.ndjson")
+        entry = {"segment": name, "offset": offset, "line": line.decode("utf-8", "backslashreplace")}
+        try:
+            with (self.folder / "damaged.ndjson").open("ab") as fh:
+                fh.write(orjson.dumps(entry) + b"\n")
+        except OSError as exc:
+            log.error("Spool %s: cannot keep the damaged line: %s", self.folder, exc.strerror or exc)
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -224,7 +254,14 @@ class Spool:
                         if (out and total + len(line) > max_bytes) or not line.endswith(b"\n"):
                             idx = len(self._segments)  # stop
                             break
-                        out.append(decode_line(line))
+                        record = _decoded(line)
+                        if record is None:  # set aside when the spool was opened (or now)
+                            if (name, pos) not in self._damaged:
+                                self._set_aside(name, pos, line)
+                                self._unread -= 1
+                            pos += len(line)
+                            continue
+                        out.append(record)
                         total += len(line)
                         pos += len(line)
                         if len(out) >= max_events:
@@ -252,7 +289,10 @@ class Spool:
                         if not line.endswith(b"\n"):
                             break
                         pos += len(line)
-                        yield decode_line(line), name, pos
+                        record = _decoded(line)
+                        if record is None:
+                            continue
+                        yield record, name, pos
                         count += 1
                         if count >= limit:
                             return
