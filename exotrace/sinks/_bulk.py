@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +25,12 @@ def target(cfg: Any) -> str:
     return str(cfg.index)
 
 
+def content_id(raw: bytes) -> str:
+    """An ``_id`` for a document without identity (a pipeline error): SHA-1 of its JSON, base64, so a
+    retried request whose first answer was lost cannot index it twice."""
+    return base64.b64encode(hashlib.sha1(raw).digest()).decode()
+
+
 def build_body(records: Sequence[Record], mode: str) -> bytes:
     """NDJSON: ``create`` with ``_id`` = fingerprint (data stream) or ``index`` with ``_id`` = row key and
     the record's observation version as an ``external_gte`` version (the newest state wins whatever the
@@ -30,9 +38,7 @@ def build_body(records: Sequence[Record], mode: str) -> bytes:
     parts: list[bytes] = []
     if mode == "data_stream":
         for r in records:
-            # documents without a fingerprint (pipeline errors) get an id from Elasticsearch
-            parts.append(b'{"create":{"_id":%s}}\n' % orjson.dumps(r.fingerprint) if r.fingerprint
-                         else b'{"create":{}}\n')
+            parts.append(b'{"create":{"_id":%s}}\n' % orjson.dumps(r.fingerprint or content_id(r.raw)))
             parts.append(r.raw + b"\n")
     else:
         for r in records:
@@ -41,7 +47,7 @@ def build_body(records: Sequence[Record], mode: str) -> bytes:
                 parts.append(b'{"index":{"_id":%s,"version":%d,"version_type":"external_gte"}}\n'
                              % (orjson.dumps(ident), r.version))
             else:
-                parts.append(b'{"index":{"_id":%s}}\n' % orjson.dumps(ident) if ident else b'{"index":{}}\n')
+                parts.append(b'{"index":{"_id":%s}}\n' % orjson.dumps(ident or content_id(r.raw)))
             parts.append(r.raw + b"\n")
     return b"".join(parts)
 

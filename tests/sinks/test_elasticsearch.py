@@ -12,6 +12,7 @@ from sink_fakes import RESET, FakeElasticsearch, FakeOpenSearch, Response, TlsFi
 from sink_helpers import FAST, eventually, make_doc, make_docs, numbers
 
 from exotrace.sinks import SinkPipeline, load_sinks, read_metrics
+from exotrace.sinks._bulk import content_id
 
 DS = "logs-microsoft_exchange_online_message_trace.log-default"
 
@@ -168,21 +169,38 @@ def test_opensearch_partial_failures_and_dedupe(state_dir: Path) -> None:
         assert bulk.headers["content-type"] == "application/x-ndjson"
 
 
-def test_pipeline_error_documents_without_fingerprint(state_dir: Path) -> None:
+class _AnswerLost(FakeElasticsearch):
+    """Indexes a bulk request, then resets the connection instead of answering (``lose`` times)."""
+
+    lose = 2
+
+    def handle(self, req: Any) -> Any:
+        resp = super().handle(req)
+        if req.path.endswith("/_bulk") and self.lose:
+            self.lose -= 1
+            return RESET
+        return resp
+
+
+def test_pipeline_error_documents_get_an_id_so_a_lost_answer_cannot_duplicate_them(state_dir: Path) -> None:
+    """No fingerprint (a pipeline error): the ``_id`` is the SHA-1 of the document, so the retry after an
+    answer lost once the documents were indexed is a 409, not a second copy."""
     from exotrace.model import Document
 
     async def main() -> None:
-        with FakeElasticsearch(api_key="a2V5aWQ6c2VjcmV0") as es:
+        with _AnswerLost(api_key="a2V5aWQ6c2VjcmV0") as es:
             p = SinkPipeline(load_sinks([es_table(es.url)]), state_dir)
             await p.start()
-            err = Document(doc={"event": {"kind": "pipeline_error"}, "error": {"message": "bad date"}},
-                           key="", fingerprint="", status="")
-            t = await p.submit([err])
-            assert await p.wait_acked(t, timeout=10)
+            errors = [Document(doc={"event": {"kind": "pipeline_error"}, "error": {"message": f"bad date {i}"}},
+                               key="", fingerprint="", status="") for i in range(3)]
+            t = await p.submit([*make_docs(0, 5), *errors])
+            assert await p.wait_acked(t, timeout=30)
             await p.close()
-            bulk = next(r for r in es.requests if r.path.endswith("/_bulk"))
-            assert bulk.body.split(b"\n")[0] == b'{"create":{}}'
-            assert es.errors == [] and len(es.indices[DS]) == 1
+            bulks = [r for r in es.requests if r.path.endswith("/_bulk")]
+            assert len(bulks) == 3  # two answers lost, the third seen
+            first_op = orjson.loads(bulks[0].body.split(b"\n")[10])["create"]
+            assert first_op["_id"] == content_id(errors[0].json)
+            assert es.errors == [] and len(es.indices[DS]) == 8
 
     asyncio.run(main())
 
