@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,34 @@ def test_hec_gzip_and_source(state_dir: Path) -> None:
         assert "index" not in hec.events[0] and "host" not in hec.events[0]  # the token's defaults apply
         ev = next(r for r in hec.requests if r.path == "/services/collector/event")
         assert ev.headers["content-encoding"] == "gzip"
+
+
+class _SlowIntake(FakeIntake):
+    def handle(self, req: Any) -> Any:
+        time.sleep(0.5)
+        return super().handle(req)
+
+
+def test_a_full_best_effort_spool_counts_only_what_it_really_dropped(state_dir: Path) -> None:
+    """Spool segments already read (their documents in flight) can be deleted to make room, but their
+    documents are still delivered: each document is either received or counted dropped, and a flush that
+    says "empty" leaves nothing behind in the spool."""
+    async def main() -> None:
+        with _SlowIntake() as web:
+            line = len(make_doc(1).json) + 40
+            p = SinkPipeline(load_sinks([{"type": "http", "url": web.url + "/in", "required": False,
+                                          "buffer_max_events": 1, "batch_max_events": 10,
+                                          "spool_max_bytes": 32 * line, **FAST}]), state_dir)
+            await p.start()
+            for i in range(0, 40, 10):
+                await p.submit(make_docs(i, i + 10))
+                await asyncio.sleep(0.1)
+            assert await p.flush(30)
+            dropped = p.metrics()["http"]["dropped"]
+            await p.close()
+            got = numbers(web.docs)
+        assert len(got) == len(set(got)) and len(got) + dropped == 40
+        left = sum(len(f.read_bytes().splitlines()) for f in (state_dir / "spool" / "http").glob("*.seg"))
+        assert left == 0
+
+    asyncio.run(main())

@@ -357,11 +357,14 @@ class Spool:
         if not self._segments:
             return 0
         name = self._segments[0]
-        start = self._read_off if name == self._read_seg else self._starts.get(name, 0)
-        dropped = 0
-        with (self.folder / name).open("rb") as fh:
-            fh.seek(start)
-            dropped = sum(1 for _ in fh)
+        dropped = 0  # only unread records are lost: read ones are in flight and still delivered
+        if self._read_seg is not None and name >= self._read_seg:
+            offset = self._read_off if name == self._read_seg else self._starts.get(name, 0)
+            with (self.folder / name).open("rb") as fh:
+                fh.seek(offset)
+                for line in fh:
+                    dropped += (name, offset) not in self._damaged  # damaged lines were never counted
+                    offset += len(line)
         self._delete(name)
         self._unread -= dropped
         self._peek = None
