@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from exotrace.cli._common import err_console, handle_errors
+from exotrace.errors import ConfigError
 
 
 def demo_page_size(rows: int) -> int:
@@ -62,6 +63,23 @@ def _config(sim: object, tenant: object, archive: Path, env: str, page_size: int
     ])
 
 
+#: Marks an archive as the demo's (a migration of the ``demo`` component): a later demo may fill it again.
+DEMO_MARK = ["-- demo archive: simulated mail only"]
+
+
+def _claim_for_the_demo(archive: Path) -> None:
+    """Refuse an archive that already holds real rows: the demo would mix simulated mail into them."""
+    from exotrace.archive import Archive
+    from exotrace.archive.migrations import applied_versions
+
+    with Archive.open(archive) as arch:
+        if "demo" not in applied_versions(arch.conn) and arch.count() + arch.reject_count() > 0:
+            raise ConfigError(f"{archive} already holds rows that the demo did not write; the demo would mix "
+                              "simulated mail into them. Give it its own archive: exotrace demo --archive "
+                              "exotrace-demo.db", key="--archive")
+        arch.ensure_schema("demo", DEMO_MARK)
+
+
 @click.command(name="demo")
 @click.option("--archive", "archive_path", default="exotrace.db", show_default=True,
               type=click.Path(dir_okay=False), help="Archive to fill.")
@@ -90,6 +108,7 @@ def demo(archive_path: str, days: int, rows_per_day: int, scenario: str, seed: i
 
     setup_logging("text", 30)
     archive = Path(archive_path).resolve()
+    _claim_for_the_demo(archive)
     began = time.monotonic()
     tenant = SimTenant.default("contoso", seed)
     # The simulated clock runs an hour per second: start it a day back so the demo never writes mail

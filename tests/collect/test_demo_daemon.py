@@ -39,6 +39,24 @@ def test_demo_runs_and_searches_work(tmp_path: Path) -> None:
     assert again.returncode == 0 and "Delivered" in again.stdout
 
 
+def test_demo_refuses_an_archive_holding_real_rows_and_refills_its_own(tmp_path: Path) -> None:
+    real = tmp_path / "exotrace.db"
+    sample = Path(__file__).resolve().parents[2] / "exotrace" / "data" / "sample-messagetrace.ndjson"
+    subprocess.run([sys.executable, "-m", "exotrace", "ingest", str(sample), "--archive", str(real), "-q",
+                    "--no-geoip"], check=True, capture_output=True)
+    with Archive.open(real) as arch:
+        before = arch.count()
+    demo = [sys.executable, "-m", "exotrace", "demo", "--days", "1", "--rows-per-day", "100"]
+    refused = subprocess.run([*demo, "--archive", str(real)], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "already holds rows that the demo did not write" in refused.stderr
+    with Archive.open(real) as arch:
+        assert arch.count() == before
+    own = tmp_path / "demo.db"
+    for _ in range(2):  # a demo archive can be filled again
+        res = subprocess.run([*demo, "--archive", str(own)], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr[-2000:]
+
+
 def test_daemon_sigterm_commits_and_exits(tmp_path: Path) -> None:
     cfg = SimulatorConfig(seed=9, scenario="latency", speed=300.0, rows_per_day=4000,
                           tenants=[SimTenant.default("contoso", 9)])
