@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from exotrace.cli._common import fail
 from exotrace.errors import ConfigError
 
 TENANT_NAMES = ["contoso", "fabrikam", "northwind", "adatum", "tailspin", "litware", "woodgrove", "wingtip"]
@@ -82,8 +83,8 @@ def build_config(*, seed: int, scenario: str, rows_per_day: int, tenant_count: i
         parse_scenario(scenario)
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario") from None
-    if speed <= 0:
-        raise click.BadParameter("must be positive", param_hint="--speed")
+    if not 0 < speed < 1e9:  # also refuses nan and inf
+        raise click.BadParameter("must be a positive number below 1e9", param_hint="--speed")
     try:
         start = datetime.fromisoformat(start_at.replace("Z", "+00:00")) if start_at else None
     except ValueError:
@@ -132,7 +133,8 @@ def broken_switches(tenant: Any) -> list[str]:
 
 @click.group(name="simulate", invoke_without_command=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback).")
-@click.option("--port", default=0, show_default=True, type=int, help="Port; 0 picks a free one.")
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="Port; 0 picks a free one.")
 @click.option("--speed", default=1.0, show_default=True, type=float,
               help="Simulated seconds per real second.")
 @click.option("--token-lifetime", default=3600, show_default=True, type=int,
@@ -175,7 +177,7 @@ def simulate(ctx: click.Context, host: str, port: int, speed: float, token_lifet
     try:
         sim = start_simulator(cfg)
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}") from None
+        fail(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}; choose another --port", 2)
     try:
         echo = click.echo
         echo(f"exotrace simulator on {sim.base_url}  (seed {cfg.seed}, scenario {sim.config.scenario}, "

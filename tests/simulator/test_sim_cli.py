@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -80,7 +81,8 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
 
 def test_usage_errors_exit_2() -> None:
     runner = CliRunner()
-    for args in (["--scenario", "nope"], ["--speed", "0"], ["--start", "yesterday"], ["--tenants", "0"]):
+    for args in (["--scenario", "nope"], ["--speed", "0"], ["--start", "yesterday"], ["--tenants", "0"],
+                 ["--port", "99999"], ["--port", "-1"], ["--speed", "nan"], ["--speed", "inf"]):
         result = runner.invoke(simulate, args)
         assert result.exit_code == 2, (args, result.output)
         assert "Error" in result.output
@@ -182,3 +184,14 @@ def test_set_and_list_options_usage() -> None:
         assert result.exit_code == 2, (args, result.output)
         assert fragment in result.output, (args, result.output)
     assert "export" in runner.invoke(simulate, ["--help"]).output
+
+
+def test_a_port_in_use_is_one_line_and_exit_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "exotrace", "simulate", "--port", str(port)],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "cannot listen on 127.0.0.1" in done.stderr
+    assert "Traceback" not in done.stderr
