@@ -485,6 +485,13 @@ def _validate(c: SinkConfig, where: str) -> None:
             if _SECRET_HEADER.search(h):
                 raise ConfigError(f"{where}: header {h!r} looks like a secret; use auth_header and "
                                   "auth_header_name with an env:/file: reference", key="headers")
+    if isinstance(c, FileSinkConfig):
+        if not str(c.path).strip() or Path(c.path).name == "":
+            raise ConfigError(f"{where}: path must name a file, e.g. /var/log/exotrace/messagetrace.ndjson",
+                              key="path")
+        if Path(c.path).is_dir():
+            raise ConfigError(f"{where}: path {c.path} is a folder; name a file in it, e.g. "
+                              f"{Path(c.path) / 'messagetrace.ndjson'}", key="path")
     if isinstance(c, SentinelSinkConfig) and c.max_request_bytes > 1_000_000:
         raise ConfigError(f"{where}: max_request_bytes cannot exceed the 1 MB API limit", key="max_request_bytes")
     if isinstance(c, SyslogSinkConfig):

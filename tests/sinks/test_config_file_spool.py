@@ -221,3 +221,10 @@ def test_credentials_written_into_a_sink_url_are_refused(table: dict) -> None:
 def test_secret_looking_headers_are_refused_inline(header: str) -> None:
     with pytest.raises(ConfigError, match="looks like a secret"):
         load_sinks([{"type": "http", "url": "http://x", "headers": {header: "s3cr3t"}}])
+
+
+def test_a_file_sink_path_must_name_a_file(tmp_path: Path) -> None:
+    for path, needle in (("", "path must name a file"), (str(tmp_path), "is a folder")):
+        with pytest.raises(ConfigError, match=needle) as e:
+            load_sinks([{"type": "file", "path": path}])
+        assert e.value.key == "path"
