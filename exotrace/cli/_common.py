@@ -20,6 +20,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Messages and summaries go to stderr so stdout stays clean for data (`--out -`, `--format ndjson`).
 err_console = Console(stderr=True, highlight=False)
 
+class OutConsole(Console):
+    """Standard output for tables: when the reader goes away (``| head``), stop quietly with exit code 0,
+    as the JSON formats do (rich's default exits 1)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(highlight=False, **kwargs)
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        silence_stdout()
+        raise SystemExit(0)
+
+
 #: C0 and C1 control characters (ESC starts terminal sequences: cursor moves, hidden text, clipboard writes)
 _CONTROLS = {code: "\ufffd" for code in (*range(0x20), *range(0x7F, 0xA0))} | {9: " ", 10: " ", 13: " "}
 

@@ -11,11 +11,10 @@ from typing import Any
 import click
 import orjson
 from rich import box
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from exotrace.cli._common import archive_option, err_console, handle_errors, printable
+from exotrace.cli._common import OutConsole, archive_option, err_console, handle_errors, printable
 from exotrace.model import STATUSES, canonical_status
 from exotrace.timeparse import parse_time
 
@@ -196,7 +195,7 @@ def fit_widths(natural: list[int], total: int, shrink: list[tuple[int, int]], ov
 
 
 def _print_table(rows: list[dict[str, Any]], *, more: bool, limit: int) -> None:
-    console = Console(highlight=False)
+    console = OutConsole()
     if not rows:
         console.print("No messages match.")
         return
@@ -232,7 +231,7 @@ def _print_table(rows: list[dict[str, Any]], *, more: bool, limit: int) -> None:
 
 def _print_history(rows: list[dict[str, Any]]) -> None:
     """Each row's status history under the table: when observed, what changed, from which source."""
-    console = Console(highlight=False)
+    console = OutConsole()
     if rows:
         console.print("\nStatus history (observed time, change, when archived and from which source):",
                       markup=False, soft_wrap=True)
@@ -288,7 +287,7 @@ def _count_table(title: str, label: str, items: list[tuple[str, int]], total: in
 
 
 def _print_stats(result: dict[str, Any]) -> None:
-    console = Console(highlight=False)
+    console = OutConsole()
     total = result["total"]
     span = ""
     if result["first_received"]:

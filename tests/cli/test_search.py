@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -283,3 +286,20 @@ def test_terminal_sequences_in_mail_fields_are_not_passed_to_the_terminal(tmp_pa
     table = run("search", "--archive", str(path)).output
     assert "Hi\ufffd]52;c;cm0gLXJmIH4K\ufffd\ufffd[8mhidden\ufffd2J" in table
     assert json.loads(run("search", "--archive", str(path), "--format", "json").output)[0]["subject"] == subject
+
+
+@pytest.mark.parametrize("command", ["search", "stats"])
+def test_a_table_piped_into_head_ends_quietly_with_exit_0(tmp_path: Path, command: str) -> None:
+    path = tmp_path / "many.db"
+    with Archive.open(path) as arch:
+        arch.upsert([doc(f"t{i}", f"user{i}@contoso.com", sender=f"s{i}@example{i}.com", subject="x" * 60)
+                     for i in range(3000)])
+    args = [sys.executable, "-m", "exotrace", command, "--archive", str(path)]
+    if command == "search":
+        args += ["--limit", "0"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ,
+                            "COLUMNS": "120"})
+    assert proc.stdout is not None and proc.stdout.readline()
+    proc.stdout.close()  # `| head -1`
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and err == b""
