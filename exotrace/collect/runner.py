@@ -138,6 +138,7 @@ class TenantRunner:
         self._blocked_until: datetime | None = None
         self._auth_failures = 0
         self._gave_up = False
+        self._stopped_early = False
         self._t0 = clock.now()
         self._backfill = BackfillProgress()
         #: end of the ledger's last window (set by each planning pass), and the provisional live tail
@@ -191,6 +192,10 @@ class TenantRunner:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
             await client.aclose()
             tokens.close()
+            if self._stopped_early:  # not a success for scripts: exit 4, and the summary says why
+                last = f" (last error: {self.report.error})" if self.report.error else ""
+                self.report.ok, self.report.exit_code = False, self.report.exit_code or 4
+                self.report.error = f"stopped before every window was read{last}; run again to resume"
             c = caller.counters
             self.report.requests, self.report.throttled = c.requests, c.throttled
             self.report.restarts, self.report.repaired = c.restarts, c.repaired
@@ -271,6 +276,7 @@ class TenantRunner:
             self._maybe_save_status()
             await self._wait()
         log.info("stopping tenant=%s", self.t.name)
+        self._stopped_early = self.mode != "daemon"  # asked to stop before the run was complete
 
     def _finished(self, until: datetime) -> bool:
         settled = self.mode == "settle"

@@ -93,7 +93,7 @@ def test_dead_proxy_is_reported_not_bypassed(tmp_path: Path) -> None:
 
         async def run() -> list[object]:
             async def stopper() -> None:
-                await asyncio.sleep(3)
+                await asyncio.sleep(1)  # before the windows' retries are used up
                 stop.set()
 
             task = asyncio.create_task(stopper())
@@ -105,6 +105,10 @@ def test_dead_proxy_is_reported_not_bypassed(tmp_path: Path) -> None:
         served = sim.stats()
     assert served.get("tokens_issued", 0) == 0 and served.get("requests_graph_list", 0) == 0
     assert reports[0].windows_read == 0  # type: ignore[attr-defined]
+    # stopped before done: not a success (exit 4), and the summary says why
+    assert not reports[0].ok and reports[0].exit_code == 4  # type: ignore[attr-defined]
+    assert "stopped before every window was read" in reports[0].error  # type: ignore[attr-defined]
+    assert "cannot reach" in reports[0].error  # type: ignore[attr-defined]
 
 
 def test_the_token_session_trusts_the_ca_bundle_without_a_file_or_the_environment(
