@@ -82,8 +82,12 @@ async def check_tenant(t: TenantConfig, clock: Any) -> TenantChecks:
         try:
             token = await tokens.token()
         except ExotraceError as exc:
-            out.add("token", False, redact(exc), "see the AADSTS code above; fix the credential in Entra ID",
-                    kind="auth" if isinstance(exc, AuthError) else "network")
+            if isinstance(exc, AuthError):
+                out.add("token", False, redact(exc), "see the AADSTS code above; fix the credential in Entra ID",
+                        kind="auth")
+            else:
+                out.add("token", False, redact(exc), f"the sign-in endpoint {t.login_url} did not answer: check "
+                        "login_url/cloud, the proxy and the firewall (reach checks above)", kind="network")
             tokens.close()
             return out
         claims = decode_claims(token)

@@ -71,3 +71,13 @@ def test_doctor_unreachable(tmp_path: Path) -> None:
         res = run_cli(sim, "doctor", "--config", str(path))
     assert res.returncode == 4, res.stderr
     assert "FAIL reach API endpoint" in res.stderr
+
+
+def test_doctor_unreachable_sign_in_endpoint_is_told_as_such(tmp_path: Path) -> None:
+    with start_simulator(SimulatorConfig(seed=1, speed=60.0)) as sim:
+        path = write_config(sim, tmp_path)
+        path.write_text(path.read_text().replace(sim.login_url, "https://127.0.0.1:9"))
+        res = run_cli(sim, "doctor", "--config", str(path))
+    assert res.returncode == 4, res.stderr
+    assert "the sign-in endpoint https://127.0.0.1:9 did not answer" in " ".join(res.stderr.split())
+    assert "AADSTS" not in res.stderr
