@@ -158,7 +158,7 @@ class Normalizer:
         if not (sender.__class__ is recipient.__class__ is trace_id.__class__ is subject.__class__
                 is message_id.__class__ is from_ip.__class__ is to_ip.__class__ is str):
             sender, recipient, trace_id, subject, message_id, from_ip, to_ip = map(
-                str, (sender, recipient, trace_id, subject, message_id, from_ip, to_ip))
+                _scalar_text, _TEXT_FIELDS, (sender, recipient, trace_id, subject, message_id, from_ip, to_ip))
         if sender == "<>":
             sender = ""
         size = get("Size")
@@ -349,6 +349,16 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else str(value)
+
+
+_TEXT_FIELDS = ("SenderAddress", "RecipientAddress", "MessageTraceId", "Subject", "MessageId", "FromIP", "ToIP")
+
+
+def _scalar_text(name: str, value: Any) -> str:
+    """A text field's value as text; a list or object there is no value a row can hold."""
+    if isinstance(value, list | dict):
+        raise NormalizeError("json", f"field [{name}] is not a single value: {orjson.dumps(value).decode()[:200]}")
+    return str(value)
 
 
 def _int(value: Any) -> int:

@@ -108,6 +108,8 @@ def test_identity():
         ({"FromIP": "999.1.1.1"}, "not an IP"),
         ({"Size": "big"}, "Size"),
         ({"Size": float(2**70)}, "field [Size] is out of range for a long"),  # how orjson reads 2**70
+        ({"RecipientAddress": ["a@contoso.com", "b@contoso.com"]}, "field [RecipientAddress] is not a single"),
+        ({"Subject": {"nested": [1, 2]}}, "field [Subject] is not a single value"),
     ],
 )
 def test_pipeline_errors_keep_original(geoip_dir, changes, fragment):
