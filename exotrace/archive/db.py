@@ -270,6 +270,11 @@ class Archive:
         except sqlite3.Error as exc:
             raise ArchiveError(f"cannot open archive {path}: {exc}") from exc
         try:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "_migrations" not in tables:  # someone else's database: leave it as it is
+                conn.close()
+                raise ArchiveError(f"{path} is an SQLite database but not an exotrace archive (its tables: "
+                                   f"{', '.join(sorted(tables)[:5])}); give another --archive path")
             # New files only (a no-op once tables exist): 16 KiB pages halve the write cost of ~2 KB documents.
             conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

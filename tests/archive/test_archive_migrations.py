@@ -101,3 +101,14 @@ def test_missing_archive_without_create(tmp_path) -> None:
     with pytest.raises(ArchiveError, match="no archive at"):
         Archive.open(tmp_path / "missing.db", create=False)
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_someone_elses_sqlite_database_is_refused_and_left_untouched(db_path) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("CREATE TABLE messages (subject TEXT)")  # another tool's table of the same name
+    before = db_path.read_bytes()
+    with pytest.raises(ArchiveError, match="is an SQLite database but not an exotrace archive"):
+        Archive.open(db_path)
+    assert db_path.read_bytes() == before
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
