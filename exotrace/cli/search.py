@@ -133,6 +133,7 @@ def search(archive_path: str, sender: str | None, recipient: str | None, statuse
 
     if with_history and fmt not in ("table", "json"):
         raise click.UsageError("--history works with --format table or json (ndjson and csv hold one row per line)")
+    _check_range(since, until)
     with _open_archive(archive_path) as arch:
         unknown = [s for s in statuses if s not in STATUSES]
         if unknown:
@@ -175,6 +176,12 @@ def search(archive_path: str, sender: str | None, recipient: str | None, statuse
             writer.writerow([defuse_cell(row.get(col)) for col in CSV_COLUMNS])
     if more:
         err_console.print(f"Note: showing the newest {limit} matches; more match (--limit 0 for all).")
+
+
+def _check_range(since: datetime | None, until: datetime | None) -> None:
+    if since is not None and until is not None and until <= since:
+        raise click.BadParameter(f"{until.isoformat()} is not after --since {since.isoformat()}: nothing could "
+                                 "match", param_hint="--until")
 
 
 def _short_time(value: str | None) -> str:
@@ -268,6 +275,7 @@ def stats(archive_path: str, since: datetime | None, until: datetime | None, top
       exotrace stats
       exotrace stats --since 7d --format json | jq .by_status
     """
+    _check_range(since, until)
     with _open_archive(archive_path) as arch:
         result = arch.stats(since=since, until=until, top=top)
     if fmt == "json":

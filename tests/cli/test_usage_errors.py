@@ -180,3 +180,11 @@ def test_out_or_rejects_among_the_inputs_is_refused_before_anything_is_written(t
     rejects = run("ingest", str(trace), "--archive", str(tmp_path / "a.db"), "--rejects", str(trace))
     assert_usage_error(rejects, "--rejects", "is the input")
     assert trace.read_bytes() == before and not (tmp_path / "a.db").exists()
+
+
+@pytest.mark.parametrize("command", ["search", "stats"])
+def test_until_before_since_is_a_usage_error(tmp_path: Path, trace: Path, command: str):
+    db = tmp_path / "a.db"
+    run("ingest", str(trace), "--archive", str(db), "--no-geoip")
+    result = run(command, "--archive", str(db), "--since", "2024-05-02", "--until", "2024-04-01")
+    assert result.exit_code == 2 and "is not after --since" in result.stderr
