@@ -331,6 +331,15 @@ def _url(value: object, key: str, *, credentials: bool = False) -> str:
     return value.rstrip("/")
 
 
+def _local_domains(domains: list[str], key: str) -> tuple[str, ...]:
+    from exotrace.normalize.domains import local_domain
+
+    try:
+        return tuple(local_domain(d) for d in domains)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}", key=key) from None
+
+
 def _proxy(value: object, key: str, base: Path) -> str:
     """The proxy URL: inline without credentials, or from ``env:``/``file:`` (then it may hold them)."""
     if isinstance(value, str) and value.strip().startswith(("env:", "file:")):
@@ -412,7 +421,7 @@ def _tenant(raw: dict[str, Any], i: int, base: Path, settings: CollectorSettings
         api=api,
         graph_version=version,
         cloud=cloud_name,
-        local_domains=tuple(d.strip().lower() for d in domains if d.strip()),
+        local_domains=_local_domains(domains, f"{where}local_domains"),
         login_url=_url(raw["login_url"], f"{where}login_url") if "login_url" in raw else cloud.login_url,
         graph_url=_url(raw["graph_url"], f"{where}graph_url") if "graph_url" in raw else cloud.graph_url,
         rws_url=_url(raw["rws_url"], f"{where}rws_url") if "rws_url" in raw else cloud.rws_url,

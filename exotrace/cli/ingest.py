@@ -30,12 +30,21 @@ MAX_REJECT_LINES = 20
 PROGRESS_MIN_BYTES = 1 << 20
 
 
+def _check_domains(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    from exotrace.normalize.domains import local_domain
+
+    try:
+        return tuple(local_domain(d) for d in value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @archive_option
 @click.option("--no-archive", is_flag=True, help="Do not write the archive (use with --out).")
 @click.option("--out", "out", metavar="FILE|-", help="Also write ECS documents as NDJSON ('-' for stdout).")
-@click.option("--local-domain", "local_domains", multiple=True, metavar="DOMAIN",
+@click.option("--local-domain", "local_domains", multiple=True, metavar="DOMAIN", callback=_check_domains,
               help="A domain of your organisation, for email.direction (repeatable).")
 @click.option("--geoip-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder with GeoLite2/GeoIP2 City and ASN .mmdb files.")

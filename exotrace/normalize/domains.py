@@ -31,3 +31,13 @@ def domain_parts(domain: str) -> dict[str, str]:
     if suffix:
         parts["top_level_domain"] = suffix
     return parts
+
+
+def local_domain(value: str) -> str:
+    """A ``--local-domain``/``local_domains`` entry as compared: lower-case, without a leading ``@`` and a
+    trailing dot. Raises ValueError for what is no domain name (empty, spaces, ``@`` inside, a ``*``
+    wildcard: subdomains are matched one by one, as in Elastic)."""
+    name = value.strip().lower().removeprefix("@").rstrip(".")
+    if not name or any(c in name for c in " @/\\:,;*") or ".." in name:
+        raise ValueError(f"{value!r} is not a domain name (write it as contoso.com)")
+    return name

@@ -422,3 +422,14 @@ def test_a_config_that_is_not_utf8_is_a_config_error(tmp_path: Path):
     src.write_text(GOOD + "\n")
     result = run("ingest", str(src), "--config", str(config), "--archive", str(tmp_path / "a.db"), "--no-geoip")
     assert result.exit_code == 2 and "not UTF-8 text" in _two_lines(result)
+
+
+def test_local_domains_are_taken_as_people_write_them(tmp_path: Path):
+    src = tmp_path / "in.ndjson"
+    src.write_text(GOOD + "\n")  # ann@fabrikam.com -> bob@contoso.com
+    for spelling in ("@Contoso.com.", "contoso.com"):
+        result = run("ingest", str(src), "--no-archive", "--out", "-", "--no-geoip", "--local-domain", spelling)
+        assert orjson.loads(result.stdout)["email"]["direction"] == "inbound", spelling
+    for bad in ("", "a b", "user@contoso.com", "*.contoso.com"):
+        result = run("ingest", str(src), "--no-archive", "--out", "-", "--local-domain", bad)
+        assert result.exit_code == 2 and "is not a domain name" in result.stderr
