@@ -64,6 +64,8 @@ log = logging.getLogger("exotrace.sinks")
 METRIC_NAMES = ("sent", "failed", "retried", "spooled", "dead_lettered", "dropped")
 #: Gauges per sink, as of the last update: documents waiting (memory + spool + in flight), spool bytes.
 GAUGE_NAMES = ("pending", "spool_bytes")
+#: Seconds a best-effort sink's request may wait for an answer before flush and close stop waiting for it.
+STALL_GRACE = 5.0
 
 _SINK_CLASSES = {
     "elasticsearch": "exotrace.sinks.elasticsearch:ElasticsearchSink",
@@ -124,6 +126,7 @@ class _Worker:
         self.batches: deque[_Batch] = deque()  # in flight, oldest first
         self.inflight_undone: set[int] = set()
         self.down = False
+        self.sending: dict[int, float] = {}  # id of a request in flight -> loop time it started
         self.flushing = 0
         self.closing = False
         self.stopping = False  # close() gave up draining: take no new batch, retry nothing
@@ -145,6 +148,13 @@ class _Worker:
         if peek is not None:
             cands.append(peek)
         return min(cands) if cands else None
+
+    def unresponsive(self, grace: float = STALL_GRACE) -> bool:
+        """Down, or a request has been waiting for an answer longer than ``grace`` seconds."""
+        if self.down:
+            return True
+        now = asyncio.get_running_loop().time()
+        return any(now - started > grace for started in self.sending.values())
 
     def idle(self) -> bool:
         return not self.memory and not self.spool.has_unread() and not self.inflight_undone
@@ -286,6 +296,8 @@ class _Worker:
             while part:
                 if self.stopping:
                     return False
+                token = id(part)
+                self.sending[token] = asyncio.get_running_loop().time()
                 try:
                     result = await self.sink.send(part)
                 except SinkError as exc:
@@ -334,6 +346,8 @@ class _Worker:
                         continue
                     delay = backoff.next(result.retry_after)
                     self._failing(part, f"{len(part)} documents to retry", delay)
+                finally:
+                    self.sending.pop(token, None)
                 if self.stopping:
                     return False
                 self.counters["retried"] += len(part)
@@ -534,16 +548,17 @@ class SinkPipeline:
     async def flush(self, timeout: float | None = None) -> bool:
         """Send everything buffered now; True when every sink is empty.
 
-        Waits for every required sink to empty (or ``timeout``); a best-effort sink that is failing is
-        not waited for (its documents stay spooled for a later run), so it cannot hold up ``ingest``."""
+        Waits for every required sink to empty (or ``timeout``); a best-effort sink that is failing, or
+        whose request has waited more than ``STALL_GRACE`` seconds for an answer, is not waited for (its
+        documents stay spooled for a later run), so it cannot hold up ``ingest``."""
         if not self._started:
             return True
         for w in self._workers:
             w.flushing += 1
             w.wake.set()
         try:
-            await self._wait(lambda: all(w.idle() or (w.down and not w.cfg.required) for w in self._workers),
-                             timeout)
+            await self._wait(lambda: all(w.idle() or (not w.cfg.required and w.unresponsive())
+                                         for w in self._workers), timeout)
             return all(w.idle() for w in self._workers)
         finally:
             for w in self._workers:
@@ -563,7 +578,8 @@ class SinkPipeline:
             w.flushing += 1
             w.closing = True
             w.wake.set()
-        await self._wait(lambda: all(w.idle() or w.down for w in self._workers), limit)
+        await self._wait(lambda: all(w.idle() or w.down or (not w.cfg.required and w.unresponsive())
+                                     for w in self._workers), limit)
         deadline = asyncio.get_running_loop().time() + self.stop_timeout
         stopped = await asyncio.gather(*(w.stop(deadline) for w in self._workers))
         for w, ok in zip(self._workers, stopped, strict=True):

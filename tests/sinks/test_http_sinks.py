@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -268,3 +269,32 @@ def test_a_full_best_effort_spool_counts_only_what_it_really_dropped(state_dir: 
         assert left == 0
 
     asyncio.run(main())
+
+
+def test_a_best_effort_sink_that_never_answers_does_not_hold_up_flush(state_dir: Path, tmp_path: Path) -> None:
+    """A best-effort intake that accepts the connection and never answers: flush stops waiting for it after
+    the stall grace, not its 60 s request timeout; the required file sink has every document."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections complete in the kernel; nothing ever reads or answers
+        port = silent.getsockname()[1]
+
+        async def main() -> tuple[bool, float]:
+            p = SinkPipeline(load_sinks([
+                {"type": "file", "name": "copy", "path": str(tmp_path / "out.ndjson")},
+                {"type": "http", "name": "silent", "url": f"http://127.0.0.1:{port}/in", "required": False,
+                 "timeout": 60, **FAST},
+            ]), state_dir)
+            await p.start()
+            await p.submit(make_docs(0, 20))
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            done = await p.flush(45)
+            waited = loop.time() - began
+            await p.close(timeout=1)
+            return done, waited
+
+        done, waited = asyncio.run(main())
+    assert not done and waited < 30  # gave up on the silent sink well before its request timeout
+    assert len((tmp_path / "out.ndjson").read_bytes().splitlines()) == 20
+    assert read_metrics(state_dir)["silent"]["pending"] == 20  # kept for the next run
