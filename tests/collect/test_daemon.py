@@ -219,8 +219,13 @@ def test_live_tail_reads_the_open_window_provisionally(tmp_path: Path) -> None:
                         "SELECT count(*) FROM messages WHERE received > ?",
                         (bounds[1].isoformat(timespec="milliseconds").replace("+00:00", "Z"),)).fetchone()[0])
 
+        def live_until_recorded() -> bool:
+            with Archive.open(tmp_path / "archive.db") as arch:
+                return bool(Ledger(arch.conn).tenant_info("contoso").get("live_until"))
+
         try:
-            wait_for(lambda: provisional_rows() > 0, what="rows read from the open window")
+            # the rows land first, then the read records how far the live tail reached: wait for both
+            wait_for(lambda: provisional_rows() > 0 and live_until_recorded(), what="rows read from the open window")
         finally:
             loop.call_soon_threadsafe(stop.set)
             thread.join(60)
