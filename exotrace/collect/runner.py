@@ -178,6 +178,9 @@ class TenantRunner:
         tokens = TokenProvider(self.t, self.clock)
         caller = ApiCaller(self.t, client, tokens, self.quota, self.clock, stop=self.stop)
         self.caller = caller
+        # each request's time reaches the ledger as it is sent: a collector killed after a burst cannot
+        # spend the same quota again when it restarts
+        caller.on_request = partial(self._maybe_save_status, True)
         source = self._source(caller)
         try:
             await self._loop(source)
@@ -231,10 +234,10 @@ class TenantRunner:
         with self.archive.transaction():
             self.ledger.tenant_update(self.t.name, **fields)
 
-    def _maybe_save_status(self) -> None:
-        """Queue a status write at most every ``STATUS_EVERY`` seconds (one small transaction on the writer
-        thread; nobody waits for it, so reads never stall behind it)."""
-        if time.monotonic() - self._status_at >= STATUS_EVERY:
+    def _maybe_save_status(self, force: bool = False) -> None:
+        """Queue a status write at most every ``STATUS_EVERY`` seconds, or now with ``force`` (one small
+        transaction on the writer thread; nobody waits for it, so reads never stall behind it)."""
+        if force or time.monotonic() - self._status_at >= STATUS_EVERY:
             fields = self._status_fields()
             fut = asyncio.ensure_future(self._db(self._write_status, fields))
             self._status_writes.add(fut)
@@ -264,7 +267,7 @@ class TenantRunner:
                 if first:
                     await self._db(self._track_backfill, once_until)
                 first = False
-                await self._db(self._horizon, now)
+                await self._db(self._horizon, now, frozenset(self._busy))
                 due = await self._db(self._schedule, now, frozenset(self._busy), list(self._reading.values()),
                                      len(self._inflight) < self.s.concurrency)
                 self._launch(source, now, due)
@@ -339,14 +342,20 @@ class TenantRunner:
         if self.progress is not None and self._backfill.total:
             self.progress(self.t.name, self._backfill.done, self._backfill.total, self._backfill.rows)
 
-    def _horizon(self, now: datetime) -> None:
-        """Warn before an uncollected window ages past the API horizon; give up on what already has."""
+    def _horizon(self, now: datetime, busy: frozenset[datetime] = frozenset()) -> None:
+        """Warn before an uncollected window ages past the API horizon; give up on what already has.
+
+        A window being read (``busy``) is left alone: its start is its ledger key, and renaming it would
+        start a second read of it beside the first. Data that aged out uncollected fails the run (exit 4).
+        """
         limit = now - self.t.horizon + timedelta(minutes=10)
         warn_at = limit + self.s.horizon_warning
         for w in self.ledger.windows(self.t.name, ("pending", "failed")):
-            if w.start >= warn_at or w.next_read is None:
+            if w.start >= warn_at or w.next_read is None or w.start in busy:
                 continue
             if w.start < limit:
+                self.report.ok, self.report.exit_code = False, self.report.exit_code or 4
+                self.report.error = f"data of {w.label()} aged past the {self.t.horizon.days}-day horizon uncollected"
                 with self.archive.transaction():
                     if w.end < limit:
                         self.ledger.mark_failed(w, error="aged past the API horizon before it was collected",
@@ -401,11 +410,16 @@ class TenantRunner:
             g = groups[-1] if groups else None
             if (g and w.attempts == 0 and g[-1].attempts == 0 and g[-1].end + TICK == w.start
                     and w.span <= self.s.window and w.end - g[0].start < self.s.max_window
+                    and not self._at_risk(g, now)  # a read near the horizon stays short: its start ages
                     and (fresh is None or (g[-1].end >= fresh) == (w.end >= fresh))):
                 g.append(w)
             else:
                 groups.append([w])
         return groups
+
+    def _at_risk(self, group: list[Window], now: datetime) -> bool:
+        """The read starts within the horizon warning of aging past the API's horizon."""
+        return group[0].start < now - self.t.horizon + self.s.horizon_warning
 
     def _schedule(self, now: datetime, busy: frozenset[datetime], reading: list[tuple[float, int]],
                   room: bool) -> list[Window]:
@@ -419,7 +433,8 @@ class TenantRunner:
         free = self.s.concurrency - len(self._inflight)
         if free <= 0:
             return
-        groups = sorted(self._groups(due, now), key=lambda g: g[-1].end, reverse=True)
+        # newest first, but what is about to age past the horizon before anything else
+        groups = sorted(self._groups(due, now), key=lambda g: (self._at_risk(g, now), g[-1].end), reverse=True)
         bulk_running = sum(1 for task, ws in self._inflight.items()
                            if task is not self._live_task and self._is_bulk(ws, now))
         for g in groups:
@@ -648,9 +663,16 @@ class TenantRunner:
     def _window_failed(self, group: list[Window], exc: ExotraceError) -> None:
         msg = redact(exc)
         aged = isinstance(exc, PermanentError) and ("90 days" in msg or "10 days" in msg) and "older" in msg
+        now = self.clock.now()
+        # the API refused the read's start as too old: only windows wholly past the horizon are lost; the
+        # others of a merged read are due again at once (the horizon check trims the oldest one first)
+        past = now - self.t.horizon
         with self.archive.transaction():
             for w in group:
-                retry = None if aged else self._retry_at(w.attempts, exc)
+                if aged:
+                    retry = None if w.end < past else now
+                else:
+                    retry = self._retry_at(w.attempts, exc)
                 self.ledger.mark_failed(w, error=msg, retry_at=retry)
             self.ledger.tenant_update(self.t.name, last_error=msg[:500],
                                       last_error_at=fmt_time(self.clock.now()))

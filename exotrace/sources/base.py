@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -111,6 +111,8 @@ class ApiCaller:
         self.max_attempts = max_attempts
         self.counters = Counters()
         self.origins = {_origin(u) for u in (tenant.graph_url, tenant.rws_url) if u}
+        #: Called as each request is counted against the quota, just before it is sent.
+        self.on_request: Callable[[], None] | None = None
 
     def check_origin(self, url: str) -> None:
         """Refuse a URL off the configured API origins (scheme, host, port): the token goes with every GET,
@@ -135,6 +137,8 @@ class ApiCaller:
             token = await unless_stopped(self.tokens.token(), self.stop)
             await unless_stopped(self.quota.acquire(), self.stop)
             self.counters.requests += 1
+            if self.on_request is not None:
+                self.on_request()
             hdrs = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
             hdrs.update(headers or {})
             try:

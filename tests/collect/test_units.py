@@ -6,7 +6,9 @@ import asyncio
 import base64
 import json
 import os
+import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +19,7 @@ from exotrace.collect.quota import QuotaGovernor
 from exotrace.collect.runner import TenantRunner
 from exotrace.config import CollectorSettings, parse_config
 from exotrace.net import parse_retry_after
-from exotrace.sources.base import Counters
+from exotrace.sources.base import ApiCaller, Counters
 from exotrace.sources.graph import repair_next_link, repair_skiptoken
 from exotrace.state.ledger import TICK, Ledger, Window
 
@@ -280,5 +282,32 @@ def test_a_failed_status_write_hands_its_counts_to_the_next(tmp_path: Path) -> N
         asyncio.run(main())
         info = ledger.tenant_info("t")
         assert (info["requests"], info["throttled"]) == (10, 2)
+    finally:
+        arch.close()
+
+
+def test_each_counted_request_is_saved_for_a_restart(tmp_path: Path) -> None:
+    """The quota's request times reach the ledger as requests are sent, not only with the periodic
+    status write: a collector killed right after a burst cannot spend the same quota again on restart."""
+    runner, ledger, arch = _runner(tmp_path)
+    try:
+        caller = ApiCaller(runner.t, None, None, runner.quota, runner.clock)  # type: ignore[arg-type]
+        runner.caller = caller
+        caller.on_request = partial(runner._maybe_save_status, True)
+
+        async def burst() -> None:
+            for _ in range(3):  # what get_json does for each request, up to sending it
+                await runner.quota.acquire()
+                caller.counters.requests += 1
+                caller.on_request()
+            await asyncio.gather(*runner._status_writes)
+
+        runner._status_at = time.monotonic()  # the periodic write is not due
+        asyncio.run(burst())
+        info = ledger.tenant_info("t")
+        assert len(json.loads(info["quota_json"])) == 3 and info["requests"] == 3
+        restarted = QuotaGovernor(runner.s.quota, runner.s.quota_period, runner.clock)
+        restarted.load(json.loads(info["quota_json"]))
+        assert restarted.used() == 3
     finally:
         arch.close()
