@@ -18,6 +18,7 @@ from exotrace.collect.plan import plan
 from exotrace.collect.quota import QuotaGovernor
 from exotrace.collect.runner import TenantRunner
 from exotrace.config import CollectorSettings, parse_config
+from exotrace.errors import PermanentError
 from exotrace.net import parse_retry_after
 from exotrace.sources.base import ApiCaller, Counters
 from exotrace.sources.graph import repair_next_link, repair_skiptoken
@@ -309,5 +310,36 @@ def test_each_counted_request_is_saved_for_a_restart(tmp_path: Path) -> None:
         restarted = QuotaGovernor(runner.s.quota, runner.s.quota_period, runner.clock)
         restarted.load(json.loads(info["quota_json"]))
         assert restarted.used() == 3
+    finally:
+        arch.close()
+
+
+def test_a_start_refused_as_too_old_gives_up_only_what_is_past_the_horizon(tmp_path: Path) -> None:
+    runner, ledger, arch = _runner(tmp_path)
+    try:
+        past = NOW - runner.t.horizon
+        old = Window("t", past - timedelta(days=1), past - timedelta(hours=1) - TICK, next_read=NOW)
+        young = Window("t", past - timedelta(hours=1), NOW - timedelta(days=1) - TICK, next_read=NOW)
+        with arch.transaction():
+            ledger.add([old, young])
+        runner._window_failed([old, young], PermanentError("400: StartDate is older than 90 days"))
+        after = {w.start: w.next_read for w in ledger.windows("t")}
+        assert after[old.start] is None  # wholly past the horizon: lost
+        assert after[young.start] == NOW  # straddles it: due again at once, the horizon check trims it
+    finally:
+        arch.close()
+
+
+def test_windows_near_the_horizon_are_read_alone_and_first(tmp_path: Path) -> None:
+    runner, ledger, arch = _runner(tmp_path)
+    try:
+        grid = timedelta(minutes=15)
+        near = NOW - runner.t.horizon + timedelta(hours=1)  # inside horizon_warning (2 days)
+        at_risk = [Window("t", near + i * grid, near + (i + 1) * grid - TICK, next_read=NOW) for i in range(3)]
+        recent = [Window("t", NOW - 4 * grid + i * grid, NOW - 3 * grid + i * grid - TICK, next_read=NOW)
+                  for i in range(3)]
+        groups = runner._groups([*at_risk, *recent], NOW)
+        assert [len(g) for g in groups] == [1, 1, 1, 3]  # the at-risk ones unmerged, the recent ones merged
+        assert runner._at_risk(groups[0], NOW) and not runner._at_risk(groups[-1], NOW)
     finally:
         arch.close()
