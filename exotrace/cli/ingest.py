@@ -70,7 +70,8 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
     encoding, gzip) and the admin center's CSV reports; the format is detected. Rows are upserted by
     (MessageTraceId, RecipientAddress): reading the same file twice changes nothing.
 
-    Exit codes: 0 everything read, 1 some records rejected, 2 usage or config error.
+    Exit codes: 0 everything read, 1 some records rejected, 2 usage or config error (or an output that
+    cannot be written), 4 a required sink has not acknowledged every document (kept for the next run).
 
     \b
     Example:
