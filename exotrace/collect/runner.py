@@ -139,6 +139,9 @@ class TenantRunner:
         self._auth_failures = 0
         self._gave_up = False
         self._stopped_early = False
+        #: tickets of pages committed by reads that then failed: a later read finds those rows unchanged
+        #: and submits nothing, so it waits for these before it marks anything read
+        self._orphan_tickets: list[Any] = []
         self._t0 = clock.now()
         self._backfill = BackfillProgress()
         #: end of the ledger's last window (set by each planning pass), and the provisional live tail
@@ -539,6 +542,7 @@ class TenantRunner:
         counts = [0] * len(group)
         new = updated = 0
         tickets: list[Any] = []
+        succeeded = False
         span = (end - start).total_seconds()
         read = (start, end + TICK)
         oldest: datetime | None = None
@@ -576,6 +580,8 @@ class TenantRunner:
                     raise Stopped()
             for ticket in tickets:
                 await self._wait_acked(ticket)
+            await self._wait_orphans()
+            succeeded = True
             if self.shipper is not None:
                 await self.shipper.checkpoint()
             if provisional:
@@ -613,9 +619,23 @@ class TenantRunner:
             if not provisional:
                 await self._db(self._window_failed, group, TransientError(f"internal error: {exc!r}"))
         finally:
+            if not succeeded:
+                self._orphan_tickets.extend(tickets)
             self._backfill.ended(read)
             if not provisional:
                 self._report_progress()
+
+    async def _wait_orphans(self) -> None:
+        """Wait until the sinks acknowledged the pages of earlier failed reads (see ``_orphan_tickets``)."""
+        while self._orphan_tickets:
+            ticket = self._orphan_tickets[0]
+            try:
+                await self._wait_acked(ticket)
+            except TransientError:  # lost by the sinks: the next start replays from the acknowledged seq
+                log.warning("sinks lost the rows of a failed read tenant=%s (replayed at the next start)",
+                            self.t.name)
+            if self._orphan_tickets and self._orphan_tickets[0] is ticket:
+                self._orphan_tickets.pop(0)
 
     async def _wait_acked(self, ticket: Any) -> None:
         assert self.shipper is not None
