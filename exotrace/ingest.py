@@ -67,20 +67,23 @@ class RejectWriter:
         except TypeError:  # a lone surrogate in the raw text: keep it, escaped
             data = orjson.dumps({k: v.encode("utf-8", "backslashreplace").decode() if isinstance(v, str) else v
                                  for k, v in row.items()})
-        _write_named(self._fh, data + b"\n")
+        with naming(self._fh):
+            self._fh.write(data + b"\n")
 
     def close(self) -> None:
         self._fh.close()
 
 
-def _write_named(stream: IO[bytes], data: bytes) -> None:
-    """Write; a failure (a full disk) names the file, as an ``OSError`` of that file."""
+@contextmanager
+def naming(stream: IO[bytes], name: str | None = None) -> Iterator[None]:
+    """A failed write, flush or close of ``stream`` (a full disk) becomes an ``OSError`` naming the file
+    (``name``, else the stream's); a reader that went away stays a ``BrokenPipeError``."""
     try:
-        stream.write(data)
+        yield
     except BrokenPipeError:
         raise
     except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, getattr(stream, "name", None)) from exc
+        raise OSError(exc.errno, exc.strerror, name or getattr(stream, "name", None)) from exc
 
 
 def document_reject(doc: Document) -> Reject:
@@ -226,7 +229,8 @@ def ingest(
         except (TypeError, ValueError):  # a document JSON cannot represent: write the others
             check_encodable(unwritable)
             data = b"".join([d.json + b"\n" for d in docs if id(d) not in unwritable])
-        _write_named(stream, data)
+        with naming(stream):
+            stream.write(data)
         stats.written += len(docs) - len(unwritable)
 
     def check_encodable(unwritable: set[int]) -> None:

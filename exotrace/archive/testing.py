@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import sqlite3
 from typing import Any
 
 from exotrace.model import Document, canonical_status, row_key
@@ -107,3 +109,13 @@ def make_error_document(message: str = "field [Received] not present", *, origin
     doc = {"event": {"kind": "pipeline_error", "original": original}, "error": {"message": message},
            "tags": ["preserve_original_event"]}
     return Document(doc=doc, key="", fingerprint="", status="", origin=origin, line=line)
+
+
+def query_read_only(path: str | os.PathLike[str], sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` read through a read-only connection (a test's look at an archive another process
+    writes)."""
+    conn = sqlite3.connect(f"file:{os.fspath(path)}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()

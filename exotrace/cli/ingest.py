@@ -18,7 +18,7 @@ from exotrace.cli._common import (
     silence_stdout,
 )
 from exotrace.errors import ConfigError
-from exotrace.ingest import IngestStats, RejectWriter, open_output
+from exotrace.ingest import IngestStats, RejectWriter, naming, open_output
 from exotrace.ingest import ingest as run_ingest
 from exotrace.normalize import NormalizeOptions, Normalizer
 from exotrace.sources.file import FORMATS
@@ -109,7 +109,11 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
         # Outputs the user named first: a bad --out or --rejects path fails before anything is written.
         stream, to_stdout = open_output(out)
         if stream is not None and not to_stdout:
-            stack.callback(_close_named, stream, out)
+            def close_out(stream: IO[bytes] = stream) -> None:
+                with naming(stream, out):  # a failed last flush names the file
+                    stream.close()
+
+            stack.callback(close_out)
         rejects_file = RejectWriter(rejects_path) if rejects_path else None
         if rejects_file is not None:
             stack.callback(rejects_file.close)
@@ -137,11 +141,10 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
                            deliver=deliver, on_reject=on_reject)
         if stream is not None and not stats.out_closed:
             try:
-                stream.flush()
+                with naming(stream, out):
+                    stream.flush()
             except BrokenPipeError:
                 stats.out_closed = True
-            except OSError as exc:  # a full disk: name the file
-                raise OSError(exc.errno, exc.strerror, out) from exc
         if stats.out_closed and to_stdout:
             silence_stdout()
         delivered = deliver.finish() if deliver is not None else True
@@ -165,14 +168,6 @@ def _check_not_an_input(option: str, target: Path, paths: tuple[Path, ...]) -> N
         if where == source or (given.is_dir() and where.is_relative_to(source)):
             relation = "the input" if where == source else "inside the input folder"
             raise ConfigError(f"{option} {target} is {relation} {given}; write it elsewhere", key=option)
-
-
-def _close_named(stream: IO[bytes], name: str) -> None:
-    """Close an output; a failure of its last flush (a full disk) names the file."""
-    try:
-        stream.close()
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, name) from exc
 
 
 def _check_outputs_apart(out: str | None, rejects_path: str | None, archive_path: str | None) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,16 +12,9 @@ from pathlib import Path
 
 from collect_helpers import write_config
 
+from exotrace.archive.testing import query_read_only
 from exotrace.collect.clockenv import ENV, clock_to_env
 from exotrace.simulator import SimTenant, SimulatorConfig, start_simulator
-
-
-def _query(db: Path, sql: str) -> list:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 def test_no_window_is_marked_read_before_a_required_sink_has_its_rows(tmp_path: Path) -> None:
@@ -49,5 +41,6 @@ def test_no_window_is_marked_read_before_a_required_sink_has_its_rows(tmp_path: 
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
     db = tmp_path / "archive.db"
-    assert _query(db, "SELECT count(*) FROM messages")[0][0] > 0  # pages were committed
-    assert _query(db, "SELECT count(*) FROM collector_windows WHERE state IN ('complete', 'settled')") == [(0,)]
+    assert query_read_only(db, "SELECT count(*) FROM messages")[0][0] > 0  # pages were committed
+    done = "SELECT count(*) FROM collector_windows WHERE state IN ('complete', 'settled')"
+    assert query_read_only(db, done) == [(0,)]

@@ -17,6 +17,7 @@ from typing import Any
 
 from sink_fakes import FakeElasticsearch
 
+from exotrace.archive.testing import query_read_only
 from exotrace.collect.clockenv import ENV, clock_to_env
 from exotrace.simulator import SimTenant, SimulatorConfig, start_simulator
 from exotrace.sinks import read_metrics
@@ -48,12 +49,6 @@ def _collect(sim: Any, cfg: Path, log: Path) -> subprocess.Popen[bytes]:
                                  "--since", "1d", "--no-progress"], stdout=fh, stderr=fh, env=env)
 
 
-def _query(db: Path, sql: str) -> Any:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 def test_checkpoint_waits_for_a_down_sink_across_a_kill(tmp_path: Path) -> None:
@@ -69,7 +64,7 @@ def test_checkpoint_waits_for_a_down_sink_across_a_kill(tmp_path: Path) -> None:
         rows = failed = 0
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                rows = _query(db, "SELECT count(*) FROM messages")[0][0]
+                rows = query_read_only(db, "SELECT count(*) FROM messages")[0][0]
             except sqlite3.OperationalError:  # not created yet
                 rows = 0
             if rows:
@@ -81,10 +76,10 @@ def test_checkpoint_waits_for_a_down_sink_across_a_kill(tmp_path: Path) -> None:
             log.read_text()[-2000:]
         assert rows > 300 and failed > 1000, log.read_text()[-2000:]
         # no window holding shipped rows is marked read, and the outbox cursor did not move
-        read_rows = _query(db, "SELECT coalesce(sum(rows), 0) FROM collector_windows "
+        read_rows = query_read_only(db, "SELECT coalesce(sum(rows), 0) FROM collector_windows "
                                "WHERE state IN ('complete', 'settled')")[0][0]
         assert read_rows == 0
-        assert _query(db, "SELECT coalesce(max(acked_seq), 0) FROM collector_outbox")[0][0] == 0
+        assert query_read_only(db, "SELECT coalesce(max(acked_seq), 0) FROM collector_outbox")[0][0] == 0
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert es.store.get(DS, {}) == {}
@@ -93,13 +88,13 @@ def test_checkpoint_waits_for_a_down_sink_across_a_kill(tmp_path: Path) -> None:
         proc = _collect(sim, path, log)
         assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
         assert es.errors == []
-        archived = {fp for (fp,) in _query(db, "SELECT fingerprint FROM messages")}
+        archived = {fp for (fp,) in query_read_only(db, "SELECT fingerprint FROM messages")}
         indexed = set(es.store[DS])
         assert archived <= indexed  # every archived document arrived (and earlier states of rows too)
         # the restart sent documents twice (the spool's copies and the collector's replay of changes it
         # never saw acknowledged): the repeats were 409s on the fingerprint `_id`, not second documents
         assert es.docs_received > len(indexed)
-        max_seq = _query(db, "SELECT max(seq) FROM messages")[0][0]
-        assert _query(db, "SELECT max(acked_seq) FROM collector_outbox")[0][0] == max_seq
-        assert _query(db, "SELECT count(*) FROM collector_windows WHERE state NOT IN ('complete', 'settled')"
+        max_seq = query_read_only(db, "SELECT max(seq) FROM messages")[0][0]
+        assert query_read_only(db, "SELECT max(acked_seq) FROM collector_outbox")[0][0] == max_seq
+        assert query_read_only(db, "SELECT count(*) FROM collector_windows WHERE state NOT IN ('complete', 'settled')"
                       )[0][0] == 0
