@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -292,6 +293,7 @@ def test_each_counted_request_is_saved_for_a_restart(tmp_path: Path) -> None:
     status write: a collector killed right after a burst cannot spend the same quota again on restart."""
     runner, ledger, arch = _runner(tmp_path)
     try:
+        runner.executor = ThreadPoolExecutor(max_workers=1)  # the collector's one writer thread: writes in order
         caller = ApiCaller(runner.t, None, None, runner.quota, runner.clock)  # type: ignore[arg-type]
         runner.caller = caller
         caller.on_request = partial(runner._maybe_save_status, True)
@@ -311,6 +313,8 @@ def test_each_counted_request_is_saved_for_a_restart(tmp_path: Path) -> None:
         restarted.load(json.loads(info["quota_json"]))
         assert restarted.used() == 3
     finally:
+        if runner.executor is not None:
+            runner.executor.shutdown(wait=True)
         arch.close()
 
 
