@@ -8,6 +8,9 @@ collector does (GeoIP, public suffixes, direction; not timed), then measures:
 * ingest rows/s through ``Archive.upsert`` (batches of ``--batch`` documents, one transaction each), and
   the same rows through a plain ``executemany`` of (key, JSON) into a bare table, as the baseline;
 * re-ingest of the same documents (every row unchanged) and an update pass (status changes);
+* SQLite's own share: the statements ``Archive.upsert`` sends for the first ``--replay-rows`` rows,
+  recorded in an untimed pass and replayed into a fresh archive (no Python work left but the replay loop),
+  against the same rows upserted into another fresh archive: the ceiling any Python-side work can reach;
 * search latency (median, p95) by recipient address, by sender domain (``*@domain``) and by sender
   domain with subdomains (``domain``), newest 100 rows each, decoded to dicts, compared with the same
   recipient search on the bare table without an index (a scan).
@@ -28,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -112,6 +116,62 @@ class Clock:
         self.cpu += time.process_time() - cpu
 
 
+class StatementLog:
+    """Stands in for an archive's connection and keeps every ``executemany`` it forwards (rows copied)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.upserts: list[list[tuple[str, list[Any]]]] = []
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        if sql.startswith("BEGIN"):
+            self.upserts.append([])
+        return self._conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        rows = [tuple(row) for row in rows]
+        self.upserts[-1].append((sql, rows))
+        return self._conn.executemany(sql, rows)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def sqlite_share(batches: list[list[Document]], workdir: Path) -> tuple[Clock, Clock]:
+    """(upsert of ``batches`` into a fresh archive, replay of the statements it sends into another)."""
+    paths = [workdir / f"share-{name}.db" for name in ("upsert", "record", "replay")]
+    for path in paths:
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+    upsert, replay = Clock(), Clock()
+    target = Archive.open(paths[0])
+    for docs in batches:
+        upsert.run(lambda docs=docs: target.upsert(docs, source="bench"))
+    target.close()
+    recorded = Archive.open(paths[1])
+    log = StatementLog(recorded.conn)
+    recorded._conn = log  # type: ignore[assignment]  # the bench looks inside on purpose
+    for docs in batches:
+        recorded.upsert(docs, source="bench")
+    recorded._conn = log._conn
+    recorded.close()
+    conn = Archive.open(paths[2]).conn
+
+    def run_statements(statements: list[tuple[str, list[Any]]]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        for sql, rows in statements:
+            conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+
+    for statements in log.upserts:
+        replay.run(lambda statements=statements: run_statements(statements))
+    conn.close()
+    for path in paths:
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+    return upsert, replay
+
+
 def _latency(fn: Callable[[str], object], values: list[str]) -> tuple[float, float]:
     times = []
     for value in values:
@@ -127,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=5_000,
                         help="documents per upsert (one transaction; ingest and a collector page commit 5000)")
+    parser.add_argument("--replay-rows", type=int, default=100_000,
+                        help="rows whose SQL statements are replayed to measure SQLite's own share (0: skip)")
     parser.add_argument("--queries", type=int, default=200, help="searches per kind")
     parser.add_argument("--dir", type=Path, help="where to put the databases (default: a temporary folder)")
     args = parser.parse_args(argv)
@@ -151,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ingest, baseline, reingest, update = Clock(), Clock(), Clock(), Clock()
     recipients: list[str] = []
     sender_domains: list[str] = []
+    share_batches: list[list[Document]] = []
     done = 0
     print(f"Generating and ingesting {args.rows:,} documents into {archive_path} ...", file=sys.stderr)
     while done < args.rows:
@@ -167,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             bare.execute("COMMIT")
 
         baseline.run(bare_insert)
+        if done <= args.replay_rows:
+            share_batches.append(docs)
         ingest.run(lambda docs=docs: arch.upsert(docs, source="bench"))
         if len(recipients) < args.queries:
             sample = random.Random(done).sample(docs, min(len(docs), args.queries))
@@ -182,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {done:,} rows", file=sys.stderr, end="\r")
     print(file=sys.stderr)
     arch.close()  # refreshes planner statistics, as any writer's close does
+    share = sqlite_share(share_batches, workdir) if share_batches else None
+    share_rows = sum(map(len, share_batches))
+    share_batches.clear()
     arch = Archive.open(archive_path)
     rows = arch.count()
     recipients, sender_domains = recipients[: args.queries], sender_domains[: args.queries]
@@ -224,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
 
     rate("ingest (upsert, new rows)", args.rows, ingest, ">= 30,000", baseline)
     rate("baseline: executemany into a bare table", args.rows, baseline, "", baseline)
+    if share is not None:
+        rate(f"upsert, first {share_rows:,} rows, fresh archive", share_rows, share[0])
+        rate("  SQLite alone: its statements replayed", share_rows, share[1])
+        print(f"{'  Python share of the upsert (CPU)':44} {1 - share[1].cpu / share[0].cpu:>13.0%}")
     rate(f"re-ingest, all unchanged ({first:,} rows)", first, reingest)
     rate(f"status update pass ({first:,} rows)", first, update)
     for label, med, p95 in (

@@ -94,6 +94,7 @@ def document_reject(doc: Document) -> Reject:
         line=doc.line,
         reason="; ".join(messages) if isinstance(messages, list) else str(messages),
         raw=doc.doc.get("event", {}).get("original", ""),
+        field=doc.error_field,
     )
 
 

@@ -206,12 +206,12 @@ class Document:
     """
 
     __slots__ = ("_doc", "_json", "_key", "_fingerprint", "summary", "status", "origin", "line",
-                 "observed_at", "is_error", "stable_json")
+                 "observed_at", "is_error", "stable_json", "error_field")
 
     def __init__(self, doc: dict[str, Any] | None = None, key: str | None = "", fingerprint: str | None = "",
                  status: str = "", origin: str = "", line: int = 0, observed_at: str | None = None,
                  json: bytes | None = None, summary: Summary | None = None, is_error: bool | None = None,
-                 stable_json: Callable[[], bytes] | None = None) -> None:
+                 stable_json: Callable[[], bytes] | None = None, error_field: str | None = None) -> None:
         if doc is None and json is None:
             raise TypeError("Document needs doc or json")
         self._doc = doc
@@ -229,6 +229,8 @@ class Document:
         #: For a normalizer document with volatile fields: makes the JSON without them (what the archive's
         #: content digest covers) without decoding the document.
         self.stable_json = stable_json
+        #: For a pipeline error: the input field (legacy name) the normalizer could not use, when one was.
+        self.error_field = error_field
 
     @property
     def doc(self) -> dict[str, Any]:

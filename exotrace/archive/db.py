@@ -544,7 +544,8 @@ class Archive:
         if isinstance(messages, list):
             messages = "; ".join(str(m) for m in messages)
         reason = str(messages or "pipeline error")
-        reject = Reject(origin=document.origin or "", line=document.line or 0, reason=reason, raw=_original(doc))
+        reject = Reject(origin=document.origin or "", line=document.line or 0, reason=reason, raw=_original(doc),
+                        field=document.error_field)
         return _reject_row(reject, _storable(_safe_json(doc)), source, now)
 
     def add_rejects(self, rejects: Iterable[Reject], *, source: str = "ingest") -> int:

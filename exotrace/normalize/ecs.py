@@ -113,10 +113,11 @@ class Normalizer:
         try:
             return self._build(record)
         except NormalizeError as exc:
-            return self._error_document(record, str(exc))
+            return self._error_document(record, str(exc), exc.field)
         except UnicodeEncodeError:
             return self._error_document(
-                record, "Processor 'json' failed with message 'str is not valid UTF-8: surrogates not allowed'")
+                record, "Processor 'json' failed with message 'str is not valid UTF-8: surrogates not allowed'",
+                _surrogate_field(record.fields))
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             return self._error_document(record, f"Processor 'script' failed with message '{exc}'")
 
@@ -137,7 +138,7 @@ class Normalizer:
         # Dates: keep ISO text verbatim (as Elastic does); rewrite other shapes (/Date(ms)/, US culture) as ISO.
         received = get("Received")
         if received is None:
-            raise NormalizeError("date", "field [email.delivery_timestamp] not present as part of path")
+            raise NormalizeError("date", "field [email.delivery_timestamp] not present as part of path", "Received")
         timestamp = utc_iso_millis(received) if received.__class__ is str else None
         if timestamp is None:
             timestamp = self._slow_received(m, received)
@@ -165,10 +166,18 @@ class Normalizer:
         if size is not None and (size.__class__ is not int or not _INT64_MIN <= size <= _INT64_MAX):
             size = _int(size)
         parts = self._parts
-        src = parts.address(sender) if sender else None
-        dst = parts.address(recipient) if recipient else None
-        src_ip = parts.ip(from_ip) if from_ip else None
-        dst_ip = parts.ip(to_ip) if to_ip else None
+        try:  # free in CPython 3.11+ unless raised: names the field for the reject
+            at = "SenderAddress"
+            src = parts.address(sender) if sender else None
+            at = "RecipientAddress"
+            dst = parts.address(recipient) if recipient else None
+            at = "FromIP"
+            src_ip = parts.ip(from_ip) if from_ip else None
+            at = "ToIP"
+            dst_ip = parts.ip(to_ip) if to_ip else None
+        except NormalizeError as exc:
+            exc.field = at
+            raise
 
         # email.*, in Elastic's key order
         direction, direction_field = _DIRECTIONS[(src is not None and src.local, dst is not None and dst.local)] \
@@ -241,7 +250,7 @@ class Normalizer:
         try:
             parsed = parse_timestamp(received)
         except (ValueError, OverflowError) as exc:
-            raise NormalizeError("date", f"unable to parse date [{received}]: {exc}") from None
+            raise NormalizeError("date", f"unable to parse date [{received}]: {exc}", "Received") from None
         if not (received.__class__ is str and is_iso(received)):
             m["Received"] = format_iso(parsed)
         return format_millis(parsed)
@@ -276,7 +285,7 @@ class Normalizer:
             found = self._ends[tenant] = f"{organization}{self._tags_field}}}".encode()
         return found
 
-    def _error_document(self, record: RawRecord, message: str) -> Document:
+    def _error_document(self, record: RawRecord, message: str, field: str | None = None) -> Document:
         doc: dict[str, Any] = {
             "ecs": {"version": ECS_VERSION},
             "event": {"kind": "pipeline_error", "original": safe_json_text(record.original)},
@@ -291,7 +300,7 @@ class Normalizer:
             doc["organization"] = {"name": self.options.tenant or record.tenant}
         return Document(
             doc=doc, key="", fingerprint="", status="", origin=record.origin, line=record.line,
-            observed_at=record.observed_at, is_error=True,
+            observed_at=record.observed_at, is_error=True, error_field=field,
         )
 
 
@@ -309,7 +318,29 @@ def _json(value: Any) -> bytes:
     try:
         return orjson.dumps(value)
     except orjson.JSONEncodeError as exc:  # an integer beyond 64 bits, a lone surrogate
-        raise NormalizeError("json", str(exc)) from None
+        raise NormalizeError("json", str(exc), _unencodable_field(value)) from None
+
+
+def _surrogate_field(fields: Any) -> str | None:
+    """The first text field holding a lone surrogate, by its legacy name (the error path only)."""
+    if isinstance(fields, dict):
+        for name, value in fields.items():
+            if isinstance(value, str):
+                try:
+                    value.encode()
+                except UnicodeEncodeError:
+                    return _RENAME.get(name, name)
+    return None
+
+
+def _unencodable_field(trace: dict[str, Any]) -> str | None:
+    """The first field of ``trace`` that JSON cannot encode (the error path only)."""
+    for name, value in trace.items():
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            return name
+    return None
 
 
 def _side(name: str, address: AddressParts | None, ip: IpParts | None) -> str:
@@ -357,25 +388,26 @@ _TEXT_FIELDS = ("SenderAddress", "RecipientAddress", "MessageTraceId", "Subject"
 def _scalar_text(name: str, value: Any) -> str:
     """A text field's value as text; a list or object there is no value a row can hold."""
     if isinstance(value, list | dict):
-        raise NormalizeError("json", f"field [{name}] is not a single value: {orjson.dumps(value).decode()[:200]}")
+        raise NormalizeError("json", f"field [{name}] is not a single value: {orjson.dumps(value).decode()[:200]}",
+                             name)
     return str(value)
 
 
 def _int(value: Any) -> int:
     """Size as an Elasticsearch ``long``, or NormalizeError as Elastic's convert processor would fail."""
     if isinstance(value, bool):
-        raise NormalizeError("convert", f"field [Size] is not a number: {value!r}")
+        raise NormalizeError("convert", f"field [Size] is not a number: {value!r}", "Size")
     if isinstance(value, int):
         number = value
     elif isinstance(value, float) and abs(value) > _INT64_MAX:  # a JSON integer beyond 64 bits reads as float
-        raise NormalizeError("convert", f"field [Size] is out of range for a long: {value!r}")
+        raise NormalizeError("convert", f"field [Size] is out of range for a long: {value!r}", "Size")
     else:
         try:
             number = int(str(value).strip())
         except ValueError:
-            raise NormalizeError("convert", f"field [Size] is not a number: {value!r}") from None
+            raise NormalizeError("convert", f"field [Size] is not a number: {value!r}", "Size") from None
     if not _INT64_MIN <= number <= _INT64_MAX:
-        raise NormalizeError("convert", f"field [Size] is out of range for a long: {value!r}")
+        raise NormalizeError("convert", f"field [Size] is out of range for a long: {value!r}", "Size")
     return number
 
 

@@ -22,11 +22,13 @@ __all__ = ["AddressParts", "FragmentCache", "IpParts", "quote"]
 
 
 class NormalizeError(ValueError):
-    """A record that cannot become an ECS document; ``processor`` names the failing step (Elastic's wording)."""
+    """A record that cannot become an ECS document; ``processor`` names the failing step (Elastic's wording)
+    and ``field`` the input field at fault (legacy name), when one is."""
 
-    def __init__(self, processor: str, message: str) -> None:
+    def __init__(self, processor: str, message: str, field: str | None = None) -> None:
         super().__init__(f"Processor '{processor}' failed with message '{message}'")
         self.processor = processor
+        self.field = field
 
 
 class AddressParts(NamedTuple):

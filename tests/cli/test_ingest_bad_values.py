@@ -171,3 +171,28 @@ def test_lone_surrogate_in_ndjson_is_a_reject(tmp_path: Path):
     assert outcome.code == 1
     assert outcome.archived == [TRACE_IDS[0], TRACE_IDS[2]]
     assert [r["line"] for r in outcome.rejects] == [2]
+
+
+# -- normalizer rejects name their field --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({"Received": "yesterday-ish"}, "Received"),
+    ({"Received": None}, "Received"),
+    ({"SenderAddress": "no-at-sign"}, "SenderAddress"),
+    ({"RecipientAddress": "bob.contoso.com"}, "RecipientAddress"),
+    ({"FromIP": "999.1.2.3"}, "FromIP"),
+    ({"ToIP": "not-an-ip"}, "ToIP"),
+    ({"Size": "ten"}, "Size"),
+    ({"Subject": ["a", "list"]}, "Subject"),
+])
+def test_a_normalizer_reject_names_its_field_everywhere(tmp_path: Path, overrides: dict, field: str):
+    # The field is in the message, in --rejects and in the archive's rejects.field column.
+    outcome = ingest(tmp_path, "bad.ndjson", ndjson(record(0), record(1, **overrides), record(2)))
+    assert outcome.code == 1
+    assert any(line.startswith(f"{tmp_path / 'bad.ndjson'}:2: ") and line.endswith(f"(field {field})")
+               for line in outcome.stderr.splitlines()), outcome.stderr
+    assert [(r["line"], r["field"]) for r in outcome.rejects] == [(2, field)]
+    with sqlite3.connect(tmp_path / "a.db") as con:
+        assert con.execute("SELECT line, field FROM rejects").fetchall() == [(2, field)]
+    assert outcome.archived == [TRACE_IDS[0], TRACE_IDS[2]]
