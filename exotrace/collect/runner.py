@@ -133,6 +133,8 @@ class TenantRunner:
         self._live_task: asyncio.Task[None] | None = None
         self._busy: set[datetime] = set()
         self._warned: set[datetime] = set()
+        #: Ends of the windows whose aging data was already reported (a trimmed start moves every pass).
+        self._aged: set[datetime] = set()
         base, cap = TENANT_BACKOFF if mode == "daemon" else ONCE_TENANT_BACKOFF
         self._tenant_backoff = Backoff(base=base, cap=cap)
         self._blocked_until: datetime | None = None
@@ -350,6 +352,7 @@ class TenantRunner:
 
         A window being read (``busy``) is left alone: its start is its ledger key, and renaming it would
         start a second read of it beside the first. Data that aged out uncollected fails the run (exit 4).
+        A window still waiting for its read is trimmed again on every pass; that is reported once.
         """
         limit = now - self.t.horizon + timedelta(minutes=10)
         warn_at = limit + self.s.horizon_warning
@@ -369,8 +372,12 @@ class TenantRunner:
                             (fmt_time(limit), f"data before {fmt_time(limit)} aged past the API horizon",
                              w.tenant, fmt_time(w.start)))
                 msg = f"window {w.label()} aged past the {self.t.horizon.days}-day horizon uncollected"
-                log.error("horizon tenant=%s %s", self.t.name, msg)
-                self.report.warnings.append(msg)
+                if w.end in self._aged:
+                    log.debug("horizon tenant=%s %s (again)", self.t.name, msg)
+                else:
+                    self._aged.add(w.end)
+                    log.error("horizon tenant=%s %s", self.t.name, msg)
+                    self.report.warnings.append(msg)
             elif w.start not in self._warned:
                 self._warned.add(w.start)
                 left = w.start - (now - self.t.horizon)

@@ -129,6 +129,36 @@ def test_horizon_warning_and_expiry(tmp_path: Path) -> None:
         arch.close()
 
 
+def test_a_window_trimmed_at_the_horizon_pass_after_pass_is_reported_once(tmp_path: Path, caplog) -> None:
+    # A window waiting for its read (quota spent, say) is trimmed again on every pass as the horizon moves;
+    # the run fails (exit 4) and says so once, not once per pass.
+    os.environ["EXOTRACE_UNIT_SECRET"] = "unit-secret-value"
+    cfg = parse_config({"tenant": [{"name": "t", "tenant_id": "x", "client_id": "y",
+                                    "client_secret": "env:EXOTRACE_UNIT_SECRET"}]}, base=tmp_path)
+    arch = open_archive(tmp_path / "a.db")
+    try:
+        ledger = Ledger(arch.conn)
+        aging = Window("t", NOW - timedelta(days=90), NOW - timedelta(days=89) - TICK, next_read=NOW)
+        with arch.transaction():
+            ledger.add([aging])
+        runner = TenantRunner(cfg.tenants[0], arch, ManualClock(NOW), mode="daemon", since=None,  # type: ignore[arg-type]
+                              stop=asyncio.Event())
+        starts = []
+        with caplog.at_level("DEBUG", logger="exotrace"):
+            for minutes in range(0, 50, 10):
+                runner._horizon(NOW + timedelta(minutes=minutes))
+                (w,) = ledger.windows("t")
+                starts.append(w.start)
+        limit = NOW - timedelta(days=90) + timedelta(minutes=10)
+        assert starts == [limit + timedelta(minutes=m) for m in range(0, 50, 10)]  # trimmed on every pass
+        assert runner.report.exit_code == 4 and not runner.report.ok
+        assert len([m for m in runner.report.warnings if "aged past" in m]) == 1
+        errors = [r for r in caplog.records if r.levelname == "ERROR" and "aged past" in r.getMessage()]
+        assert len(errors) == 1
+    finally:
+        arch.close()
+
+
 def test_retry_after_forms() -> None:
     assert parse_retry_after("30") == 30.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
