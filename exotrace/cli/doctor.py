@@ -45,9 +45,7 @@ async def check_tenant(t: TenantConfig, clock: Any) -> TenantChecks:
     from exotrace.auth import TokenProvider, decode_claims
     from exotrace.collect.quota import QuotaGovernor
     from exotrace.net import make_async_client, redact
-    from exotrace.sources.base import ApiCaller, BadRequest
-    from exotrace.sources.graph import graph_time
-    from exotrace.sources.rws import rws_time
+    from exotrace.sources.base import ApiCaller, BadRequest, api_time
 
     out = TenantChecks(t.name)
     cloud = CLOUDS[t.cloud]
@@ -116,13 +114,13 @@ async def check_tenant(t: TenantConfig, clock: Any) -> TenantChecks:
         try:
             if t.api == "graph":
                 url = f"{t.graph_url}/{t.graph_version}/admin/exchange/tracing/messageTraces"
-                params = {"$filter": f"receivedDateTime ge {graph_time(start)} and receivedDateTime le "
-                                     f"{graph_time(end)}", "$top": "1"}
+                params = {"$filter": f"receivedDateTime ge {api_time(start)} and receivedDateTime le "
+                                     f"{api_time(end, end=True)}", "$top": "1"}
                 label = "Graph service principal and list"
             else:
                 url = f"{t.rws_url}/MessageTrace"
-                params = {"$filter": f"StartDate eq datetime'{rws_time(start)}' and EndDate eq "
-                                     f"datetime'{rws_time(end)}'", "$top": "1"}
+                params = {"$filter": f"StartDate eq datetime'{api_time(start)}' and EndDate eq "
+                                     f"datetime'{api_time(end, end=True)}'", "$top": "1"}
                 label = "RWS role and list"
             data, _, _ = await caller.get_json(url, params)
             rows = data.get("value", data.get("d", {}).get("results", []) if isinstance(data.get("d"), dict) else [])

@@ -63,6 +63,10 @@ STATUS_EVERY = 5.0
 #: Near the end of a backfill, unread windows are halved for parallel reads while each half is estimated
 #: at this many pages or more (every piece costs one partial last page).
 SPLIT_MIN_PAGES = 5
+#: Windows are given up this long before the API's horizon (an API stricter than our clock).
+HORIZON_MARGIN = timedelta(minutes=10)
+#: Shortest head cut off a window near the horizon.
+AT_RISK_MIN_SPAN = timedelta(minutes=1)
 
 
 @dataclass
@@ -354,7 +358,7 @@ class TenantRunner:
         start a second read of it beside the first. Data that aged out uncollected fails the run (exit 4).
         A window still waiting for its read is trimmed again on every pass; that is reported once.
         """
-        limit = now - self.t.horizon + timedelta(minutes=10)
+        limit = now - self.t.horizon + HORIZON_MARGIN
         warn_at = limit + self.s.horizon_warning
         for w in self.ledger.windows(self.t.name, ("pending", "failed")):
             if w.start >= warn_at or w.next_read is None or w.start in busy:
@@ -435,9 +439,46 @@ class TenantRunner:
                   room: bool) -> list[Window]:
         """The due windows, after cutting the tail of a backfill when a slot is free (writer thread)."""
         due = self._due(now)
+        if self._cut_at_risk(now, busy, due):
+            due = self._due(now)
         if room and self._split_tail(now, busy, reading, due):
             due = self._due(now)
         return due
+
+    def _cut_at_risk(self, now: datetime, busy: frozenset[datetime], due: list[Window]) -> int:
+        """Cut a short head off each unread window whose read may outlast the time before its start ages out.
+
+        Pages come newest first, so a long read near the horizon would reach its oldest rows last, after
+        they aged past it, and fail again on every retry. Such a window's head, sized to take about a
+        quarter of the time left, is read on its own (at-risk reads go first), and the rest later. A read's
+        time is estimated from the rows per second of span seen so far (one page per live-tail window before
+        any read), each page taking its share of the quota among ``concurrency`` reads.
+        """
+        limit = now - self.t.horizon + HORIZON_MARGIN
+        warn_at = now - self.t.horizon + self.s.horizon_warning
+        page_time = self.s.quota_period.total_seconds() * self.s.concurrency / self.s.quota
+        if self._seen_span > 0 and self._seen_rows > 0:
+            per_second = self._seen_rows / self._seen_span / self.t.page_size
+        else:
+            per_second = 1 / self.s.window.total_seconds()
+        cut = 0
+        for w in due:
+            left = (w.start - limit).total_seconds()
+            if w.start in busy or w.state not in ("pending", "failed") or w.start >= warn_at or left <= 0:
+                continue
+            seconds = max(per_second * w.span.total_seconds(), 1.0) * page_time
+            if seconds <= left / 2:
+                continue
+            head = max(w.span * (left / 4 / seconds), AT_RISK_MIN_SPAN)
+            if head >= w.span / 2:
+                continue
+            last = (w.start + head).replace(microsecond=0) - TICK
+            with self.archive.transaction():
+                self.ledger.cut(w, last)
+            log.info("cut at-risk window tenant=%s window=%s head_ends=%s left=%ds", self.t.name, w.label(),
+                     fmt_time(last), left)
+            cut += 1
+        return cut
 
     def _launch(self, source: Source, now: datetime, due: list[Window]) -> None:
         free = self.s.concurrency - len(self._inflight)

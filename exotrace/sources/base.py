@@ -17,7 +17,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
@@ -219,6 +219,21 @@ class ApiCaller:
 
     async def _sleep(self, seconds: float, retry_after: float | None = None) -> None:
         await unless_stopped(self.clock.sleep(max(seconds, retry_after or 0.0)), self.stop)
+
+
+def api_time(t: datetime, *, end: bool = False) -> str:
+    """A query bound as ISO 8601 UTC with ``Z`` (fractional seconds only when needed).
+
+    Microsoft keeps ``Received`` in 100 ns ticks and windows meet one microsecond apart (the ledger's
+    ``TICK``), so an ``end`` is written to the last tick of its microsecond (``...59.9999999Z``): a row
+    at ``...59.9999995`` falls in this window, not between two.
+    """
+    t = t.astimezone(UTC)
+    if end:
+        return t.strftime("%Y-%m-%dT%H:%M:%S.%f") + "9Z"
+    if t.microsecond:
+        return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _error_text(body: bytes) -> str:

@@ -13,26 +13,18 @@ import binascii
 import logging
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
 import orjson
 
 from exotrace.errors import PermanentError
-from exotrace.sources.base import ApiCaller, BadRequest, ContinuationFailed, Page
+from exotrace.sources.base import ApiCaller, BadRequest, ContinuationFailed, Page, api_time
 
 log = logging.getLogger("exotrace.sources.graph")
 
 _SKIP = re.compile(r"([?&]\$skiptoken=)([^&#]*)", re.IGNORECASE)
-
-
-def graph_time(t: datetime) -> str:
-    """ISO 8601 UTC with ``Z``; fractional seconds only when needed."""
-    t = t.astimezone(UTC)
-    if t.microsecond:
-        return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _b64decode(token: str) -> tuple[bytes, bool, bool] | None:
@@ -115,7 +107,7 @@ class GraphSource:
 
     async def pages(self, start: datetime, end: datetime) -> AsyncIterator[Page]:
         params = {
-            "$filter": f"receivedDateTime ge {graph_time(start)} and receivedDateTime le {graph_time(end)}",
+            "$filter": f"receivedDateTime ge {api_time(start)} and receivedDateTime le {api_time(end, end=True)}",
             "$top": str(self.page_size),
         }
         restarts = 0
@@ -131,7 +123,7 @@ class GraphSource:
                     raise ContinuationFailed(
                         f"continuation kept failing after {self.max_restarts} restarts: {exc}") from None
                 log.warning("restarting window tenant=%s window=%s..%s reason=%s", self.caller.tenant.name,
-                            graph_time(start), graph_time(end), str(exc)[:200])
+                            api_time(start), api_time(end, end=True), str(exc)[:200])
 
     async def _read(self, params: dict[str, str]) -> AsyncIterator[Page]:
         url: str = self.base

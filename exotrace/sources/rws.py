@@ -10,21 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urljoin
 
 from exotrace.errors import PermanentError
-from exotrace.sources.base import ApiCaller, BadRequest, ContinuationFailed, Page
+from exotrace.sources.base import ApiCaller, BadRequest, ContinuationFailed, Page, api_time
 
 log = logging.getLogger("exotrace.sources.rws")
-
-
-def rws_time(t: datetime) -> str:
-    t = t.astimezone(UTC)
-    if t.microsecond:
-        return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class RwsSource:
@@ -40,7 +33,7 @@ class RwsSource:
 
     async def pages(self, start: datetime, end: datetime) -> AsyncIterator[Page]:
         params = {
-            "$filter": f"StartDate eq datetime'{rws_time(start)}' and EndDate eq datetime'{rws_time(end)}'",
+            "$filter": f"StartDate eq datetime'{api_time(start)}' and EndDate eq datetime'{api_time(end, end=True)}'",
             "$top": str(self.page_size),
         }
         restarts = 0

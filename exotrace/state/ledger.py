@@ -210,17 +210,19 @@ class Ledger:
 
     def split(self, w: Window) -> list[Window]:
         """Replace ``w`` by two halves (a continuation that keeps failing needs fewer pages)."""
-        mid = w.start + (w.end - w.start) / 2
-        mid = mid.replace(microsecond=mid.microsecond)  # keep µs precision
-        halves = [Window(w.tenant, w.start, mid, "pending", next_read=w.next_read or w.start),
-                  Window(w.tenant, mid + TICK, w.end, "pending", next_read=w.next_read or w.start)]
+        return self.cut(w, w.start + (w.end - w.start) / 2)
+
+    def cut(self, w: Window, last: datetime) -> list[Window]:
+        """Replace ``w`` by ``w.start..last`` and ``last + TICK..w.end``; both are due when ``w`` was."""
+        pieces = [Window(w.tenant, w.start, last, "pending", next_read=w.next_read or w.start),
+                  Window(w.tenant, last + TICK, w.end, "pending", next_read=w.next_read or w.start)]
         if w.state in ("complete", "settled"):
-            for h in halves:
-                h.state, h.reads = "complete", w.reads
+            for piece in pieces:
+                piece.state, piece.reads = "complete", w.reads
         self.conn.execute("DELETE FROM collector_windows WHERE tenant = ? AND start = ?",
                           (w.tenant, fmt_time(w.start)))
-        self.add(halves)
-        return halves
+        self.add(pieces)
+        return pieces
 
     def tenant_update(self, tenant: str, **fields: Any) -> None:
         self.conn.execute("INSERT OR IGNORE INTO collector_tenants (tenant) VALUES (?)", (tenant,))

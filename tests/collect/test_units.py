@@ -377,3 +377,62 @@ def test_windows_near_the_horizon_are_read_alone_and_first(tmp_path: Path) -> No
         assert runner._at_risk(groups[0], NOW) and not runner._at_risk(groups[-1], NOW)
     finally:
         arch.close()
+
+
+def test_a_long_unread_window_near_the_horizon_has_a_short_head_cut_off(tmp_path: Path) -> None:
+    # Pages come newest first: a 9-day read starting 1 h before the horizon would reach its oldest rows after
+    # they aged out. Its head, estimated at a quarter of the time left, is cut off to be read on its own.
+    runner, ledger, arch = _runner(tmp_path)
+    try:
+        start = NOW - runner.t.horizon + timedelta(hours=1)
+        long = Window("t", start, start + timedelta(days=9) - TICK, next_read=NOW)
+        short = Window("t", start + timedelta(days=9), start + timedelta(days=9, minutes=15) - TICK,
+                       next_read=NOW, state="failed", attempts=1)
+        with arch.transaction():
+            ledger.add([long, short])
+        runner._seen_rows, runner._seen_span = 500_000, 86400.0  # 500k rows a day: 100 pages a day
+        assert runner._cut_at_risk(NOW, frozenset({long.start}), ledger.due("t", NOW)) == 0  # being read
+        assert runner._cut_at_risk(NOW, frozenset(), ledger.due("t", NOW)) == 1
+        head, rest, untouched = ledger.windows("t")
+        assert (head.start, rest.end) == (long.start, long.end) and rest.start == head.end + TICK
+        left = (start - (NOW - runner.t.horizon + timedelta(minutes=10))).total_seconds()  # 50 min
+        page_time = runner.s.quota_period.total_seconds() * runner.s.concurrency / runner.s.quota
+        head_pages = 100 * head.span.total_seconds() / 86400
+        assert timedelta(minutes=1) <= head.span and head_pages * page_time <= left / 4 + page_time
+        assert head.next_read == NOW and rest.next_read == NOW and head.state == rest.state == "pending"
+        assert (untouched.start, untouched.end, untouched.state) == (short.start, short.end, "failed")
+        # the head is now short enough, the rest starts later; nothing more is cut in this pass
+        assert runner._cut_at_risk(NOW, frozenset(), ledger.due("t", NOW)) == 0
+        groups = runner._groups(ledger.due("t", NOW), NOW)
+        assert runner._at_risk(groups[0], NOW) and groups[0] == [head]
+        # half an hour later the rest is as near as the whole was; for a tenant whose 9 days fit in a few
+        # pages it stays whole, for the busy one its head is cut off in turn
+        later = NOW + timedelta(minutes=30) + (rest.start - start)
+        runner._seen_rows = 10_000
+        assert runner._cut_at_risk(later, frozenset(), ledger.due("t", later)) == 0
+        runner._seen_rows = 500_000
+        assert runner._cut_at_risk(later, frozenset(), ledger.due("t", later)) == 1
+    finally:
+        arch.close()
+
+
+def _ticks(bound: str) -> int:
+    """A query bound as 100 ns ticks since the epoch (Microsoft's resolution of Received)."""
+    whole, _, frac = bound.rstrip("Z").partition(".")
+    seconds = int(datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp())
+    return seconds * 10_000_000 + int(frac.ljust(7, "0")[:7])
+
+
+def test_window_bounds_leave_no_100ns_tick_between_windows() -> None:
+    # Received has 100 ns ticks; windows meet one microsecond apart. A row at ...59.9999995 must fall in a
+    # window: each end bound reaches the tick just before the next window's start.
+    from exotrace.sources.base import api_time
+
+    s = CollectorSettings()
+    ws = plan("t", None, NOW, s, horizon=timedelta(days=90), since=timedelta(days=12), partial=True)
+    assert len(ws) > 10
+    for a, b in zip(ws, ws[1:], strict=False):
+        assert _ticks(api_time(a.end, end=True)) + 1 == _ticks(api_time(b.start)), (a.label(), b.label())
+        assert _ticks(api_time(a.start)) <= _ticks(api_time(a.end, end=True))
+    assert api_time(datetime(2026, 5, 1, 12, 14, 59, 999999, tzinfo=UTC), end=True) == "2026-05-01T12:14:59.9999999Z"
+    assert api_time(datetime(2026, 5, 1, 12, 15, tzinfo=UTC)) == "2026-05-01T12:15:00Z"
