@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from exotrace.simulator.config import SimTenant
 
 US = 1_000_000
+#: Microsoft keeps Received in 100 ns ticks: query bounds and rows are compared in ticks (``us * 10 + tick``).
+TICKS_PER_US = 10
 HOUR_US = 3600 * US
 MINUTE_US = 60 * US
 #: Average rows per message of the generated mix (multi-recipient mail, group expansion); measured.
@@ -77,10 +79,17 @@ def from_us(us: int) -> datetime:
     return datetime.fromtimestamp(us // US, UTC).replace(microsecond=us % US)
 
 
-def iso7(us: int, z: bool = True) -> str:
-    """``2026-03-26T15:43:20.2718700Z``: the 7-digit form .NET emits (``z=False``: no zone, as RWS)."""
+def iso7(us: int, z: bool = True, tick: int = 0) -> str:
+    """``2026-03-26T15:43:20.2718704Z``: the 7-digit form .NET emits (``z=False``: no zone, as RWS);
+    ``tick`` is the seventh digit (100 ns)."""
     d = from_us(us)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond:06d}0" + ("Z" if z else "")
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond:06d}{tick}" + ("Z" if z else "")
+
+
+def iso_ticks(ticks: int, z: bool = True) -> str:
+    """:func:`iso7` of a time in 100 ns ticks since the epoch."""
+    us, tick = divmod(ticks, TICKS_PER_US)
+    return iso7(us, z, tick)
 
 
 def iso_short(us: int, z: bool = True) -> str:
@@ -122,6 +131,12 @@ class Row:
     timeline: tuple[tuple[int, str], ...]
     #: ``received_us`` as Graph writes it (computed once per message).
     received_text: str
+    #: The seventh fractional digit of Received (100 ns), the part below ``received_us``.
+    tick: int = 0
+
+    @property
+    def received_ticks(self) -> int:
+        return self.received_us * TICKS_PER_US + self.tick
 
     def status_at(self, t_us: int) -> str:
         status = self.timeline[0][1]
@@ -251,11 +266,12 @@ class TenantData:
         bits = rng.getrandbits
         offset = int(rnd() * HOUR_US)
         received = hour * HOUR_US + offset
-        secs, micro = divmod(offset, US)
-        frac = f"{micro:06d}".rstrip("0")
-        received_text = f"{prefix}{secs // 60:02d}:{secs % 60:02d}{'.' + frac if frac else ''}Z"
         trace_id = (f"{bits(32):08x}-{bits(16):04x}-{bits(16):04x}-"
                     f"{bits(16):04x}-{(0x08D0 << 32) | (hour & 0xFFFFFFFF):012x}")
+        tick = int(trace_id[:2], 16) % TICKS_PER_US  # from bits drawn anyway: the seed's mail flow is unchanged
+        secs, micro = divmod(offset, US)
+        frac = f"{micro:06d}{tick}".rstrip("0")
+        received_text = f"{prefix}{secs // 60:02d}:{secs % 60:02d}{'.' + frac if frac else ''}Z"
         roll = rnd()
         direction = ("inbound" if roll < 0.55 else "outbound" if roll < 0.75
                      else "internal" if roll < 0.95 else "ndr")
@@ -314,7 +330,7 @@ class TenantData:
             timeline = self._timeline(rng, received, received + delay, final)
             out.append(Row(  # positional: measurably faster than keywords at millions of rows
                 received, trace_id, message_id, sender, addr, p.lower[addr], subject, size + int(rnd() * 400),
-                from_ip, row_to_ip, p.organization, row_dir, received + delay, timeline, received_text,
+                from_ip, row_to_ip, p.organization, row_dir, received + delay, timeline, received_text, tick,
             ))
         return out
 
@@ -353,22 +369,23 @@ class TenantData:
         return ((received, final),)
 
     # ---- queries -------------------------------------------------------------------------------
-    def iter_desc(self, start_us: int, end_us: int, now_us: int, horizon_us: int,
+    def iter_desc(self, start: int, end: int, now_us: int, horizon_us: int,
                   after: tuple[int, str] | None = None,
                   match: Callable[[Row], bool] | None = None,
                   hours: list[int] | None = None) -> Iterator[Row]:
-        """Visible rows with ``start <= received <= end``, newest first, ties by recipient ascending.
+        """Visible rows with ``start <= received <= end`` (100 ns ticks), newest first, ties by recipient
+        ascending.
 
-        ``after=(received, recipient)`` resumes after that row (Graph's continuation semantics).
+        ``after=(received ticks, recipient)`` resumes after that row (Graph's continuation semantics).
         """
-        lo = max(start_us, horizon_us)
-        if end_us < lo:
+        lo = max(start, horizon_us * TICKS_PER_US)
+        if end < lo:
             return
-        top_hour, low_hour = end_us // HOUR_US, lo // HOUR_US
+        top_hour, low_hour = end // TICKS_PER_US // HOUR_US, lo // TICKS_PER_US // HOUR_US
         candidates = range(top_hour, low_hour - 1, -1) if hours is None else sorted(
             (h for h in set(hours) if low_hour <= h <= top_hour), reverse=True)
         # first position in a bucket: past rows newer than end, and past the continuation row
-        first_key = (-end_us, "") if after is None else max((-end_us, ""), (-after[0], after[1]))
+        first_key = (-end, "") if after is None else max((-end, ""), (-after[0], after[1]))
         for hour in candidates:
             rows = self.bucket(hour)
             if after is None:
@@ -376,7 +393,7 @@ class TenantData:
             else:
                 i = bisect.bisect_right(rows, first_key, key=_sort_key)
             for row in itertools.islice(rows, i, None):
-                if row.received_us < lo:
+                if row.received_ticks < lo:
                     break
                 if row.visible_us > now_us:
                     continue
@@ -395,7 +412,7 @@ class TenantData:
 
 def _sort_key(row: Row) -> tuple[int, str]:
     """Newest first, ties by recipient ascending."""
-    return (-row.received_us, row.rcpt_lower)
+    return (-row.received_ticks, row.rcpt_lower)
 
 
 def hour_of_trace_id(trace_id: str) -> int | None:

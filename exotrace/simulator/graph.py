@@ -14,9 +14,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from exotrace.simulator.data import HOUR_US, US, hour_of_trace_id, iso7, iso_short, to_us
+from exotrace.simulator.data import HOUR_US, TICKS_PER_US, US, hour_of_trace_id, iso_short, iso_ticks, to_us
 from exotrace.simulator.entra import GRAPH_ROLE, Caller, check_bearer
-from exotrace.simulator.odata import Clause, FilterError, parse_clauses, parse_datetime
+from exotrace.simulator.odata import Clause, FilterError, parse_clauses, parse_ticks
 from exotrace.simulator.views import graph_item, matcher
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ async def list_traces(state: SimState, request: Request, version: str, caller: C
                                                f"'{c.prop}' on type 'microsoft.graph.exchangeMessageTrace'.")
         if prop == "receivedDateTime":
             try:
-                when = parse_datetime(c.value, round_up=c.op in ("ge", "gt"))
+                when = parse_ticks(c.value, round_up=c.op in ("ge", "gt"))
             except ValueError:
                 return bad_request(state, request, f"Invalid filter clause: The DateTimeOffset text "
                                                    f"'{c.value}' should be in format 'yyyy-mm-ddThh:mm:ss('.'s+)"
@@ -191,8 +191,8 @@ async def list_traces(state: SimState, request: Request, version: str, caller: C
             state.count("poisoned_tokens_rejected")
             return bad_request(state, request, "|System.ArgumentException|Invalid starting recipient address")
         try:
-            start = parse_datetime(str(tok["StartDate"]))
-            end = parse_datetime(str(tok["EndDate"]))
+            start = parse_ticks(str(tok["StartDate"]))
+            end = parse_ticks(str(tok["EndDate"]))
             top = int(tok.get("ResultSize") or top)
         except (KeyError, ValueError):
             return bad_request(state, request, "|System.ArgumentException|The skip token is invalid.")
@@ -201,13 +201,13 @@ async def list_traces(state: SimState, request: Request, version: str, caller: C
         if rcpt:
             after = (end, rcpt.lower())
     if start is None and end is None:
-        end = now_us
-        start = end - 48 * 3600 * US
+        end = now_us * TICKS_PER_US + TICKS_PER_US - 1
+        start = (now_us - 48 * 3600 * US) * TICKS_PER_US
     elif start is None:
         return bad_request(state, request, f"{_ARG}StartDate is required when an EndDate is entered.")
     elif end is None:
         return bad_request(state, request, f"{_ARG}EndDate is required when a StartDate is entered.")
-    problem = _window_checks(state, start, end, now_us)
+    problem = _window_checks(state, start // TICKS_PER_US, end // TICKS_PER_US, now_us)
     if problem:
         return bad_request(state, request, problem)
     hours = None
@@ -230,7 +230,7 @@ async def list_traces(state: SimState, request: Request, version: str, caller: C
     }
     if more:
         last = rows[-1]
-        tok_obj = {"StartDate": iso7(start), "EndDate": iso7(last.received_us),
+        tok_obj = {"StartDate": iso_ticks(start), "EndDate": iso_ticks(last.received_ticks),
                    "StartingRecipientAddress": last.recipient, "ResultSize": str(top)}
         poison = state.faults.chance("poison", request.url.query, last.trace_id, last.rcpt_lower)
         if poison:

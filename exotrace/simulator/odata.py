@@ -73,6 +73,18 @@ def parse_datetime(text: str, round_up: bool = False) -> int:
     return to_us(when) + micro
 
 
+def parse_ticks(text: str, round_up: bool = False) -> int:
+    """:func:`parse_datetime` in 100 ns ticks since the epoch (the resolution of Received); digits past the
+    seventh are cut, or with ``round_up`` (a lower bound) rounded up."""
+    m = _DT.match(text.strip())
+    frac = (m.group(7) or "") if m else ""
+    us = parse_datetime(text)
+    ticks = us * 10 + int(frac.ljust(7, "0")[6])
+    if round_up and frac[7:].strip("0"):
+        ticks += 1
+    return ticks
+
+
 @dataclass(frozen=True, slots=True)
 class Clause:
     prop: str

@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from exotrace.model import LEGACY_FIELDS
-from exotrace.simulator.data import US, from_us, iso7, iso_short, to_us
+from exotrace.simulator.data import TICKS_PER_US, US, from_us, iso7, iso_short, to_us
 from exotrace.simulator.entra import Caller, check_bearer
-from exotrace.simulator.odata import Clause, FilterError, parse_clauses, parse_datetime
+from exotrace.simulator.odata import Clause, FilterError, parse_clauses, parse_datetime, parse_ticks
 from exotrace.simulator.views import matcher, rws_item
 
 if TYPE_CHECKING:
@@ -197,18 +197,21 @@ async def message_trace(state: SimState, request: Request, caller: Caller, repor
             continue  # accepted, ignored (as Graph does)
         fields[name] = c  # the last value per property wins
     start = end = None
+    start_t, end_t = 0, None  # the bounds in 100 ns ticks, as rows are compared
     try:
         if "StartDate" in fields:
             start = parse_datetime(fields["StartDate"].value, round_up=True)
+            start_t = parse_ticks(fields["StartDate"].value, round_up=True)
         if "EndDate" in fields:
             end = parse_datetime(fields["EndDate"].value)
+            end_t = parse_ticks(fields["EndDate"].value)
     except ValueError as exc:
         return err(400, f"Unrecognized 'Edm.DateTime' literal: {exc}")
     if (start is None) != (end is None):
         return err(400, "If you supply EndDate you must also supply StartDate, and vice versa.")
     oldest = now_us - cfg.rws_max_age_days * 86400 * US
     if start is None or end is None:
-        end = now_us
+        end, end_t = now_us, None
         start = max(end - 48 * 3600 * US, oldest)
     if start < oldest:
         if cfg.rws_old_start == "reject":
@@ -264,7 +267,9 @@ async def message_trace(state: SimState, request: Request, caller: Caller, repor
     data = state.data[caller.tenant.name]
     match = matcher(view, "rws", now_us, True)
     rows, more, i = [], False, 0
-    for row in data.iter_desc(start, end, now_us, state.horizon_us(now_us), match=match):
+    start_t = max(start_t, start * TICKS_PER_US)  # a start clamped to the oldest day moved
+    end_t = end * TICKS_PER_US + TICKS_PER_US - 1 if end_t is None else end_t
+    for row in data.iter_desc(start_t, end_t, now_us, state.horizon_us(now_us), match=match):
         if page == 0:  # $top=0: an empty page, and no link that would loop
             break
         if i >= skip:

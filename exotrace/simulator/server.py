@@ -21,9 +21,9 @@ from exotrace.model import row_key
 from exotrace.simulator.app import SimApp, SimState, install_quiet_drops
 from exotrace.simulator.certs import make_client_cert, make_server_pki, new_key
 from exotrace.simulator.config import SimTenant, SimulatorConfig
-from exotrace.simulator.data import to_us
+from exotrace.simulator.data import TICKS_PER_US, to_us
 from exotrace.simulator.entra import TokenKey
-from exotrace.simulator.odata import parse_datetime
+from exotrace.simulator.odata import parse_ticks
 from exotrace.simulator.views import ground_truth_row
 
 log = logging.getLogger("exotrace.simulator")
@@ -220,7 +220,8 @@ class Simulator:
         lo = horizon if start is None else max(to_us(start), horizon)
         hi = now_us if end is None else min(to_us(end), now_us)
         z = self.config.rws_received_z
-        for row in self.state.data[tenant.name].iter_desc(lo, hi, now_us, lo):
+        for row in self.state.data[tenant.name].iter_desc(lo * TICKS_PER_US, hi * TICKS_PER_US + TICKS_PER_US - 1,
+                                                          now_us, lo):
             yield row_key(row.trace_id, row.recipient), ground_truth_row(row, now_us, api, prefer_unknown, z)
 
     def export_powershell(self, tenant_id: str, path: str | Path, start: datetime, end: datetime,
@@ -241,7 +242,7 @@ class Simulator:
             for key, g in self._iter_rows(tenant_id, at, "graph", True, start, end):
                 rows[key]["Status"] = g["Status"]
         ordered = sorted(rows.values(), key=lambda r: (r["Received"], r["RecipientAddress"].lower()))
-        ordered.sort(key=lambda r: parse_datetime(str(r["Received"])), reverse=True)  # newest first, ties by rcpt
+        ordered.sort(key=lambda r: parse_ticks(str(r["Received"])), reverse=True)  # newest first, ties by rcpt
         return write_powershell_export(path, ordered, to_us(start), to_us(end), style, array, bom, fields=fields,
                                        remoting=remoting, encoding=encoding, utc_offset=utc_offset)
 

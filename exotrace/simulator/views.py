@@ -52,7 +52,7 @@ def rws_item(row: Row, t_us: int, start_us: int, end_us: int, index: int, receiv
     return {
         "Organization": row.organization,
         "MessageId": row.message_id,
-        "Received": iso7(row.received_us, z=received_z),
+        "Received": iso7(row.received_us, z=received_z, tick=row.tick),
         "SenderAddress": row.sender,
         "RecipientAddress": row.recipient,
         "Subject": row.subject,

@@ -272,25 +272,52 @@ def test_non_integer_top_is_invalid(sim: Simulator, client: httpx.Client, tok: s
     assert r.status_code == 400 and "ResultSize is invalid" in r.json()["error"]["message"]
 
 
+def test_received_has_100ns_ticks_and_a_microsecond_end_bound_misses_them(sim: Simulator, client: httpx.Client,
+                                                                          tok: str) -> None:
+    """Received carries a seventh digit (100 ns), as Microsoft's does; ``le ...59.999999Z`` stops at the
+    tick ``...59.9999990``, so a client whose windows meet a microsecond apart must end at ``...9999999Z``."""
+    from exotrace.simulator.odata import parse_ticks
+
+    start, end = window(sim, 1, 6)
+    pages = graph_pages(client, sim, tok, {"$filter": graph_filter(start, end), "$top": "5000"})
+    texts = [r["receivedDateTime"] for p in pages for r in p]
+    sevenths = {t.rstrip("Z").partition(".")[2].ljust(7, "0")[6] for t in texts}
+    assert len(sevenths) >= 8, sevenths  # most rows have a non-zero 100 ns digit
+    row = next(t for t in texts if t.rstrip("Z").partition(".")[2].ljust(7, "0")[6] != "0")
+    ticks = parse_ticks(row)
+    micro_end = row.rstrip("Z")[:26] + "Z"  # the row's microsecond, 6 digits
+    lo = row[:17] + "00Z"  # the row's minute
+
+    def count(upper: str) -> int:
+        flt = f"receivedDateTime ge {lo} and receivedDateTime le {upper}"
+        got = graph_pages(client, sim, tok, {"$filter": flt, "$top": "5000"})
+        return sum(1 for p in got for r in p if parse_ticks(r["receivedDateTime"]) == ticks)
+
+    assert count(micro_end) == 0  # the row is past ...ffffff0
+    assert count(micro_end[:-1] + "9Z") == 1
+
+
 @pytest.mark.parametrize("digits", [7, 8, 9])
 def test_dates_with_up_to_nine_fractional_digits(sim: Simulator, client: httpx.Client, tok: str, digits: int) -> None:
     """Go's RFC3339Nano (Elastic's Graph input) writes up to 9 digits; a ``ge`` bound a few nanoseconds past
-    a row's microsecond excludes it, as Elastic's next window (previous end + 100 ns) relies on."""
-    from exotrace.simulator.data import iso7
+    a row's time excludes it, as Elastic's next window (previous end + 100 ns) relies on."""
+    from exotrace.simulator.data import iso_ticks
+    from exotrace.simulator.odata import parse_ticks
 
     start, end = window(sim, 1, 6)
     truth = sim.ground_truth(sim.tenant("contoso").tenant_id, start=start, end=end)
-    row = sorted(truth.values(), key=lambda r: parse_datetime(r["Received"]))[len(truth) // 2]
-    us = parse_datetime(row["Received"])
-    exact = iso7(us)[:-1].ljust(20 + digits, "0") + "Z"  # the row's time with `digits` fractional digits
-    just_after = exact[:-2] + "1Z"
-    assert len(exact.split(".")[1]) == digits + 1
+    row = sorted(truth.values(), key=lambda r: parse_ticks(r["Received"]))[len(truth) // 2]
+    ticks = parse_ticks(row["Received"])
+    exact = iso_ticks(ticks)[:-1].ljust(20 + digits, "0") + "Z"  # the row's time with `digits` fractional digits
+    head, _, frac = exact[:-1].partition(".")
+    just_after = f"{head}.{int(frac) + 1:0{digits}d}Z"  # one unit of the last digit later
+    assert len(exact.split(".")[1]) == digits + 1 and len(just_after) == len(exact)
 
     def received(flt: str) -> list[int]:
         pages = graph_pages(client, sim, tok, {"$filter": flt, "$top": "5000"})
-        return [parse_datetime(r["receivedDateTime"]) for p in pages for r in p]
+        return [parse_ticks(r["receivedDateTime"]) for p in pages for r in p]
 
     upto = received(f"receivedDateTime ge {z(start)} and receivedDateTime le {exact}")
-    assert max(upto) == us
+    assert max(upto) == ticks
     after = received(f"receivedDateTime ge {just_after} and receivedDateTime le {z(end)}")
-    assert min(after) > us and len(after) + len(upto) == len(truth)
+    assert min(after) > ticks and len(after) + len(upto) == len(truth)
