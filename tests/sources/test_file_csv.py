@@ -242,3 +242,40 @@ def test_largest_64_bit_size_is_still_a_number(tmp_path: Path) -> None:
     text = PS_HEADER + "\n" + ps_row("max", size=str(2**63 - 1)) + "\n"
     (rec,) = records(list(read_file(write(tmp_path / "trace.csv", text))))
     assert rec.fields["Size"] == 2**63 - 1
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    # Excel en-US re-save: month-first with a 24-hour clock; the 28th proves the order for the 5th
+    (["11/28/2026 15:04", "11/5/2026 15:04"], ["2026-11-28T15:04:00", "2026-11-05T15:04:00"]),
+    (["11/5/2026 15:04", "11/28/2026 15:04"], ["2026-11-05T15:04:00", "2026-11-28T15:04:00"]),  # proof later
+    # en-AU PowerShell: day-first with a 12-hour clock
+    (["28/11/2026 3:04:05 PM", "5/11/2026 3:04:05 PM"], ["2026-11-28T15:04:05", "2026-11-05T15:04:05"]),
+    (["5/11/2026 3:04:05 PM", "28/11/2026 3:04:05 PM"], ["2026-11-05T15:04:05", "2026-11-28T15:04:05"]),
+    # nothing proves the order: the clock decides (12-hour: en-US month-first; 24-hour: day-first)
+    (["5/11/2026 3:04:05 PM"], ["2026-05-11T15:04:05"]),
+    (["5/11/2026 15:04:05"], ["2026-11-05T15:04:05"]),
+    # ISO with a one-digit hour
+    (["2026-11-28 9:04:05"], ["2026-11-28T09:04:05"]),
+])
+def test_a_files_slash_dates_are_read_in_the_order_the_file_proves(tmp_path: Path, rows: list[str],
+                                                                   expected: list[str]) -> None:
+    text = "Received,SenderAddress,RecipientAddress,MessageTraceId\n" + "".join(
+        f"{r},a@fabrikam.com,u{n}@contoso.com,00000000-0000-0000-0000-00000000000{n}\n" for n, r in enumerate(rows))
+    recs = records(list(read_file(write(tmp_path / "excel.csv", text))))
+    assert [r.fields["Received"] for r in recs] == expected
+    # the order is the file's: the next file starts unproven again
+    (other,) = records(list(read_file(write(tmp_path / "other.csv", text.splitlines()[0] + "\n" +
+                                            "5/11/2026 15:04:05,a@fabrikam.com,z@contoso.com,x\n"))))
+    assert other.fields["Received"] == "2026-11-05T15:04:05"
+
+
+def test_a_quote_inside_an_unquoted_field_is_a_literal_quote(tmp_path: Path) -> None:
+    # ConvertTo-Csv -UseQuotes Never (PowerShell 7): only a quote at a field's start opens a quoted field
+    header = 'Received,SenderAddress,RecipientAddress,Subject (max 5"),MessageTraceId'
+    rows = [f"2026-11-28 10:00:0{n},a@fabrikam.com,u{n}@contoso.com,{s},id-{n}"
+            for n, s in enumerate(["plain", 'Re: 24" monitor', "after", '"quoted, with comma"'])]
+    items = list(read_file(write(tmp_path / "noquotes.csv", header + "\n" + "\n".join(rows) + "\n")))
+    assert rejects(items) == []
+    assert [r.fields["Subject"] for r in records(items)] == ["plain", 'Re: 24" monitor', "after",
+                                                                        "quoted, with comma"]
+    assert [r.line for r in records(items)] == [2, 3, 4, 5]

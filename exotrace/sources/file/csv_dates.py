@@ -5,15 +5,39 @@
 17:25:30`` (ja-JP). Message-trace times are UTC, so the result carries no zone (the normalizer reads
 "no zone" as UTC). ISO strings and ``/Date(..)/`` are returned unchanged; anything unrecognised is
 returned unchanged too, so the normalizer reports it instead of this reader guessing.
+
+Slash dates are day-first or month-first by culture, and a 12-hour clock does not tell (en-AU writes
+``28/11/2026 3:04:05 PM``). A file holds one culture, so :func:`slash_order` finds the order a file's
+dates prove (a first number over 12: day-first; a second one: month-first) and :data:`DAY_FIRST` carries it
+while the file is read; only a file that proves nothing falls back to the clock (12-hour: month-first).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from contextvars import ContextVar
 from datetime import datetime
 from functools import lru_cache
 
-__all__ = ["to_iso"]
+__all__ = ["DAY_FIRST", "SLASH_DATE", "slash_order", "to_iso"]
+
+#: The slash-date order of the file being read: True day-first, False month-first, None not proven.
+DAY_FIRST: ContextVar[bool | None] = ContextVar("exotrace_csv_day_first", default=None)
+SLASH_DATE = re.compile(r"(?<![\d/])(\d{1,2})/(\d{1,2})/\d{4}\b")
+
+
+def slash_order(texts: Iterable[str]) -> bool | None:
+    """True when these texts' slash dates prove day-first, False month-first, None when none proves either
+    (or they contradict each other)."""
+    found: set[bool] = set()
+    for text in texts:
+        for a, b in SLASH_DATE.findall(text):
+            if int(a) > 12:
+                found.add(True)
+            elif int(b) > 12:
+                found.add(False)
+    return found.pop() if len(found) == 1 else None
 
 _TIME = r"(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?P<F>\.\d{1,7})?)?"
 _ISO_SPACE = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)$")
@@ -23,25 +47,32 @@ _YMD = re.compile(r"^(?P<y>\d{4})/(?P<a>\d{1,2})/(?P<b>\d{1,2}) " + _TIME + r"$"
 _DOTTED = re.compile(r"^(?P<a>\d{1,2})[.-](?P<b>\d{1,2})[.-](?P<y>\d{4}) " + _TIME + r"$")
 
 
-@lru_cache(maxsize=4096)
 def to_iso(value: str) -> str:
-    """``value`` as ``YYYY-MM-DDTHH:MM:SS[.f]`` when it is a recognised culture format, else unchanged."""
+    """``value`` as ``YYYY-MM-DDTHH:MM:SS[.f]`` when it is a recognised culture format, else unchanged
+    (slash dates in the order :data:`DAY_FIRST` holds)."""
+    return _to_iso(value, DAY_FIRST.get())
+
+
+@lru_cache(maxsize=4096)
+def _to_iso(value: str, day_first: bool | None) -> str:
     s = value.strip()
     if not s or s[0] == "/" or "T" in s:
         return value
     m = _ISO_SPACE.match(s)
     if m:
-        return f"{m.group(1)}T{m.group(2)}"
+        clock = m.group(2)
+        return f"{m.group(1)}T{'0' if clock[1] == ':' else ''}{clock}"  # 9:04:05 -> 09:04:05
     if m := _US.match(s):
-        month, day = int(m["a"]), int(m["b"])
+        a, b = int(m["a"]), int(m["b"])
+        month, day = (b, a) if a > 12 or (day_first and b <= 12) else (a, b)
         hour = int(m["H"]) % 12 + (12 if m["ampm"].lower() == "pm" else 0)
         return _build(value, int(m["y"]), month, day, hour, m)
     if m := _YMD.match(s):
         return _build(value, int(m["y"]), int(m["a"]), int(m["b"]), int(m["H"]), m)
     if m := _SLASH.match(s):
         a, b = int(m["a"]), int(m["b"])
-        # 24-hour clocks with slashes are day-first cultures; a day > 12 settles it either way.
-        day, month = (b, a) if b > 12 else (a, b)
+        # a number over 12 settles it; else the file's proven order; else 24-hour clocks are day-first cultures
+        day, month = (b, a) if b > 12 or (day_first is False and a <= 12) else (a, b)
         return _build(value, int(m["y"]), month, day, int(m["H"]), m)
     if m := _DOTTED.match(s):
         return _build(value, int(m["y"]), int(m["b"]), int(m["a"]), int(m["H"]), m)

@@ -10,14 +10,18 @@ line breaks).
 from __future__ import annotations
 
 import csv
+import itertools
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from exotrace.model import STATUSES, RawRecord, Reject
-from exotrace.sources.file.csv_dates import to_iso
+from exotrace.sources.file.csv_dates import DAY_FIRST, SLASH_DATE, slash_order, to_iso
 from exotrace.sources.file.encoding import TextSource, safe_text, strip_eol, undecodable
+
+log = logging.getLogger("exotrace.sources.file")
 
 __all__ = [
     "CsvRow", "csv_rows", "date_offsets", "detect_csv_shape", "header_key", "header_offset", "map_header", "read_csv",
@@ -136,12 +140,29 @@ def detect_csv_shape(names: list[str]) -> str | None:
     return None
 
 
+def _delimiter(text: str) -> str:
+    """The likeliest delimiter of a header line (``,`` ``;`` or tab)."""
+    counts = {d: text.count(d) for d in (",", ";", "\t")}
+    return max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
+
+
+def _open_quote(text: str, delimiter: str) -> bool:
+    """True when ``text`` ends inside a quoted field (only a quote at a field's start opens one)."""
+    try:
+        next(csv.reader([text], delimiter=delimiter, strict=True), None)
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
 def split_header(line: str) -> tuple[list[str], str]:
     """Parse a header line; returns the column names and the delimiter (``,`` ``;`` or tab)."""
     text = strip_eol(line).lstrip("\ufeff")
-    counts = {d: text.count(d) for d in (",", ";", "\t")}
-    delimiter = max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
-    names = next(csv.reader([text], delimiter=delimiter), [])
+    delimiter = _delimiter(text)
+    try:
+        names = next(csv.reader([text], delimiter=delimiter), [])
+    except csv.Error:  # a quote that opens no field (``Subject (max 5")``): the names as they are
+        names = text.split(delimiter)
     return names, delimiter
 
 
@@ -169,9 +190,9 @@ def csv_rows(src: TextSource, origin: str) -> Iterator[tuple[list[str], str] | C
             start = n
         pending.append(raw)
         quotes += raw.count('"')
-        if quotes % 2:
-            continue  # a quoted field continues on the next line
         text = strip_eol("".join(pending))
+        if quotes % 2 and _open_quote(text, header[1] if header else _delimiter(text)):
+            continue  # a quoted field continues on the next line (a quote inside an unquoted field does not)
         pending, quotes = [], 0
         if header is None:
             header = split_header(text)
@@ -266,6 +287,31 @@ def row_fields(names: list[str], row: CsvRow, offsets: dict[str, str] | None = N
 _TRACE_COLUMNS = frozenset({"MessageTraceId", "RecipientAddress", "SenderAddress", "Received", "MessageId"})
 
 
+#: Rows read ahead, at most, for a date that proves the file's day/month order.
+DATE_ORDER_LOOKAHEAD = 100_000
+
+
+def _date_order(rows: Iterator[Any], origin: str) -> tuple[list[Any], bool | None]:
+    """(the rows read ahead, the slash-date order they prove): rows are read until one proves the order
+    (a day over 12), at most :data:`DATE_ORDER_LOOKAHEAD`. A file whose slash dates prove nothing is read by
+    its clock, with a warning."""
+    ahead: list[Any] = []
+    ambiguous = False
+    for item in rows:
+        ahead.append(item)
+        if isinstance(item, CsvRow) and "/" in item.text:
+            order = slash_order([item.text])
+            if order is not None:
+                return ahead, order
+            ambiguous = ambiguous or SLASH_DATE.search(item.text) is not None
+        if len(ahead) >= DATE_ORDER_LOOKAHEAD:
+            break
+    if ambiguous:
+        log.warning("%s: no date in the first %d rows shows whether 5/11/2026 is day/month or month/day; read as "
+                    "month/day with a 12-hour clock (en-US), else day/month", origin, len(ahead))
+    return ahead, None
+
+
 def read_csv(src: TextSource, origin: str, shape: str | None = None) -> Iterator[Item]:
     """Records from a CSV export; ``shape`` forces the variant (else detected from the header)."""
     rows = csv_rows(src, origin)
@@ -287,12 +333,20 @@ def read_csv(src: TextSource, origin: str, shape: str | None = None) -> Iterator
             if isinstance(item, CsvRow):
                 yield Reject(origin, item.line, "row of an unrecognised CSV file", raw=item.text)
         return
-    items = _variant_items(variant, names, rows, origin)
-    first = next(items, None)
-    if first is not None:
-        yield first
-        yield from items
-    elif shape and not _TRACE_COLUMNS.intersection(map_header(names)):
+    ahead, day_first = _date_order(rows, origin)
+    token = DAY_FIRST.set(day_first)
+    try:
+        items = _variant_items(variant, names, itertools.chain(ahead, rows), origin)
+        first = next(items, None)
+        if first is not None:
+            yield first
+            yield from items
+    finally:
+        try:
+            DAY_FIRST.reset(token)
+        except ValueError:  # closed from another context
+            DAY_FIRST.set(None)
+    if first is None and shape and not _TRACE_COLUMNS.intersection(map_header(names)):
         # a forced --format on a file that is no CSV at all: the whole text became one "header"
         yield Reject(origin, src.lineno, f"not a {variant} file: no message-trace column in what was read as its "
                      "header and no rows (check --format)", raw=safe_text(",".join(names))[:2000])
