@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import json
 import zipfile
 from pathlib import Path
 
@@ -99,23 +100,24 @@ def test_binary_and_zip_files_are_rejected_once(tmp_path: Path) -> None:
 def test_undecodable_line_after_the_sample_is_rejected_alone(tmp_path: Path) -> None:
     good = "\n".join(ps_line(i) for i in range(100)) + "\n"
     path = tmp_path / "mixed.ndjson"
-    path.write_bytes(good.encode() + b'{"Subject":"\xff\xfe bad"}\n' + ps_line(200).encode() + b"\n")
+    # 0x81 and 0x8d are neither UTF-8 nor Windows-1252 (which reads the other non-UTF-8 bytes)
+    path.write_bytes(good.encode() + b'{"Subject":"\x81\x8d bad"}\n' + ps_line(200).encode() + b"\n")
     items = list(read_file(path))
     assert [r.line for r in records(items)] == [*range(1, 101), 102]
     (bad,) = rejects(items)
     assert bad.line == 101 and "not valid utf-8" in bad.reason
-    assert bad.raw == '{"Subject":"\\xff\\xfe bad"}'
+    assert bad.raw == '{"Subject":"\\x81\\x8d bad"}'
     bad.raw.encode("utf-8")  # storable
 
 
 def test_undecodable_bytes_in_a_json_document_reject_only_that_record(tmp_path: Path) -> None:
-    rows = ",\n".join(ps_line(i) for i in range(60)).encode().replace(b"report #50", b"report \xff50")
+    rows = ",\n".join(ps_line(i) for i in range(60)).encode().replace(b"report #50", b"report \x8150")
     path = tmp_path / "doc.json"  # the bad byte lies beyond the sample used to pick the encoding
     path.write_bytes(b"[\n" + rows + b"\n]\n")
     items = list(read_file(path))
     assert [i.line for i in rejects(items)] == [52]
     assert len(records(items)) == 59
-    assert "\\xff50" in rejects(items)[0].raw
+    assert "\\x8150" in rejects(items)[0].raw
 
 
 def test_missing_file_and_empty_file(tmp_path: Path) -> None:
@@ -123,3 +125,37 @@ def test_missing_file_and_empty_file(tmp_path: Path) -> None:
     assert missing.reason == "no such file"
     assert list(read_file(write(tmp_path / "empty.json", ""))) == []
     assert list(read_file(write(tmp_path / "blank.json", "\n  \n"))) == []
+
+
+@pytest.mark.parametrize("suffix", [".ndjson", ".json", ".csv"])
+def test_ansi_lines_among_utf8_ones_are_each_read_in_their_own_encoding(tmp_path: Path, suffix: str) -> None:
+    # PowerShell 5.1 appends ANSI (Windows-1252) lines to a UTF-8 log: no line may turn into mojibake
+    subjects = ["Réunion", "Café 会議", "Grüße", "naïve"]
+    encodings = ["cp1252", "utf-8", "cp1252", "utf-8"]
+    rows = [json.loads(ps_line(n, Subject=s)) for n, s in enumerate(subjects)]
+    if suffix == ".csv":
+        names = list(rows[0])
+        lines = [",".join(names)] + [",".join(f'"{r[k]}"' if r[k] is not None else "" for k in names) for r in rows]
+        chunks = [lines[0].encode()] + [line.encode(e) for line, e in zip(lines[1:], encodings, strict=True)]
+    elif suffix == ".json":
+        chunks = [b"["] + [(json.dumps(r, ensure_ascii=False) + ("," if n < 3 else "")).encode(e)
+                          for n, (r, e) in enumerate(zip(rows, encodings, strict=True))] + [b"]"]
+    else:
+        chunks = [json.dumps(r, ensure_ascii=False).encode(e) for r, e in zip(rows, encodings, strict=True)]
+    path = tmp_path / f"mixed{suffix}"
+    path.write_bytes(b"\r\n".join(chunks) + b"\r\n")
+    items = list(read_file(path))
+    assert rejects(items) == []
+    assert [r.fields["Subject"] for r in records(items)] == subjects
+
+
+def test_bytes_neither_utf8_nor_windows_1252_reject_their_line_only(tmp_path: Path) -> None:
+    # 0x81 is undefined in Windows-1252: that line is rejected, its bytes shown as \x81
+    path = tmp_path / "bad.ndjson"
+    good = [ps_line(n).encode() for n in range(3)]
+    bad = ps_line(9, Subject="x\u00e9y").encode("cp1252").replace(b"x\xe9y", b"x\x81y")
+    path.write_bytes(b"\n".join([good[0], bad, good[1], good[2]]) + b"\n")
+    items = list(read_file(path))
+    assert len(records(items)) == 3
+    (reject,) = rejects(items)
+    assert reject.line == 2 and "not valid utf-8 or windows-1252" in reject.reason and "\\x81" in reject.raw

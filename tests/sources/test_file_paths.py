@@ -31,7 +31,7 @@ def test_folder_recursion_is_sorted_and_skips_hidden(tmp_path: Path) -> None:
     write(tmp_path / ".cache" / "c.ndjson", ps_line(9))
     single = write(tmp_path / "single.ndjson", ps_line(4))
     recs = records(list(read_paths([tmp_path, single])))
-    assert [r.fields["Index"] for r in recs] == [0, 1, 2, 3, 4, 4]
+    assert [r.fields["Index"] for r in recs] == [0, 1, 2, 3, 4]  # single.ndjson named again: read once
     assert recs[1].origin == str(tmp_path / "a" / "deep" / "x.log")
     assert recs[-1].origin == str(single)
 
@@ -152,3 +152,27 @@ def test_sqlite_file_named_explicitly_is_one_clear_reject(tmp_path: Path) -> Non
     sqlite3.connect(db).execute("CREATE TABLE t (x)")
     (reject,) = list(read_paths([db]))
     assert "SQLite database" in reject.reason
+
+
+def test_linked_folders_are_read_once_and_files_reached_twice_are_read_once(tmp_path: Path) -> None:
+    real = tmp_path / "elsewhere" / "real"
+    real.mkdir(parents=True)
+    write(real / "x.ndjson", ps_line(1))
+    scan = tmp_path / "scan"
+    scan.mkdir()
+    write(scan / "plain.ndjson", ps_line(2))
+    (scan / "linked").symlink_to(real)  # a linked folder: followed
+    (scan / "loop").symlink_to(scan)  # a link back up: not walked again
+    (scan / "again.ndjson").symlink_to(scan / "plain.ndjson")  # the same file through a link: read once
+    named = [scan, scan / "plain.ndjson", real / "x.ndjson"]  # and named again on the command line
+    lines = [r.line for r in records(list(read_paths(named)))]
+    subjects = sorted(r.fields["Subject"] for r in records(list(read_paths(named))))
+    assert len(lines) == 2 and subjects == sorted(json.loads(ps_line(n))["Subject"] for n in (1, 2))
+
+
+def test_a_bom_at_the_start_of_any_line_is_not_part_of_the_record(tmp_path: Path) -> None:
+    # two BOM'd UTF-8 exports joined with cat: the second BOM starts line 2
+    path = tmp_path / "joined.ndjson"
+    path.write_bytes(b"\xef\xbb\xbf" + ps_line(1).encode() + b"\n\xef\xbb\xbf" + ps_line(2).encode() + b"\n")
+    items = list(read_file(path))
+    assert rejects(items) == [] and [r.line for r in records(items)] == [1, 2]

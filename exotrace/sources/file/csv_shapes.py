@@ -19,7 +19,7 @@ from typing import Any
 
 from exotrace.model import STATUSES, RawRecord, Reject
 from exotrace.sources.file.csv_dates import DAY_FIRST, SLASH_DATE, slash_order, to_iso
-from exotrace.sources.file.encoding import TextSource, safe_text, strip_eol, undecodable
+from exotrace.sources.file.encoding import TextSource, as_cp1252, safe_text, strip_eol, undecodable
 
 log = logging.getLogger("exotrace.sources.file")
 
@@ -198,8 +198,8 @@ def csv_rows(src: TextSource, origin: str) -> Iterator[tuple[list[str], str] | C
             header = split_header(text)
             yield header
             continue
-        if undecodable(text):
-            yield Reject(origin, start, f"bytes that are not valid {src.encoding} text", raw=safe_text(text))
+        if undecodable(text) and (not src.ansi_fallback or undecodable(text := as_cp1252(text))):
+            yield Reject(origin, start, f"bytes that are not valid {src.described} text", raw=safe_text(text))
             continue
         try:
             values = next(csv.reader([text], delimiter=header[1], strict=True), [])

@@ -64,19 +64,35 @@ def iter_files(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str
     Inside folders, what is not a regular file (a FIFO, a socket), SQLite databases (an exotrace archive,
     perhaps the one being written), their ``-wal``,
     ``-shm`` and ``-journal`` files and an archive's ``.spool`` folder are skipped, with an INFO note unless
-    ``notes`` is false. A path that does not exist is passed through, so the reader reports it as a reject.
+    ``notes`` is false. Linked folders are followed (each folder once), and a file reached twice (named
+    twice, or through a link) is read once. A path that does not exist is passed through, so the reader
+    reports it as a reject.
     """
+    read: set[str] = set()  # real paths of the files already given out: each file is read once
     for given in paths:
         path = Path(given)
         if not path.is_dir():
+            real = os.path.realpath(given)
+            if real in read and os.path.isfile(real):
+                if notes:
+                    log.info("Skipping %s: already read as another path.", os.fspath(given))
+                continue
+            read.add(real)
             yield os.fspath(given)
             continue
         found: list[tuple[tuple[str, ...], str]] = []
-        for root, dirs, files in os.walk(path, followlinks=False):
+        walked = {os.path.realpath(path)}
+        for root, dirs, files in os.walk(path, followlinks=True):  # linked folders too, each once
             kept = []
             for d in dirs:
                 if d.startswith("."):
                     continue
+                real_dir = os.path.realpath(os.path.join(root, d))
+                if real_dir in walked:
+                    if notes:
+                        log.info("Skipping %s: a link to a folder already read.", os.path.join(root, d))
+                    continue
+                walked.add(real_dir)
                 if d.endswith(".spool") and is_sqlite(os.path.join(root, d.removesuffix(".spool"))):
                     if notes:
                         log.info("Skipping %s: the spool folder of an exotrace archive.", os.path.join(root, d))
@@ -97,6 +113,12 @@ def iter_files(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str
                     continue
                 found.append((Path(os.path.relpath(full, path)).parts, full))
         for _, full in sorted(found):
+            real = os.path.realpath(full)
+            if real in read:
+                if notes:
+                    log.info("Skipping %s: already read as another path.", full)
+                continue
+            read.add(real)
             yield full
 
 

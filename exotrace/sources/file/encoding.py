@@ -18,7 +18,7 @@ from pathlib import Path
 
 __all__ = [
     "TextSource", "UnreadableFile", "detect_encoding", "looks_binary", "open_text", "safe_text", "strip_eol",
-    "SQLITE_MAGIC", "undecodable",
+    "SQLITE_MAGIC", "as_cp1252", "undecodable",
 ]
 
 _SAMPLE = 4096
@@ -30,6 +30,7 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 _BINARY_CHARS = frozenset(chr(c) for c in range(32)) - {"\t", "\n", "\f", "\r"}
 #: Bytes the codec could not decode come through as lone surrogates (``errors="surrogateescape"``).
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
+_UNDECODABLE_RUN = re.compile("[\udc80-\udcff]+")
 
 
 class UnreadableFile(Exception):
@@ -64,8 +65,9 @@ def detect_encoding(sample: bytes) -> str:
     """Pick a Python codec for ``sample``, the first bytes of the (decompressed) content.
 
     BOMs win (UTF-8, UTF-16 LE/BE). Without a BOM, a NUL in every other byte means UTF-16 (LE when
-    the NULs sit at odd offsets, as the admin center's CSV exports do). Valid UTF-8 is UTF-8;
-    anything else falls back to Windows-1252 (``Export-Csv -Encoding Default``). Raises
+    the NULs sit at odd offsets, as the admin center's CSV exports do). Other content is read as UTF-8,
+    and what UTF-8 cannot decode is read as Windows-1252 (``-Encoding Default``) by the readers, a line at
+    a time (:func:`as_cp1252`): PowerShell 5.1 appends ANSI lines to UTF-8 files. Raises
     :class:`UnreadableFile` for content with NUL bytes in no UTF-16 pattern (binary data).
     """
     if sample.startswith(codecs.BOM_UTF8):
@@ -83,10 +85,6 @@ def detect_encoding(sample: bytes) -> str:
             return "utf-16-be"
     if b"\x00" in sample:
         raise UnreadableFile("binary content (NUL bytes), not a text export")
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
-    except UnicodeDecodeError:
-        return "cp1252"
     return "utf-8"
 
 
@@ -98,6 +96,13 @@ def looks_binary(text: str) -> bool:
 def undecodable(text: str) -> bool:
     """True when ``text`` holds bytes the file's encoding could not decode."""
     return _UNDECODABLE.search(text) is not None
+
+
+def as_cp1252(text: str) -> str:
+    """``text`` with each run of bytes UTF-8 could not decode read as Windows-1252 instead; the five bytes
+    Windows-1252 leaves undefined stay undecodable."""
+    return _UNDECODABLE_RUN.sub(
+        lambda m: bytes(ord(c) - 0xDC00 for c in m.group()).decode("cp1252", "surrogateescape"), text)
 
 
 def safe_text(text: str) -> str:
@@ -124,8 +129,15 @@ class TextSource:
         self._head: list[str] = []
         self._head_used = False
         self.encoding = encoding
+        #: Lines UTF-8 cannot decode are read as Windows-1252 (:func:`as_cp1252`).
+        self.ansi_fallback = encoding.startswith("utf-8")
         self.compressed = compressed
         self.lineno = 0
+
+    @property
+    def described(self) -> str:
+        """The encoding as messages name it."""
+        return "utf-8 or windows-1252" if self.ansi_fallback else self.encoding
 
     def head(self, nonblank: int = 2, max_lines: int = 200) -> list[str]:
         """The first lines (terminators kept) up to ``nonblank`` non-blank ones, without consuming them."""

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from exotrace.model import GRAPH_TO_LEGACY, LEGACY_FIELDS, RawRecord, Reject
-from exotrace.sources.file.encoding import TextSource, safe_text, undecodable
+from exotrace.sources.file.encoding import TextSource, as_cp1252, safe_text, undecodable
 
 __all__ = ["items_from_value", "read_document", "read_ndjson", "record_shape", "unwrap_fields"]
 
@@ -178,15 +178,23 @@ def read_ndjson(src: TextSource, origin: str, shape: str | None = None) -> Itera
         line = raw.rstrip("\r\n")  # one terminator at most: a bare \r ends a line too
         if not line or line.isspace():
             continue
-        text = line[1:] if n == 1 and line.startswith("\ufeff") else line
+        text = line[1:] if line[0] == "\ufeff" else line  # a BOM: the file's, or one of files joined by cat
         try:
             value = loads(text)
         except decode_error as exc:
-            if undecodable(text):  # orjson refuses the lone surrogates surrogateescape produces
-                yield Reject(origin, n, f"bytes that are not valid {src.encoding} text", raw=safe_text(line))
-            else:
-                yield Reject(origin, n, f"invalid JSON: {_short(exc)}", raw=line)
-            continue
+            # orjson refuses the lone surrogates surrogateescape gives undecodable bytes: an ANSI line?
+            fixed = as_cp1252(text) if src.ansi_fallback and undecodable(text) else text
+            try:
+                if undecodable(fixed):
+                    raise exc
+                value = loads(fixed)
+            except decode_error as final:
+                if undecodable(fixed):
+                    yield Reject(origin, n, f"bytes that are not valid {src.described} text", raw=safe_text(line))
+                else:
+                    yield Reject(origin, n, f"invalid JSON: {_short(final)}", raw=as_cp1252(line))
+                continue
+            line = text = fixed
         # The common case, inlined: one flat record per line. orjson accepted the text, so it holds no
         # undecodable bytes; without a brace after the first one, no value is an object (nothing to unwrap,
         # no PowerShell 5.1 DisplayHint wrapper) and, without a bracket, none is a list.
@@ -318,6 +326,8 @@ def read_document(src: TextSource, origin: str, shape: str | None = None) -> Ite
     reject naming the line where it fails.
     """
     text = src.read_all()
+    if src.ansi_fallback and undecodable(text):
+        text = as_cp1252(text)
     first_line = src.lineno + 1
     if text.startswith("\ufeff"):
         text = text[1:]
