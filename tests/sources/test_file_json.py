@@ -182,3 +182,40 @@ def test_values_json_cannot_carry_reject_only_their_record(tmp_path: Path, value
     rejected.raw.encode("utf-8")  # storable
     assert value.strip('"').split("\\")[-1][:4] in rejected.raw  # the bad value is shown
     assert len(records(items)) == 3
+
+
+def _pretty_array(count: int) -> tuple[list[dict], str]:
+    rows = [json.loads(ps_line(i)) for i in range(count)]
+    return rows, json.dumps(rows, indent=4) + "\n"  # ConvertTo-Json's layout: one element per indented block
+
+
+def test_a_damaged_array_element_is_rejected_and_the_elements_around_it_are_kept(tmp_path: Path) -> None:
+    rows, text = _pretty_array(10)
+    lines_per = (text.count("\n") - 2) // 10
+    text = text.replace('report #4"', 'report "4"', 1)  # an unescaped quote
+    assert 'report "4"' in text
+    items = list(read_file(write(tmp_path / "midbad.json", text)))
+    assert [r.fields["Index"] for r in records(items)] == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    assert [r.line for r in records(items)][4] == 2 + 5 * lines_per  # line numbers stay right after it
+    (bad,) = rejects(items)
+    start = 2 + 4 * lines_per
+    assert f"the value of lines {start}-{start + lines_per - 1} was not read" in bad.reason
+    assert start <= bad.line < start + lines_per and bad.raw.startswith("{") and bad.raw.endswith("},")
+
+
+def test_an_array_cut_short_keeps_every_whole_element(tmp_path: Path) -> None:
+    rows, text = _pretty_array(50)
+    items = list(read_file(write(tmp_path / "cut.json", text[: len(text) * 3 // 4])))  # an interrupted export
+    kept = [r.fields["Index"] for r in records(items)]
+    assert kept == list(range(len(kept))) and len(kept) >= 36
+    (bad,) = rejects(items)
+    assert "onwards was not read" in bad.reason and bad.raw.startswith("{")
+
+
+def test_a_damaged_object_among_appended_ones_loses_only_itself(tmp_path: Path) -> None:
+    rows = [json.loads(ps_line(i)) for i in range(4)]
+    blocks = [json.dumps(r, indent=4) for r in rows]
+    blocks[1] = blocks[1].replace('"Status": ', '"Status" ', 1)  # a missing colon
+    items = list(read_file(write(tmp_path / "appended.json", "\n".join(blocks) + "\n")))
+    assert [r.fields["Index"] for r in records(items)] == [0, 2, 3]
+    assert len(rejects(items)) == 1

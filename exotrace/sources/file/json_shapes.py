@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import orjson
@@ -318,12 +318,61 @@ class _Lines:
         return self._line
 
 
+def _next_sibling(text: str, start: int) -> int:
+    """Where the next value indented as the one at ``start`` begins a line (``len(text)``: nowhere)."""
+    indent = text[text.rfind("\n", 0, start) + 1:start]
+    if indent.strip():  # not at a line's start (JSON on one line): no sibling to find
+        return len(text)
+    found = [i for i in (text.find(f"\n{indent}{{", start + 1), text.find(f"\n{indent}[", start + 1)) if i >= 0]
+    return min(found) + 1 + len(indent) if found else len(text)
+
+
+def _damaged(text: str, start: int, end: int, exc: _ParseError, origin: str, first_line: int) -> Reject:
+    """The reject for the damaged value at ``text[start:end]``; it names the line where JSON fails."""
+    lines = _Lines(text, first_line)
+    start_line, where = lines(start), lines(min(exc.pos, len(text)))
+    if end < len(text):
+        last = lines(max(text.rfind("\n", start, end), start))  # the line before the next value's
+        span = f" (the value of lines {start_line}-{last} was not read)"
+    else:
+        span = f" (line {start_line} onwards was not read)" if where != start_line else ""
+    return Reject(origin, where, f"invalid JSON: {exc.msg}{span}",
+                  raw=safe_text(text[start:min(end, start + _MAX_REJECT_RAW)]).rstrip())
+
+
+def _salvage_array(text: str, start: int, origin: str, shape: str | None,
+                   first_line: int) -> Generator[Item, None, int]:
+    """The elements of the damaged array at ``start``, one by one: a damaged element is rejected and
+    reading goes on at the next one (:func:`_next_sibling`); returns where the array ends."""
+    line_of = _Lines(text, first_line)
+    pos = _skip(text, start + 1)
+    while pos < len(text) and text[pos] != "]":
+        element = pos
+        positions: dict[int, list[int]] = {}
+        try:
+            value, pos = _parse(text, pos, 2, positions)
+            pos = _skip(text, pos)
+            if text[pos:pos + 1] not in (",", "]"):
+                raise _ParseError("expected ',' or ']'", pos)
+        except _ParseError as exc:
+            pos = _next_sibling(text, element)
+            yield _damaged(text, element, pos, exc, origin, first_line)
+            continue
+        yield from items_from_value(value, origin=origin, line=line_of(element), shape=shape,
+                                    positions=positions, line_of=line_of)
+        if text[pos] == ",":
+            pos = _skip(text, pos + 1)
+    return min(pos + 1, len(text))
+
+
 def read_document(src: TextSource, origin: str, shape: str | None = None) -> Iterator[Item]:
     """A whole JSON document (or several concatenated ones), loaded at once.
 
-    Pretty-printed ``ConvertTo-Json`` arrays, pages and back-to-back objects are all accepted. When
-    the text stops being valid JSON, the values before are kept and the rest of the file becomes one
-    reject naming the line where it fails.
+    Pretty-printed ``ConvertTo-Json`` arrays, pages and back-to-back objects are all accepted. A value that
+    is not valid JSON is one reject naming the line where it fails, and reading goes on at the next value
+    that starts a line as it did (the next element of a pretty-printed array, the next appended object):
+    the elements before a damaged one are kept, and those after it too. Where no such line follows (a
+    file cut short, JSON on one line), the rest of the file is that reject.
     """
     text = src.read_all()
     if src.ansi_fallback and undecodable(text):
@@ -339,12 +388,13 @@ def read_document(src: TextSource, origin: str, shape: str | None = None) -> Ite
         try:
             value, pos = _parse(text, pos, 3, positions)
         except _ParseError as exc:
-            where = _Lines(text, first_line)(exc.pos)
-            start_line = line_of(start)
-            raw = safe_text(text[start:start + _MAX_REJECT_RAW])
-            rest = f" (line {start_line} onwards was not read)" if where != start_line else ""
-            yield Reject(origin, where, f"invalid JSON: {exc.msg}{rest}", raw=raw)
-            return
+            if text[start] == "[":
+                pos = yield from _salvage_array(text, start, origin, shape, first_line)
+            else:
+                pos = _next_sibling(text, start)
+                yield _damaged(text, start, pos, exc, origin, first_line)
+            pos = _skip(text, pos)
+            continue
         yield from items_from_value(value, origin=origin, line=line_of(start), shape=shape,
                                     positions=positions, line_of=line_of)
         pos = _skip(text, pos)
