@@ -159,3 +159,47 @@ def test_bytes_neither_utf8_nor_windows_1252_reject_their_line_only(tmp_path: Pa
     assert len(records(items)) == 3
     (reject,) = rejects(items)
     assert reject.line == 2 and "not valid utf-8 or windows-1252" in reject.reason and "\\x81" in reject.raw
+
+
+def test_trailing_bytes_after_a_gzip_stream_lose_no_line(tmp_path: Path) -> None:
+    big = "\n".join(ps_line(i) for i in range(2000)) + "\n"
+    path = tmp_path / "tail.ndjson.gz"
+    path.write_bytes(gzip.compress(big.encode()) + b"junk")  # gzip -d reads this file
+    items = list(read_file(path))
+    assert len(records(items)) == 2000
+    (bad,) = rejects(items)
+    assert bad.line == 2001 and "corrupt compressed data after line 2000" in bad.reason
+
+
+def test_a_lone_surrogate_in_utf16_is_read_as_a_replacement_character(tmp_path: Path) -> None:
+    # the admin center cuts subjects at 256 UTF-16 units and may split an emoji: the row is kept
+    lines = [ps_line(i) for i in range(60)]
+    data = bytearray(codecs.BOM_UTF16_LE + "\r\n".join(lines).encode("utf-16-le") + "\r\n".encode("utf-16-le"))
+    mark = "report #50".encode("utf-16-le")
+    at = data.index(mark) + len(mark) - 4
+    data[at:at + 2] = b"\x3c\xd8"  # a high surrogate with no low one after it
+    path = tmp_path / "outfile.ndjson"
+    path.write_bytes(bytes(data))
+    items = list(read_file(path))
+    assert rejects(items) == [] and len(records(items)) == 60
+    assert [r.line for r in records(items)] == list(range(1, 61))
+    assert "\ufffd" in records(items)[50].fields["Subject"]
+
+
+def test_utf16_without_bom_of_mostly_non_ascii_text(tmp_path: Path) -> None:
+    header = "date_time_utc,sender_address,recipient_address,message_subject,status\r\n"
+    rows = "".join(f"2026-11-28 15:04:0{n},a@fabrikam.jp,u{n}@contoso.com,{'会議の議事録' * 40},Delivered\r\n"
+                   for n in range(5))
+    path = tmp_path / "report.csv"
+    path.write_bytes((header + rows).encode("utf-16-le"))
+    assert detect_encoding(path.read_bytes()[:4096]) == "utf-16-le"
+    assert len(records(list(read_file(path)))) == 5
+
+
+def test_one_control_character_or_a_zeroed_tail_is_no_binary_file(tmp_path: Path) -> None:
+    esc = write(tmp_path / "esc.ndjson", "\n".join([ps_line(0, Subject="x\x1by"), ps_line(1)]) + "\n")
+    assert len(records(list(read_file(esc)))) == 2
+    tail = tmp_path / "crashed.ndjson"
+    tail.write_bytes("\n".join(ps_line(i) for i in range(5)).encode() + b"\n" + b"\x00" * 4096)
+    items = list(read_file(tail))
+    assert len(records(items)) == 5 and [r.line for r in rejects(items)] == [6]

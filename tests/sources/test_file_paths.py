@@ -176,3 +176,20 @@ def test_a_bom_at_the_start_of_any_line_is_not_part_of_the_record(tmp_path: Path
     path.write_bytes(b"\xef\xbb\xbf" + ps_line(1).encode() + b"\n\xef\xbb\xbf" + ps_line(2).encode() + b"\n")
     items = list(read_file(path))
     assert rejects(items) == [] and [r.line for r in records(items)] == [1, 2]
+
+
+def test_an_ndjson_file_that_starts_mid_line_loses_only_that_line(tmp_path: Path) -> None:
+    text = "\n".join(ps_line(i) for i in range(10)) + "\n"
+    items = list(read_file(write(tmp_path / "rotated.ndjson", text[60:])))
+    assert [r.line for r in records(items)] == list(range(2, 11)) and [r.line for r in rejects(items)] == [1]
+
+
+def test_a_one_element_array_written_over_three_lines_is_a_document(tmp_path: Path) -> None:
+    items = list(read_file(write(tmp_path / "one.json", "[\n" + ps_line(0) + "\n]\n")))
+    assert rejects(items) == [] and len(records(items)) == 1
+
+
+def test_excels_sep_hint_line(tmp_path: Path) -> None:
+    text = "sep=;\nReceived;SenderAddress;RecipientAddress;MessageTraceId\n2026-11-28T15:04:05Z;a@f.com;u@c.com;id-1\n"
+    items = list(read_file(write(tmp_path / "excel.csv", text)))
+    assert rejects(items) == [] and [r.line for r in records(items)] == [3]

@@ -66,6 +66,9 @@ def read_file(path: PathLike, format: str | None = None,
     with src:
         try:
             yield from _dispatch(src, origin, fmt)
+            if src.stream_problem is not None:
+                yield Reject(origin, src.lineno + 1, f"corrupt compressed data after line {src.lineno}: "
+                             f"{src.stream_problem}; the lines before it were read, the rest was not read")
         except UnicodeDecodeError as exc:
             yield Reject(origin, src.lineno + 1, f"cannot decode text as {src.encoding}: {exc.reason}; "
                          "the rest of the file was not read")

@@ -140,6 +140,14 @@ def detect_csv_shape(names: list[str]) -> str | None:
     return None
 
 
+_SEP_HINT = re.compile(r"^\ufeff?sep=(.)\r?\n?$")
+
+
+def is_sep_hint(line: str) -> bool:
+    """True for Excel's ``sep=;`` first line, which names the delimiter."""
+    return _SEP_HINT.match(line) is not None
+
+
 def _delimiter(text: str) -> str:
     """The likeliest delimiter of a header line (``,`` ``;`` or tab)."""
     counts = {d: text.count(d) for d in (",", ";", "\t")}
@@ -185,8 +193,8 @@ def csv_rows(src: TextSource, origin: str) -> Iterator[tuple[list[str], str] | C
         if not pending:
             if not raw.strip():
                 continue
-            if header is None and raw.lstrip("\ufeff").startswith("#"):
-                continue  # "#TYPE Deserialized.…" (Windows PowerShell 5.1) and other comments
+            if header is None and (raw.lstrip("\ufeff").startswith("#") or is_sep_hint(raw)):
+                continue  # "#TYPE Deserialized.…" (Windows PowerShell 5.1), other comments, Excel's "sep=;"
             start = n
         pending.append(raw)
         quotes += raw.count('"')

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from exotrace.sources.file.csv_shapes import detect_csv_shape, split_header
+from exotrace.sources.file.csv_shapes import detect_csv_shape, is_sep_hint, split_header
 from exotrace.sources.file.encoding import SQLITE_MAGIC
 from exotrace.sources.file.json_shapes import parses_standalone
 
@@ -37,23 +37,26 @@ def detect_format(head: list[str]) -> str | None:
     """``ndjson`` | ``json`` | a CSV shape, from the first lines of a file; None when unknown.
 
     JSON: NDJSON when the first or second non-blank line is a complete JSON value on its own (so a
-    bad first line does not turn an NDJSON file into one broken document); otherwise a document
-    (pretty-printed array, page or object). CSV: a header whose columns map onto trace fields,
-    after an optional ``#TYPE`` line.
+    bad first line does not turn an NDJSON file into one broken document, nor does a file that starts
+    mid-line); otherwise a document (pretty-printed array, page or object). CSV: a header whose columns
+    map onto trace fields, after an optional ``#TYPE`` line or Excel's ``sep=;`` hint.
     """
     nonblank = [h for h in head if h.strip()]
     if not nonblank:
         return None
     first = nonblank[0].lstrip("\ufeff").lstrip()
     if first[:1] in ("{", "["):
-        if any(parses_standalone(h) for h in nonblank[:2]):
-            return "ndjson"
+        if first.rstrip() != "[" and any(parses_standalone(h) for h in nonblank[:2]):
+            return "ndjson"  # (a lone "[" opens an array written one element per line: a document)
         return "json"
-    lines = [h for h in nonblank if not h.lstrip("\ufeff").startswith("#")]
+    lines = [h for h in nonblank if not h.lstrip("\ufeff").startswith("#") and not is_sep_hint(h)]
     if lines:
         names, _ = split_header(lines[0])
-        if len(names) > 1:
-            return detect_csv_shape(names)
+        shape = detect_csv_shape(names) if len(names) > 1 else None
+        if shape is not None:
+            return shape
+    if len(nonblank) > 1 and parses_standalone(nonblank[1]):
+        return "ndjson"  # a file that starts mid-line (cut at rotation): its first line alone is damaged
     return None
 
 

@@ -61,6 +61,44 @@ class _Counting(io.RawIOBase):
         super().close()
 
 
+class _GzipMembers(io.RawIOBase):
+    """The decompressed data of a gzip file; damage after good data (trailing bytes that are no gzip
+    member, a failed CRC, a file cut short) ends the data instead of losing what was decompressed before
+    it, and is kept in ``problem`` for the reader to report."""
+
+    def __init__(self, raw: io.BufferedIOBase) -> None:
+        self._gzip = gzip.GzipFile(fileobj=raw, mode="rb")
+        self.delivered = 0
+        self.problem: str | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self.problem is not None:
+            return 0
+        try:  # read1: one read of the member data at a time, so what came before damage is handed out
+            data = self._gzip.read1(len(buffer))
+            n = len(data)
+            buffer[:n] = data
+        except (OSError, EOFError) as exc:
+            if not self.delivered:
+                raise
+            self.problem = str(exc) or type(exc).__name__
+            return 0
+        except Exception as exc:  # zlib.error
+            if not self.delivered or type(exc).__module__ != "zlib":
+                raise
+            self.problem = str(exc)
+            return 0
+        self.delivered += n
+        return n
+
+    def close(self) -> None:
+        self._gzip.close()
+        super().close()
+
+
 def detect_encoding(sample: bytes) -> str:
     """Pick a Python codec for ``sample``, the first bytes of the (decompressed) content.
 
@@ -83,14 +121,30 @@ def detect_encoding(sample: bytes) -> str:
             return "utf-16-le"
         if even >= pairs * 0.4 and odd <= pairs * 0.05:
             return "utf-16-be"
-    if b"\x00" in sample:
+        # mostly non-ASCII text (Japanese subjects) has fewer NULs: UTF-16 if it decodes as clean text
+        if even <= pairs * 0.05 < odd and _utf16_text(head[:pairs * 2], "utf-16-le"):
+            return "utf-16-le"
+        if odd <= pairs * 0.05 < even and _utf16_text(head[:pairs * 2], "utf-16-be"):
+            return "utf-16-be"
+    first_nul = sample.find(b"\x00")
+    if first_nul >= 0 and b"\n" not in sample[:first_nul]:
         raise UnreadableFile("binary content (NUL bytes), not a text export")
-    return "utf-8"
+    return "utf-8"  # (NULs after whole lines of text: a zero-filled tail; those lines are rejected alone)
+
+
+def _utf16_text(data: bytes, codec: str) -> bool:
+    try:
+        text = data.decode(codec)
+    except UnicodeDecodeError:
+        return False
+    return not looks_binary(text) and "\x00" not in text and any(c in text for c in "\n,;\t{")
 
 
 def looks_binary(text: str) -> bool:
-    """True when decoded text holds control characters no text export contains."""
-    return any(ch in _BINARY_CHARS for ch in text)
+    """True when decoded text holds control characters no text export contains, more than the odd one a
+    raw subject may carry (an ESC of ISO-2022-JP): over 4 of them, and over 1 % of the text."""
+    count = sum(1 for ch in text if ch in _BINARY_CHARS)
+    return count > 4 and count * 100 > len(text)
 
 
 def undecodable(text: str) -> bool:
@@ -121,8 +175,10 @@ class TextSource:
     """Decoded text of one file, read line by line; ``lineno`` is the last line handed out."""
 
     def __init__(self, text: io.TextIOWrapper, counting: _Counting, size: int, encoding: str,
-                 compressed: bool, on_progress: Callable[[int], None] | None) -> None:
+                 compressed: bool, on_progress: Callable[[int], None] | None,
+                 members: _GzipMembers | None = None) -> None:
         self._text = text
+        self._members = members
         self._counting = counting
         self._size = size
         self._on_progress = on_progress
@@ -133,6 +189,11 @@ class TextSource:
         self.ansi_fallback = encoding.startswith("utf-8")
         self.compressed = compressed
         self.lineno = 0
+
+    @property
+    def stream_problem(self) -> str | None:
+        """Damage that ended a gzip file's data early (after what was read), or None."""
+        return self._members.problem if self._members is not None else None
 
     @property
     def described(self) -> str:
@@ -219,8 +280,10 @@ def open_text(path: str | os.PathLike[str], on_progress: Callable[[int], None] |
             raise UnreadableFile("an SQLite database (an exotrace archive?), not a message-trace export")
         compressed = magic.startswith(_GZIP_MAGIC)
         stream: io.BufferedIOBase = buffered
+        members: _GzipMembers | None = None
         if compressed:
-            stream = io.BufferedReader(gzip.GzipFile(fileobj=buffered, mode="rb"), buffer_size=65536)
+            members = _GzipMembers(buffered)
+            stream = io.BufferedReader(members, buffer_size=65536)
         sample = stream.peek(_SAMPLE)[:_SAMPLE]  # type: ignore[attr-defined]
         encoding = detect_encoding(sample)
     except UnreadableFile:
@@ -232,5 +295,8 @@ def open_text(path: str | os.PathLike[str], on_progress: Callable[[int], None] |
     except Exception as exc:  # zlib.error
         buffered.close()
         raise UnreadableFile(f"cannot decompress: {exc}") from exc
-    text = io.TextIOWrapper(stream, encoding=encoding, errors="surrogateescape", newline="")
-    return TextSource(text, counting, size, encoding, compressed, on_progress)
+    # undecodable UTF-8 bytes are kept (as lone surrogates) for a line-by-line Windows-1252 reading; UTF-16
+    # has nothing to fall back to: a lone surrogate (a subject cut between two halves of an emoji) is U+FFFD
+    errors = "surrogateescape" if encoding.startswith("utf-8") else "replace"
+    text = io.TextIOWrapper(stream, encoding=encoding, errors=errors, newline="")
+    return TextSource(text, counting, size, encoding, compressed, on_progress, members)
