@@ -203,3 +203,12 @@ def test_one_control_character_or_a_zeroed_tail_is_no_binary_file(tmp_path: Path
     tail.write_bytes("\n".join(ps_line(i) for i in range(5)).encode() + b"\n" + b"\x00" * 4096)
     items = list(read_file(tail))
     assert len(records(items)) == 5 and [r.line for r in rejects(items)] == [6]
+
+
+def test_utf32_with_bom(tmp_path: Path) -> None:
+    path = tmp_path / "utf32.csv"
+    text = ("Received,SenderAddress,RecipientAddress,Subject,MessageTraceId\r\n"
+            "2026-11-28 15:04:05,a@f.com,u@c.com,Grüße,x\r\n")
+    path.write_bytes(text.encode("utf-32"))  # with its BOM, as Export-Csv -Encoding UTF32 writes
+    (rec,) = records(list(read_file(path)))
+    assert rec.fields["Subject"] == "Grüße"
