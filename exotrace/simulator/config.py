@@ -183,6 +183,8 @@ OPTION_HELP: dict[str, str] = {
                            "Unconfirmed.",
     "rws_401_body": "RWS answer to a bad or expired bearer token: none (WWW-Authenticate only), html (IIS "
                     "401 page) or json (OData error). Unconfirmed.",
+    "rws_bad_token_status": "HTTP status of RWS's answer to a bad or expired bearer token: 401, or 403 (its "
+                            "error page lists wrong credentials under 403). Unconfirmed.",
     "rws_retired_status": "HTTP status of a retired RWS: 404, 403 or 410. Unconfirmed.",
     "graph_beta_status": "Status casing on /beta: camel (delivered, as v1.0 and Elastic's beta captures) or "
                          "pascal (Delivered, as the beta doc sample).",
@@ -209,6 +211,7 @@ OPTION_CHOICES: dict[str, tuple[Any, ...]] = {
     "rws_verbose_next": ("absolute", "relative", "none"),
     "rws_throttle_status": (503, 429),
     "rws_401_body": ("none", "html", "json"),
+    "rws_bad_token_status": (401, 403),
     "rws_retired_status": (404, 403, 410),
     "graph_beta_status": ("camel", "pascal"),
     "graph_403": ("missing-role", "request-denied"),
@@ -278,6 +281,7 @@ class SimulatorConfig:
     rws_light_content_type: str = "application/json;odata=minimalmetadata;streaming=true;charset=utf-8"
     rws_throttle_status: int = 503
     rws_401_body: str = "none"
+    rws_bad_token_status: int = 401
     graph_beta_status: str = "camel"
     graph_403: str = "missing-role"
     graph_status_filter: str = "insensitive"

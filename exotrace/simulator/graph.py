@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -89,6 +90,12 @@ def guard(state: SimState, request: Request, details: bool = False) -> Caller | 
     return caller
 
 
+_OP_KINDS = {"ge": "GreaterThanOrEqual", "gt": "GreaterThan", "le": "LessThanOrEqual", "lt": "LessThan",
+             "eq": "Equal", "ne": "NotEqual"}
+#: A DateTimeOffset literal ends with its offset: ``Z`` or ``+hh:mm``.
+_ZONED = re.compile(r"(Z|[+-]\d\d:?\d\d)$", re.IGNORECASE)
+
+
 def _window_checks(state: SimState, start: int, end: int, now: int) -> str | None:
     if end < start:
         return "|System.ArgumentException|The StartDate must be earlier than the EndDate."
@@ -152,7 +159,13 @@ async def list_traces(state: SimState, request: Request, version: str, caller: C
             return bad_request(state, request, f"Invalid filter clause: Could not find a property named "
                                                f"'{c.prop}' on type 'microsoft.graph.exchangeMessageTrace'.")
         if prop == "receivedDateTime":
+            if c.type == "string":  # OData v4 compares a DateTimeOffset with a bare literal, not a string
+                return bad_request(state, request, "Invalid filter clause: A binary operator with incompatible "
+                                   "types was detected. Found operand types 'Edm.DateTimeOffset' and "
+                                   f"'Edm.String' for operator kind '{_OP_KINDS.get(c.op, c.op)}'.")
             try:
+                if c.type or ("T" in c.value.upper() and not _ZONED.search(c.value)):
+                    raise ValueError("datetime'...' (OData v3) or no time zone")  # no DateTimeOffset literal
                 when = parse_ticks(c.value, round_up=c.op in ("ge", "gt"))
             except ValueError:
                 return bad_request(state, request, f"Invalid filter clause: The DateTimeOffset text "

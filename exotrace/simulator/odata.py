@@ -28,7 +28,7 @@ class FilterError(ValueError):
 class Tok:
     kind: str  # "str", "typed", "punct", "word"
     text: str
-    type: str = ""  # for typed literals: "datetime", "guid", ...
+    type: str = ""  # typed literals: "datetime", "guid", ...; quoted ones: "string"; bare words: ""
 
 
 def tokenize(text: str) -> list[Tok]:
@@ -42,7 +42,7 @@ def tokenize(text: str) -> list[Tok]:
         if m.group("typed") is not None:
             out.append(Tok("typed", m.group("tval").replace("''", "'"), m.group("typed").lower()))
         elif m.group("str") is not None:
-            out.append(Tok("str", m.group("str").replace("''", "'")))
+            out.append(Tok("str", m.group("str").replace("''", "'"), "string"))
         elif m.group("punct") is not None:
             out.append(Tok("punct", m.group("punct")))
         elif m.group("word") is not None:

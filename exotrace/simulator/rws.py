@@ -115,6 +115,10 @@ def guard(state: SimState, request: Request, report: str) -> Caller | Response:
                                 'token_types="app_asserted_user_v1 service_asserted_app_v1", error="invalid_token"',
             "x-ms-diagnostics": f'2000001;reason="{caller[2]}";error_category="invalid_token"'}
         style = state.config.rws_401_body
+        if state.config.rws_bad_token_status == 403:
+            state.count("rws_403_bad_token")
+            return odata_error(403, "Access is denied due to invalid credentials.", fmt, code="Forbidden",
+                               headers=headers, light_ct=state.config.rws_light_content_type)
         if style == "html":
             return Response(IIS_401, status_code=401, headers={**headers, "Content-Type": "text/html"})
         if style == "json":
@@ -191,8 +195,11 @@ async def message_trace(state: SimState, request: Request, caller: Caller, repor
     fields: dict[str, Clause] = {}
     for c in clauses:
         name = _FIELDS.get(c.prop.lower())
-        if name is None:
+        if name is None or (not lenient and c.prop != name):  # WCF Data Services: names are case-sensitive
             return err(400, f"No property '{c.prop}' exists in type 'TenantReporting.{report}'.")
+        if not lenient and name in ("StartDate", "EndDate", "Received") and c.type != "datetime":
+            return err(400, f"Operator '{c.op}' incompatible with operand types 'System.DateTime' and "
+                            f"'{'System.String' if c.type == 'string' else 'System.Int32'}'.")
         if lenient and (c.op == "ne" or (c.op in _FUNCS and name != "Subject")):
             continue  # accepted, ignored (as Graph does)
         fields[name] = c  # the last value per property wins

@@ -190,6 +190,13 @@ class ApiCaller:
                     continue
                 raise AuthError(f"tenant {self.tenant.name}: {shown} answered 401 with a fresh token: "
                                 f"{text[:300]}")
+            if status == 403 and self.tenant.api == "rws" and auth_retries == 0:
+                # RWS lists wrong credentials under 403 too: a fresh token first, then it is the role
+                auth_retries += 1
+                attempt -= 1
+                self.tokens.invalidate()
+                log.info("403 from RWS tenant=%s; trying a new token before reporting the role", self.tenant.name)
+                continue
             if status == 403:
                 fix = FIX_GRAPH_PERMISSION if self.tenant.api == "graph" else FIX_RWS_ROLE
                 raise AuthError(f"tenant {self.tenant.name}: access denied (403): {text[:300]} -> {fix}")

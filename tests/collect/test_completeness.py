@@ -19,12 +19,13 @@ SCENARIOS = ["default", "throttle", "flaky", "slow", "drop", "truncate", "malfor
 SETTLE = timedelta(hours=31)
 
 
-def run_then_reread(tmp_path: Path, scenario: str, api: str, seed: int) -> tuple[Any, dict[str, int]]:
+def run_then_reread(tmp_path: Path, scenario: str, api: str, seed: int,
+                    **options: Any) -> tuple[Any, dict[str, int]]:
     """`collect --once` (complete at that moment), then, 31 simulated hours later, `collect --once` again,
     which re-reads the windows that were young: their range must then equal the ground truth exactly."""
     # a day-long token: one token per run, so `tokens_issued` shows reuse (`expire` kills it after 300 s)
     cfg = SimulatorConfig(seed=seed, scenario=scenario, speed=1200.0, rows_per_day=1500, token_lifetime=86400,
-                          tenants=[SimTenant.default("contoso", seed)])
+                          tenants=[SimTenant.default("contoso", seed)], **options)
     with start_simulator(cfg) as sim:
         path = write_config(sim, tmp_path, api=api,
                             collector='page_size = 150\nrereads = ["15m", "1h", "4h", "30h"]')
@@ -73,6 +74,13 @@ def test_rws_complete_then_exact_under_faults(tmp_path: Path, scenario: str) -> 
         assert served.get("faults_throttle", 0) > 0
     if "expire" in scenario or "chaos" in scenario:
         assert served.get("rws_401", 0) > 0
+
+
+def test_rws_answering_403_to_an_expired_token_is_no_missing_role(tmp_path: Path) -> None:
+    # RWS's error page lists wrong credentials under 403: a fresh token is tried before the role is blamed
+    report, served = run_then_reread(tmp_path, "expire", "rws", 3, rws_bad_token_status=403)
+    assert served.get("rws_403_bad_token", 0) > 0 and served["tokens_issued"] > 2
+    assert report.ok
 
 
 def test_settled_run_is_exact(tmp_path: Path) -> None:

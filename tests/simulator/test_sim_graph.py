@@ -157,12 +157,18 @@ def test_filters(sim: Simulator, client: httpx.Client, tok: str, prop: str) -> N
     ({"$top": "5001"}, "ResultSize is invalid"),
     ({"$filter": "colour eq 'red'"}, "Could not find a property named 'colour'"),
     ({"$skiptoken": "%%%"}, "skip token is invalid"),
+    # OData v4 DateTimeOffset literals are bare and carry their offset
+    ({"$filter": "receivedDateTime ge '{s}' and receivedDateTime le '{e}'"},
+     "incompatible types was detected. Found operand types 'Edm.DateTimeOffset' and 'Edm.String'"),
+    ({"$filter": "receivedDateTime ge datetime'{s}' and receivedDateTime le datetime'{e}'"},
+     "The DateTimeOffset text"),
+    ({"$filter": "receivedDateTime ge {s_naive} and receivedDateTime le {e}"}, "The DateTimeOffset text"),
 ])
 def test_bad_requests(sim: Simulator, client: httpx.Client, tok: str, params: dict[str, str], message: str) -> None:
     now = sim.clock.now()
     fmt = {"s": z(now - timedelta(days=1)), "e": z(now - timedelta(hours=1)), "old11": z(now - timedelta(days=11)),
            "d91": z(now - timedelta(days=91)), "d85": z(now - timedelta(days=85)),
-           "future": z(now + timedelta(hours=2))}
+           "future": z(now + timedelta(hours=2)), "s_naive": z(now - timedelta(days=1)).rstrip("Z")}
     r = _get(client, sim, tok, {k: v.format(**fmt) for k, v in params.items()})
     assert r.status_code == 400
     err = r.json()["error"]

@@ -99,6 +99,9 @@ def test_filters_and_guid_literal(sim: Simulator, client: httpx.Client, tok: str
     ("StartDate eq datetime'{old}' and EndDate eq datetime'{e}'", "can't be older than 10 days"),
     ("StartDate eq datetime'{s}' and EndDate eq datetime'{e}' or Status eq 'Failed'", "not supported"),
     ("Colour eq 'red'", "No property 'Colour'"),
+    # WCF Data Services checks literal types and the case of property names
+    ("StartDate eq '{s}' and EndDate eq '{e}'", "operand types 'System.DateTime' and 'System.String'"),
+    ("startdate eq datetime'{s}' and enddate eq datetime'{e}'", "No property 'startdate'"),
 ])
 def test_bad_requests(sim: Simulator, client: httpx.Client, tok: str, flt: str, fragment: str) -> None:
     start, end = window(sim, 1, 3)
