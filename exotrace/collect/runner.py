@@ -311,8 +311,8 @@ class TenantRunner:
         delay = self.s.poll.total_seconds()
         if nxt is not None:
             delay = min(delay, max((nxt - now).total_seconds(), 0.0))
-        if self._blocked_until is not None:
-            delay = max(delay, (self._blocked_until - now).total_seconds())
+        if self._blocked_until is not None and self._blocked_until > now:
+            delay = (self._blocked_until - now).total_seconds()  # nothing runs before; then its reads do
         if self.mode == "daemon":
             grid_next = (self.clock.now() - self.s.lag)
             step = self.s.window.total_seconds()

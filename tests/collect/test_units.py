@@ -436,3 +436,18 @@ def test_window_bounds_leave_no_100ns_tick_between_windows() -> None:
         assert _ticks(api_time(a.start)) <= _ticks(api_time(a.end, end=True))
     assert api_time(datetime(2026, 5, 1, 12, 14, 59, 999999, tzinfo=UTC), end=True) == "2026-05-01T12:14:59.9999999Z"
     assert api_time(datetime(2026, 5, 1, 12, 15, tzinfo=UTC)) == "2026-05-01T12:15:00Z"
+
+
+def test_a_blocked_tenant_is_tried_again_when_its_backoff_ends_not_at_the_next_poll(tmp_path: Path) -> None:
+    # --once backs off 15 s then 30 s after an auth failure; the 1-minute poll must not stretch that
+    runner, ledger, arch = _runner(tmp_path)
+    try:
+        with arch.transaction():
+            ledger.add([Window("t", NOW - timedelta(hours=2), NOW - timedelta(hours=1) - TICK, next_read=NOW,
+                               state="complete"),
+                        Window("t", NOW - timedelta(hours=1), NOW - TICK, next_read=NOW + timedelta(hours=3))])
+        runner._blocked_until = NOW + timedelta(seconds=12)
+        asyncio.run(runner._wait())
+        assert runner.clock.now() == NOW + timedelta(seconds=12)
+    finally:
+        arch.close()
