@@ -174,7 +174,9 @@ def ingest(
     Rejected input lines, pipeline_error documents and documents the archive cannot store (no recipient,
     values JSON cannot represent) are counted, reported through ``on_reject`` as ``FILE:LINE: reason``,
     stored in the archive's rejects table and appended to ``rejects_file``. Documents without an observation
-    time are observed at their file's modification time. The archive commits every ``commit_rows`` rows and
+    time are observed at their file's modification time. With an archive, ``deliver`` gets only the rows
+    it stored as new or updated (ingesting the same input again sends nothing), as the collector's sinks
+    do; without one, every document. The archive commits every ``commit_rows`` rows and
     at the end; an interrupted run keeps what was committed. When the reader of ``out`` goes away
     (``BrokenPipeError``), NDJSON output stops and the rest still goes to the archive and sinks.
     """
@@ -188,10 +190,12 @@ def ingest(
     def flush(final: bool = False) -> None:
         nonlocal uncommitted, out
         unwritable: set[int] = set()  # ids of documents that cannot be encoded as JSON
+        changed: list[Document] = docs  # what the sinks get: with an archive, only new and updated rows
         if archive is not None and (docs or rejects):
             if not uncommitted:
                 transaction.enter_context(archive.transaction())
-            result = archive.upsert(docs, source="ingest", keep_changed=False)
+            result = archive.upsert(docs, source="ingest", keep_changed=deliver is not None)
+            changed = result.changed
             if rejects:
                 archive.add_rejects(rejects, source="ingest")
             stats.new += result.new
@@ -215,8 +219,8 @@ def ingest(
                 stats.out_closed = True
         elif deliver is not None and archive is None:
             check_encodable(unwritable)
-        if deliver is not None and docs:
-            deliver([d for d in docs if id(d) not in unwritable] if unwritable else docs)
+        if deliver is not None and changed:
+            deliver([d for d in changed if id(d) not in unwritable] if unwritable else changed)
         docs.clear()
         rejects.clear()
         if archive is None and (final or stats.read % commit_rows < chunk_size):

@@ -106,7 +106,7 @@ def test_geoip_from_dir(tmp_path: Path, geoip_dir: Path):
     assert doc["source"]["geo"]["city_name"] == "London"
 
 
-def test_sinks_from_config_receive_every_document(tmp_path: Path):
+def test_sinks_from_config_receive_each_new_or_updated_row_once(tmp_path: Path):
     out_dir = tmp_path / "ship"
     config = tmp_path / "exotrace.toml"
     config.write_text(f'[[sink]]\ntype = "file"\nname = "archive-copy"\npath = "{out_dir / "docs.ndjson"}"\n',
@@ -118,6 +118,16 @@ def test_sinks_from_config_receive_every_document(tmp_path: Path):
                f.read_text().splitlines()]
     count = sqlite3.connect(tmp_path / "a.db").execute("select count(*) from messages").fetchone()[0]
     assert len(shipped) == count
+    # ingesting the same file again changes nothing, in the archive and in the sinks
+    again = run("ingest", str(SAMPLE), "--archive", str(tmp_path / "a.db"), "--config", str(config), "--no-geoip")
+    assert again.exit_code == 0, again.stderr
+    reshipped = [line for f in sorted(out_dir.parent.rglob("docs*.ndjson*")) for line in f.read_text().splitlines()]
+    assert len(reshipped) == count
+    # without an archive nothing says what is new: every document goes
+    alone = run("ingest", str(SAMPLE), "--no-archive", "--config", str(config), "--no-geoip")
+    assert alone.exit_code == 0, alone.stderr
+    resent = [line for f in sorted(out_dir.parent.rglob("docs*.ndjson*")) for line in f.read_text().splitlines()]
+    assert len(resent) == 2 * count
 
 
 FILES = Path(__file__).resolve().parents[1] / "data" / "files"

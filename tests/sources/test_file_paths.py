@@ -193,3 +193,14 @@ def test_excels_sep_hint_line(tmp_path: Path) -> None:
     text = "sep=;\nReceived;SenderAddress;RecipientAddress;MessageTraceId\n2026-11-28T15:04:05Z;a@f.com;u@c.com;id-1\n"
     items = list(read_file(write(tmp_path / "excel.csv", text)))
     assert rejects(items) == [] and [r.line for r in records(items)] == [3]
+
+
+def test_a_sink_spool_folder_is_skipped_even_without_its_archive(tmp_path: Path) -> None:
+    # `ingest --no-archive --config` keeps sink state in ./exotrace.db.spool with no exotrace.db beside it
+    spool = tmp_path / "exotrace.db.spool"
+    (spool / "spool" / "http").mkdir(parents=True)
+    (spool / "pipeline.json").write_text('{"next_seq": 3}')
+    (spool / "spool" / "http" / "000001.seg").write_text(ps_line(7) + "\n")
+    write(tmp_path / "export.ndjson", ps_line(1))
+    items = list(read_paths([tmp_path]))
+    assert rejects(items) == [] and [r.fields["Index"] for r in records(items)] == [1]

@@ -89,6 +89,8 @@ def iter_files(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str
             kept = []
             for d in dirs:
                 if d.startswith("."):
+                    if notes:
+                        log.info("Skipping %s: a hidden folder.", os.path.join(root, d))
                     continue
                 real_dir = os.path.realpath(os.path.join(root, d))
                 if real_dir in walked:
@@ -96,14 +98,17 @@ def iter_files(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str
                         log.info("Skipping %s: a link to a folder already read.", os.path.join(root, d))
                     continue
                 walked.add(real_dir)
-                if d.endswith(".spool") and is_sqlite(os.path.join(root, d.removesuffix(".spool"))):
+                if d.endswith(".spool") and (is_sqlite(os.path.join(root, d.removesuffix(".spool")))
+                                             or os.path.isfile(os.path.join(root, d, "pipeline.json"))):
                     if notes:
-                        log.info("Skipping %s: the spool folder of an exotrace archive.", os.path.join(root, d))
+                        log.info("Skipping %s: the spool folder of exotrace's sinks.", os.path.join(root, d))
                     continue
                 kept.append(d)
             dirs[:] = kept
             for name in files:
                 if name.startswith("."):
+                    if notes:
+                        log.info("Skipping %s: a hidden file.", os.path.join(root, name))
                     continue
                 full = os.path.join(root, name)
                 if not os.path.isfile(full):  # a FIFO or socket would block the read (a named path still may)
