@@ -249,6 +249,11 @@ class AppConfig:
     geoip: bool = True
     preserve_original: bool = False
 
+    @property
+    def folder(self) -> Path | None:
+        """The config file's folder: relative paths in it (archive, sinks, secrets) are read from there."""
+        return self.path.resolve().parent if self.path is not None else None
+
     def tenant(self, name: str) -> TenantConfig:
         for t in self.tenants:
             if t.name == name:

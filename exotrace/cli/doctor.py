@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -139,12 +140,12 @@ async def check_tenant(t: TenantConfig, clock: Any) -> TenantChecks:
     return out
 
 
-async def check_sinks_section(tables: tuple[dict[str, Any], ...]) -> TenantChecks:
+async def check_sinks_section(tables: tuple[dict[str, Any], ...], base: Path | None = None) -> TenantChecks:
     """The ``[[sink]]`` tables: each sink reachable and authenticated (see exotrace.sinks.health)."""
     from exotrace.sinks import check_sink_health, load_sinks
 
     out = TenantChecks("sinks")
-    for h in await check_sink_health(load_sinks(list(tables))):
+    for h in await check_sink_health(load_sinks(list(tables), base)):
         out.add(f"sink {h.name}", h.ok, h.detail, h.fix, kind=h.kind)
     return out
 
@@ -180,7 +181,7 @@ def doctor(config_path: str, tenant_names: tuple[str, ...]) -> None:
 
     results = asyncio.run(run_all())
     if cfg.sinks:
-        results.append(asyncio.run(check_sinks_section(cfg.sinks)))
+        results.append(asyncio.run(check_sinks_section(cfg.sinks, cfg.folder)))
     code = 0
     for res in results:
         err_console.print(f"[bold]{res.tenant}[/]")

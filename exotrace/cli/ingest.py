@@ -231,7 +231,7 @@ def _sink_delivery(config_path: Path | None, stack: ExitStack, archive_path: str
     from exotrace.sinks import SyncSinkPipeline, load_sinks
 
     spool = Path(f"{archive_path}.spool")
-    pipeline = SyncSinkPipeline(load_sinks(tables), state_dir=spool)
+    pipeline = SyncSinkPipeline(load_sinks(tables, config_path.resolve().parent), state_dir=spool)
     pipeline.start()
     delivery = _SinkDelivery(pipeline)
     stack.callback(pipeline.close)

@@ -63,7 +63,7 @@ async def run_collector(cfg: AppConfig, *, mode: str = "once", since: timedelta 
             from exotrace.sinks.pipeline import SinkPipeline
 
             pipeline = SinkPipeline.from_tables(list(cfg.sinks), state_dir=f"{cfg.archive_path}.spool",
-                                                clock=clock)
+                                                clock=clock, base=cfg.folder)
             await pipeline.start()
             shipper = Shipper(pipeline, archive)
             await shipper.replay()

@@ -365,8 +365,26 @@ def example_config(sink_type: str) -> str:
                           key="type") from None
 
 
-def load_sinks(tables: list[dict[str, Any]]) -> list[SinkConfig]:
-    """Build sink configs from the TOML ``[[sink]]`` tables, rejecting unknown keys and inline secrets."""
+#: Sink options that name a file: relative ones are read against the config file's folder.
+_PATH_FIELDS = ("path", "dead_letter", "ca_certs", "certfile", "keyfile")
+
+
+def _relative_to(config: SinkConfig, base: Path) -> SinkConfig:
+    """``config`` with its relative file paths and ``file:`` secret references resolved against ``base``."""
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name in _PATH_FIELDS and isinstance(value, str) and value and not Path(value).is_absolute():
+            changes[f.name] = str(base / value)
+        elif isinstance(value, Secret) and value.ref.startswith("file:") and not Path(value.ref[5:]).is_absolute():
+            changes[f.name] = Secret(f"file:{base / value.ref[5:]}")
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def load_sinks(tables: list[dict[str, Any]], base: Path | None = None) -> list[SinkConfig]:
+    """Build sink configs from the TOML ``[[sink]]`` tables, rejecting unknown keys and inline secrets.
+
+    ``base`` (the config file's folder) anchors relative paths, as everywhere else in the config file."""
     if not isinstance(tables, list):
         raise ConfigError("[[sink]] must be a list of tables", key="sink")
     configs: list[SinkConfig] = []
@@ -386,6 +404,8 @@ def load_sinks(tables: list[dict[str, Any]]) -> list[SinkConfig]:
             data["name"] = sink_type if seen[sink_type] == 1 else f"{sink_type}-{seen[sink_type]}"
         where = f"{where} ({data['name']})"
         config = _from_dict(cls, data, where)
+        if base is not None:
+            config = _relative_to(config, base)
         _validate(config, where)
         configs.append(config)
     names = [c.name for c in configs]

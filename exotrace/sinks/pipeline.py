@@ -456,8 +456,8 @@ class SinkPipeline:
 
     @classmethod
     def from_tables(cls, tables: list[dict[str, Any]], state_dir: Path | str = Path(".exotrace-spool"),
-                    clock: Clock | None = None) -> SinkPipeline:
-        return cls(load_sinks(tables), state_dir, clock)
+                    clock: Clock | None = None, base: Path | None = None) -> SinkPipeline:
+        return cls(load_sinks(tables, base), state_dir, clock)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -443,3 +443,17 @@ def test_local_domains_are_taken_as_people_write_them(tmp_path: Path):
     for bad in ("", "a b", "user@contoso.com", "*.contoso.com"):
         result = run("ingest", str(src), "--no-archive", "--out", "-", "--local-domain", bad)
         assert result.exit_code == 2 and "is not a domain name" in result.stderr
+
+
+def test_a_relative_sink_path_is_read_against_the_config_files_folder(tmp_path: Path, monkeypatch):
+    conf_dir = tmp_path / "etc"
+    conf_dir.mkdir()
+    config = conf_dir / "exotrace.toml"
+    config.write_text('[[sink]]\ntype = "file"\npath = "out/docs.ndjson"\n', encoding="utf-8")
+    elsewhere = tmp_path / "work"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = run("ingest", str(SAMPLE), "--archive", str(tmp_path / "a.db"), "--config", str(config), "--no-geoip")
+    assert result.exit_code == 0, result.stderr
+    assert (conf_dir / "out" / "docs.ndjson").stat().st_size > 0
+    assert not (elsewhere / "out").exists()
