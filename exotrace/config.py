@@ -150,6 +150,14 @@ def resolve_secret(value: object, *, key: str, base: Path) -> Secret:
     )
 
 
+def _reference(value: object, key: str) -> Secret:
+    """A secret reference checked for its form only (``env:NAME``, ``file:/path``); its value is not read."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not (text.startswith("env:") and text[4:].strip()) and not (text.startswith("file:") and text[5:].strip()):
+        raise ConfigError(f"{key}: expected \"env:NAME\" or \"file:/path\" (secrets are never inline)", key=key)
+    return Secret("", text)
+
+
 def _path(text: str, base: Path) -> Path:
     p = Path(os.path.expanduser(text))
     return p if p.is_absolute() else base / p
@@ -358,7 +366,7 @@ def _proxy(value: object, key: str, base: Path) -> str:
 
 
 def _tenant(raw: dict[str, Any], i: int, base: Path, settings: CollectorSettings,
-            seen: set[str]) -> TenantConfig:
+            seen: set[str], secrets: bool = True) -> TenantConfig:
     where = f"tenant[{i}]."
     _check_keys(raw, _TENANT_KEYS, where)
     for req in ("name", "tenant_id", "client_id"):
@@ -387,7 +395,10 @@ def _tenant(raw: dict[str, Any], i: int, base: Path, settings: CollectorSettings
         raise ConfigError(f"{where}client_secret: give either client_secret or certificate, not both",
                           key=f"{where}client_secret")
     if "client_secret" in raw:
-        secret = resolve_secret(raw["client_secret"], key=f"{where}client_secret", base=base)
+        secret = resolve_secret(raw["client_secret"], key=f"{where}client_secret", base=base) if secrets \
+            else _reference(raw["client_secret"], f"{where}client_secret")
+    elif "certificate" in raw and not secrets:
+        cert = _path(str(raw["certificate"]), base)  # not opened: it may need its password
     elif "certificate" in raw:
         cert = _path(str(raw["certificate"]), base)
         if not cert.is_file():
@@ -415,7 +426,7 @@ def _tenant(raw: dict[str, Any], i: int, base: Path, settings: CollectorSettings
             raise ConfigError(f"{where}ca_bundle: file {ca} not found", key=f"{where}ca_bundle")
     proxy = raw.get("proxy")
     if proxy is not None:
-        proxy = _proxy(proxy, f"{where}proxy", base)
+        proxy = _proxy(proxy, f"{where}proxy", base) if secrets else None
     return TenantConfig(
         name=name,
         tenant_id=raw["tenant_id"].strip(),
@@ -437,8 +448,10 @@ def _tenant(raw: dict[str, Any], i: int, base: Path, settings: CollectorSettings
     )
 
 
-def parse_config(data: dict[str, Any], *, base: Path, path: Path | None = None) -> AppConfig:
-    """Validate an already-parsed TOML document."""
+def parse_config(data: dict[str, Any], *, base: Path, path: Path | None = None,
+                 secrets: bool = True) -> AppConfig:
+    """Validate an already-parsed TOML document; ``secrets=False`` checks the form of secret references
+    without reading them (for commands that never sign in, such as ``status``)."""
     _check_keys(data, _TOP_KEYS, "")
     archive = _table(data.get("archive"), "archive")
     _check_keys(archive, _ARCHIVE_KEYS, "archive.")
@@ -465,7 +478,7 @@ def parse_config(data: dict[str, Any], *, base: Path, path: Path | None = None) 
     if not isinstance(tenants_raw, list):
         raise ConfigError("tenant: write each tenant as a [[tenant]] table", key="tenant")
     seen: set[str] = set()
-    tenants = tuple(_tenant(_table(t, f"tenant[{i}]"), i, base, settings, seen)
+    tenants = tuple(_tenant(_table(t, f"tenant[{i}]"), i, base, settings, seen, secrets)
                     for i, t in enumerate(tenants_raw))
     sinks = data.get("sink", [])
     if isinstance(sinks, dict):
@@ -503,12 +516,12 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: not valid TOML: {exc}", key="config") from None
 
 
-def load_config(path: str | Path) -> AppConfig:
-    """Read and validate a TOML configuration file."""
+def load_config(path: str | Path, *, secrets: bool = True) -> AppConfig:
+    """Read and validate a TOML configuration file (``secrets``: see :func:`parse_config`)."""
     p = Path(path)
     data = read_toml(p)
     try:
-        return parse_config(data, base=p.resolve().parent, path=p)
+        return parse_config(data, base=p.resolve().parent, path=p, secrets=secrets)
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}", key=exc.key) from None
 

@@ -172,7 +172,7 @@ def status(config_path: str, as_json: bool) -> None:
     from exotrace.collect.clockenv import clock_from_env
     from exotrace.state.ledger import Ledger
 
-    cfg = load_config(config_path)
+    cfg = load_config(config_path, secrets=False)  # status reads the ledger: no secret is needed
     if not Path(cfg.archive_path).exists():
         fail(f"no archive at {cfg.archive_path} yet; run `exotrace collect --config {config_path} --once`", 2)
     now = clock_from_env().now()

@@ -20,10 +20,12 @@ from typing import Any
 
 import httpx
 import orjson
+from click.testing import CliRunner
 from collect_helpers import collect, run_cli, write_config
 
 from exotrace.archive import Archive
 from exotrace.auth import TokenProvider, decode_claims
+from exotrace.cli import cli
 from exotrace.collect import open_archive
 from exotrace.collect.clockenv import ENV, clock_to_env
 from exotrace.collect.progress import BackfillProgress
@@ -158,6 +160,21 @@ def test_status_shows_coverage_lag_quota_and_horizon_risk(tmp_path: Path) -> Non
     shown = " ".join(text.stderr.split())
     assert "contoso" in shown and "90 per 0:05:00" in shown
     assert f"window {near.label()} is uncollected and near the API horizon" in shown
+
+
+def test_status_needs_no_secret(tmp_path: Path, monkeypatch) -> None:
+    # a monitoring host reads the ledger without the tenants' secrets; a malformed reference is still refused
+    arch = open_archive(tmp_path / "archive.db")
+    arch.close()
+    config = tmp_path / "exotrace.toml"
+    tenant = '[[tenant]]\nname = "t"\ntenant_id = "x"\nclient_id = "y"\nclient_secret = "{}"\n'
+    monkeypatch.delenv("EXOTRACE_NOT_HERE", raising=False)
+    config.write_text('[archive]\npath = "archive.db"\n' + tenant.format("env:EXOTRACE_NOT_HERE"))
+    assert CliRunner().invoke(cli, ["status", "--config", str(config)]).exit_code == 0
+    assert CliRunner().invoke(cli, ["doctor", "--config", str(config)]).exit_code == 2  # doctor signs in: needs it
+    config.write_text('[archive]\npath = "archive.db"\n' + tenant.format("s3cret-inline"))
+    refused = CliRunner().invoke(cli, ["status", "--config", str(config)])
+    assert refused.exit_code == 2 and "never inline" in refused.output and "s3cret" not in refused.output
 
 
 def test_token_reused_then_refreshed_before_it_expires(tmp_path: Path) -> None:
