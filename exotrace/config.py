@@ -252,6 +252,8 @@ class AppConfig:
     tenants: tuple[TenantConfig, ...]
     sinks: tuple[dict[str, Any], ...] = ()
     log_format: str = "text"
+    #: ``[log] level``: the collector's log level (``--quiet`` lowers it to warnings).
+    log_level: str = "info"
     #: ``[normalize]``: GeoIP folder (None: the usual system folders), GeoIP on/off, keep event.original.
     geoip_dir: Path | None = None
     geoip: bool = True
@@ -274,6 +276,7 @@ _TOP_KEYS = {"archive", "collector", "tenant", "sink", "log", "normalize"}
 _NORMALIZE_KEYS = {"geoip_dir", "geoip", "preserve_original"}
 _ARCHIVE_KEYS = {"path"}
 _LOG_KEYS = {"format", "level"}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
 _SETTING_KEYS = {
     "quota", "quota_period", "page_size", "window", "max_window", "lag", "rereads", "since",
     "concurrency", "timeout", "horizon_warning", "poll", "tail_poll",
@@ -460,6 +463,9 @@ def parse_config(data: dict[str, Any], *, base: Path, path: Path | None = None,
     log_format = str(log.get("format", "text"))
     if log_format not in {"text", "json"}:
         raise ConfigError("log.format: must be \"text\" or \"json\"", key="log.format")
+    log_level = str(log.get("level", "info")).lower()
+    if log_level not in _LOG_LEVELS:
+        raise ConfigError(f"log.level: must be one of {', '.join(_LOG_LEVELS)}", key="log.level")
     norm = _table(data.get("normalize"), "normalize")
     _check_keys(norm, _NORMALIZE_KEYS, "normalize.")
     for flag in ("geoip", "preserve_original"):
@@ -492,6 +498,7 @@ def parse_config(data: dict[str, Any], *, base: Path, path: Path | None = None,
         tenants=tenants,
         sinks=tuple(sinks),
         log_format=log_format,
+        log_level=log_level,
         geoip_dir=geoip_dir,
         geoip=bool(norm.get("geoip", True)),
         preserve_original=bool(norm.get("preserve_original", False)),

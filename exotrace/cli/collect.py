@@ -115,7 +115,8 @@ def collect(config_path: str, once: bool, settle: bool, since: str | None, tenan
 
     cfg = load_config(config_path)
     tenants = _select(cfg, tenant_names)
-    setup_logging(log_format or cfg.log_format, logging.WARNING if quiet else logging.INFO)
+    level = logging.getLevelName(cfg.log_level.upper())
+    setup_logging(log_format or cfg.log_format, max(level, logging.WARNING) if quiet else level)
     if settle and not once:
         raise ConfigError("--settle needs --once", key="--settle")
     mode = "settle" if settle else "once" if once else "daemon"

@@ -151,6 +151,7 @@ class ApiCaller:
             fetched = self.clock.now()
             status = resp.status_code
             shown = redact(str(resp.request.url))
+            log.debug("response tenant=%s status=%d bytes=%d url=%s", self.tenant.name, status, len(body), shown)
             if status == 200:
                 try:
                     data = orjson.loads(body)

@@ -261,3 +261,21 @@ def test_doctor_reports_clock_skew_and_passes_once_fixed(tmp_path: Path) -> None
     assert "ok list" in out or "ok Graph service principal and list" in out  # only the clock failed
     assert fixed.returncode == 0, fixed.stderr
     assert re.search(r"ok\s+clock skew: [+-][0-5]s", fixed.stderr)
+
+
+def test_log_level_from_the_config(tmp_path: Path) -> None:
+    with start_simulator(SimulatorConfig(seed=44, speed=600.0, rows_per_day=300,
+                                         tenants=[SimTenant.default("contoso", 44)])) as sim:
+        path = write_config(sim, tmp_path, collector="page_size = 500")
+        base = path.read_text()
+        levels = {}
+        for level in ("warning", "debug"):
+            path.write_text(f'[log]\nlevel = "{level}"\n' + base)
+            res = run_cli(sim, "collect", "--config", str(path), "--once", "--since", "2h", "--no-progress")
+            assert res.returncode == 0, res.stderr[-2000:]
+            levels[level] = set(re.findall(r"level=(\w+)", res.stderr))
+        path.write_text('[log]\nlevel = "chatty"\n' + base)
+        bad = run_cli(sim, "collect", "--config", str(path), "--once")
+    assert "info" not in levels["warning"] and "debug" not in levels["warning"]
+    assert {"info", "debug"} <= levels["debug"]
+    assert bad.returncode == 2 and "log.level: must be one of debug, info, warning, error" in bad.stderr
