@@ -52,9 +52,9 @@ def bad_request(state: SimState, request: Request, message: str) -> JSONResponse
     return error(state, request, 400, "BadRequest", message)
 
 
-#: The members of ``exchangeMessageTraceStatus`` (plus ``resolved``, which the V2 cmdlet reports).
+#: The members of ``exchangeMessageTraceStatus`` (``resolved``, which the V2 cmdlet reports, is none).
 STATUS_MEMBERS = frozenset({"gettingStatus", "pending", "failed", "delivered", "expanded", "quarantined",
-                            "filteredAsSpam", "unknownFutureValue", "recalled", "resolved"})
+                            "filteredAsSpam", "unknownFutureValue", "recalled"})
 
 
 def guard(state: SimState, request: Request, details: bool = False) -> Caller | Response:

@@ -238,8 +238,8 @@ class Simulator:
         from exotrace.simulator.export import write_powershell_export
 
         rows = dict(self._iter_rows(tenant_id, at, "rws", True, start, end))
-        if fields == "v2":  # V1 spells statuses as RWS does; V2 (like Graph) has no None and knows Recalled
-            for key, g in self._iter_rows(tenant_id, at, "graph", True, start, end):
+        if fields == "v2":  # V1 spells statuses as RWS does; V2 has no None and knows Recalled and Resolved
+            for key, g in self._iter_rows(tenant_id, at, "v2", True, start, end):
                 rows[key]["Status"] = g["Status"]
         ordered = sorted(rows.values(), key=lambda r: (r["Received"], r["RecipientAddress"].lower()))
         ordered.sort(key=lambda r: parse_ticks(str(r["Received"])), reverse=True)  # newest first, ties by rcpt

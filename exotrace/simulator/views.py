@@ -9,21 +9,26 @@ from exotrace.simulator.data import Row, iso7, iso_short
 from exotrace.simulator.odata import Clause
 
 #: Statuses Graph returns only with ``Prefer: include-unknown-enum-members`` (else ``unknownFutureValue``).
-GRAPH_EVOLVABLE = {"Recalled", "Resolved"}
+#: Graph's evolvable enum members (after ``unknownFutureValue``): served only with ``Prefer:
+#: include-unknown-enum-members``.
+GRAPH_EVOLVABLE = {"Recalled"}
+#: Statuses Get-MessageTraceV2 shows that no Graph enum member names: Graph serves ``unknownFutureValue``.
+GRAPH_UNNAMED = {"Resolved"}
 
 
 def graph_status(status: str, prefer_unknown: bool) -> str:
     """Canonical status -> Graph's lower-camel enum member as served."""
     if status == "None":  # V2/Graph never report "None" (removed Oct 2025): the row shows as failed
         status = "Failed"
-    if status in GRAPH_EVOLVABLE and not prefer_unknown:
+    if status in GRAPH_UNNAMED or (status in GRAPH_EVOLVABLE and not prefer_unknown):
         return "unknownFutureValue"
     return status[:1].lower() + status[1:]
 
 
 def rws_status(status: str) -> str:
-    """Canonical status as the legacy service spells it (it predates message recall)."""
-    return "Delivered" if status == "Recalled" else status
+    """Canonical status as the legacy service spells it: it predates message recall, and its list has no
+    ``Resolved`` (a redirected recipient): ``None``, "no delivery status (rejected or redirected)"."""
+    return "Delivered" if status == "Recalled" else "None" if status == "Resolved" else status
 
 
 def graph_item(row: Row, t_us: int, prefer_unknown: bool, beta: bool, pascal: bool = False) -> dict[str, Any]:
@@ -120,6 +125,11 @@ def ground_truth_row(row: Row, t_us: int, api: str, prefer_unknown: bool = True,
     RWS ``Received`` with a ``Z``, as ``SimulatorConfig.rws_received_z`` serves it)."""
     from exotrace.model import canonical_status
 
+    if api == "v2":  # Get-MessageTraceV2: Graph's rows, statuses as the cmdlet spells them (Resolved; no None)
+        item = ground_truth_row(row, t_us, "graph")
+        status = row.status_at(t_us)
+        item["Status"] = "Failed" if status == "None" else status
+        return item
     if api == "graph":
         item = graph_item(row, t_us, prefer_unknown, beta=False)
         return {
