@@ -288,9 +288,16 @@ def verify_assertion(state: SimState, tenant: SimTenant, assertion: str) -> tupl
         return 700024, "Client assertion is not within its valid time range."
     aud = claims.get("aud")
     auds = aud if isinstance(aud, list) else [aud]
-    if not any(isinstance(a, str) and _same_endpoint(state, urlsplit(a).path.lower(), tenant) for a in auds):
+    if not any(isinstance(a, str) and _on_this_host(state, a)
+               and _same_endpoint(state, urlsplit(a).path.lower(), tenant) for a in auds):
         return 50027, f"JWT token is invalid or malformed: the audience {aud!r} is not this token endpoint."
     return None
+
+
+def _on_this_host(state: SimState, audience: str) -> bool:
+    """The audience names this token service's scheme, host and port (Entra ID checks the whole URL)."""
+    mine, got = urlsplit(state.login_url), urlsplit(audience)
+    return (got.scheme.lower(), got.netloc.lower()) == (mine.scheme.lower(), mine.netloc.lower())
 
 
 def _same_endpoint(state: SimState, got: str, tenant: SimTenant) -> bool:

@@ -120,6 +120,11 @@ def test_client_assertion_verified_against_registered_cert(sim: Simulator, clien
     wrong_aud = _post(client, sim, t.tenant_id, {
         **base, "client_assertion": _assertion(sim, t.tenant_id, t.client_id, key, aud="https://elsewhere/x")})
     assert wrong_aud.status_code == 401 and wrong_aud.json()["error"] == "invalid_client"
+    # the right path on another host is another token service: Entra ID checks the whole URL
+    other_host = f"https://login.microsoftonline.com/{t.tenant_id}/oauth2/v2.0/token"
+    elsewhere = _post(client, sim, t.tenant_id, {
+        **base, "client_assertion": _assertion(sim, t.tenant_id, t.client_id, key, aud=other_host)})
+    assert elsewhere.status_code == 401 and elsewhere.json()["error_codes"] == [50027]
 
 
 def test_discovery_documents(sim: Simulator, client: httpx.Client) -> None:
