@@ -208,19 +208,19 @@ class SimApp:
             state.count("requests_graph_list")
             caller = graph.guard(state, request)
             if not isinstance(caller, Caller):
-                return caller
-            return await graph.list_traces(state, request, m.group(1).lower(), caller)
+                return graph.with_ids(caller, request)
+            return graph.with_ids(await graph.list_traces(state, request, m.group(1).lower(), caller), request)
         m = _DETAILS.match(path)
         if m and method == "GET":
             state.count("requests_graph_details")
             caller = graph.guard(state, request, details=True)
             if not isinstance(caller, Caller):
-                return caller
-            return await graph.details(state, request, m.group(1).lower(), caller, m.group(2),
-                                       m.group(3).replace("''", "'"))
+                return graph.with_ids(caller, request)
+            return graph.with_ids(await graph.details(state, request, m.group(1).lower(), caller, m.group(2),
+                                                      m.group(3).replace("''", "'")), request)
         m = _RWS.match(path)
         if m:
-            return await self._rws(request, (m.group(1) or "/").strip("/"))
+            return rws.with_service_headers(await self._rws(request, (m.group(1) or "/").strip("/")))
         m = _TENANT_PATHS.match(path)
         if m:
             segment, what = m.group(1), m.group(2).lower()

@@ -37,12 +37,29 @@ _PROPS = {p.lower(): p for p in ("receivedDateTime", "id", "messageId", "status"
                                  "recipientAddress", "fromIP", "toIP", "subject")}
 
 
+def _request_id(request: Request) -> str:
+    """This request's ``request-id`` (one per request: the header and an error's ``innerError`` agree)."""
+    rid = getattr(request.state, "graph_request_id", None)
+    if rid is None:
+        rid = request.state.graph_request_id = str(uuid.uuid4())
+    return rid
+
+
+def with_ids(response: Response, request: Request) -> Response:
+    """Graph's ``request-id`` and ``client-request-id`` (the caller's, echoed) response headers."""
+    rid = _request_id(request)
+    response.headers["request-id"] = rid
+    response.headers["client-request-id"] = request.headers.get("client-request-id", rid)
+    return response
+
+
 def error(state: SimState, request: Request, status: int, code: str, message: str,
           headers: dict[str, str] | None = None) -> JSONResponse:
+    rid = _request_id(request)
     body = {"error": {"code": code, "message": message, "innerError": {
         "date": state.clock.now().strftime("%Y-%m-%dT%H:%M:%S"),
-        "request-id": str(uuid.uuid4()),
-        "client-request-id": request.headers.get("client-request-id", str(uuid.uuid4())),
+        "request-id": rid,
+        "client-request-id": request.headers.get("client-request-id", rid),
     }}}
     return JSONResponse(body, status_code=status, headers=headers)
 

@@ -67,6 +67,13 @@ def _headers(ct: str, light: bool = False) -> dict[str, str]:
             "X-RWS-Version": RWS_VERSION, "Cache-Control": "no-cache, no-store"}
 
 
+def with_service_headers(response: Response) -> Response:
+    """Every RWS answer, errors and auth failures too, carries ``request-id`` and ``X-RWS-Version``."""
+    response.headers.setdefault("request-id", str(uuid.uuid4()))
+    response.headers.setdefault("X-RWS-Version", RWS_VERSION)
+    return response
+
+
 def response_format(request: Request, default: str = "atom") -> str:
     """``verbose`` ($format=json or odata=verbose), ``light`` (Accept: application/json), ``atom``
     ($format=atom or an Atom/XML Accept), else ``default`` (``SimulatorConfig.rws_default_format``)."""

@@ -327,3 +327,14 @@ def test_dates_with_up_to_nine_fractional_digits(sim: Simulator, client: httpx.C
     assert max(upto) == ticks
     after = received(f"receivedDateTime ge {just_after} and receivedDateTime le {z(end)}")
     assert min(after) > ticks and len(after) + len(upto) == len(truth)
+
+
+def test_request_ids_in_headers_match_the_error_body(sim: Simulator, client: httpx.Client, tok: str) -> None:
+    ok = client.get(f"{sim.graph_url}/v1.0/admin/exchange/tracing/messageTraces",
+                    headers={**auth(tok), "client-request-id": "cafe-0001"})
+    assert ok.status_code == 200 and ok.headers["client-request-id"] == "cafe-0001" and ok.headers["request-id"]
+    bad = _get(client, sim, tok, {"$top": "0"})
+    assert bad.status_code == 400
+    assert bad.headers["request-id"] == bad.json()["error"]["innerError"]["request-id"]
+    unauthorized = client.get(f"{sim.graph_url}/v1.0/admin/exchange/tracing/messageTraces")
+    assert unauthorized.status_code == 401 and unauthorized.headers["request-id"]

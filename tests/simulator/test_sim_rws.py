@@ -124,6 +124,8 @@ def test_no_role_403_exact_body_and_retired(sim: Simulator, client: httpx.Client
     assert "MessageTrace" in gone.json()["odata.error"]["message"]["value"]
     bad = client.get(f"{sim.rws_url}/MessageTrace", headers={"Authorization": "Bearer x.y.z"})
     assert bad.status_code == 401 and "invalid_token" in bad.headers["WWW-Authenticate"]
+    for answer in (r, gone, bad):  # every answer, refusals too, names the service version
+        assert answer.headers["X-RWS-Version"] == "2013-V1" and answer.headers["request-id"]
 
 
 def _cert_token(client: httpx.Client, sim: Simulator, tenant: object) -> str:
