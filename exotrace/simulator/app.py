@@ -226,6 +226,8 @@ class SimApp:
             segment, what = m.group(1), m.group(2).lower()
             if what.endswith("token") and method == "POST":
                 return await entra.token(state, request, segment, v2="v2.0" in what)
+            if what.endswith("token"):  # oauth2/token or oauth2/v2.0/token, not asked with POST
+                return entra.wrong_method(state, method)
             if what.endswith("openid-configuration"):
                 state.count("requests_openid")
                 return entra.openid_configuration(state, request, segment, v2=what.startswith("v2.0"))

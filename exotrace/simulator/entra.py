@@ -42,6 +42,12 @@ RWS_ROLE = "ReportingWebService.Read.All"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
+def wrong_method(state: SimState, method: str) -> JSONResponse:
+    """The token endpoint asked with another method than POST (AADSTS900561)."""
+    return _error(state, 400, "invalid_request", 900561,
+                  f"The endpoint only accepts POST, OPTIONS requests. Received a {method} request.")
+
+
 def _error(state: SimState, status: int, error: str, code: int, text: str) -> JSONResponse:
     trace_id, corr = str(uuid.uuid4()), str(uuid.uuid4())
     stamp = state.clock.now().strftime("%Y-%m-%d %H:%M:%SZ")

@@ -213,3 +213,10 @@ def test_token_lifetime_is_configurable_and_enforced() -> None:
             s.clock.advance(121)
             late = c.get(url, params={"$top": "1"}, headers=headers)
             assert late.status_code == 401 and "expired" in late.json()["error"]["message"]
+
+
+def test_the_token_endpoint_answers_other_methods_as_entra_id_does(sim: Simulator, client: httpx.Client) -> None:
+    t = sim.tenant("contoso")
+    r = client.get(f"{sim.login_url}/{t.tenant_id}/oauth2/v2.0/token")
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request" and r.json()["error_codes"] == [900561]
+    assert "Received a GET request" in r.json()["error_description"]
