@@ -107,18 +107,12 @@ def test_plan_backfill_and_tail() -> None:
 
 
 def test_horizon_warning_and_expiry(tmp_path: Path) -> None:
-    os.environ["EXOTRACE_UNIT_SECRET"] = "unit-secret-value"
-    cfg = parse_config({"tenant": [{"name": "t", "tenant_id": "x", "client_id": "y",
-                                    "client_secret": "env:EXOTRACE_UNIT_SECRET"}]}, base=tmp_path)
-    arch = open_archive(tmp_path / "a.db")
+    runner, ledger, arch = _runner(tmp_path)
     try:
-        ledger = Ledger(arch.conn)
         near = Window("t", NOW - timedelta(days=89), NOW - timedelta(days=88) - TICK, next_read=NOW)
         gone = Window("t", NOW - timedelta(days=95), NOW - timedelta(days=91) - TICK, next_read=NOW)
         with arch.transaction():
             ledger.add([near, gone])
-        runner = TenantRunner(cfg.tenants[0], arch, ManualClock(NOW), mode="once", since=None,  # type: ignore[arg-type]
-                              stop=asyncio.Event())
         runner._horizon(NOW)
         states = {w.start: (w.state, w.next_read) for w in ledger.windows("t")}
         assert states[gone.start] == ("failed", None)
@@ -132,17 +126,11 @@ def test_horizon_warning_and_expiry(tmp_path: Path) -> None:
 def test_a_window_trimmed_at_the_horizon_pass_after_pass_is_reported_once(tmp_path: Path, caplog) -> None:
     # A window waiting for its read (quota spent, say) is trimmed again on every pass as the horizon moves;
     # the run fails (exit 4) and says so once, not once per pass.
-    os.environ["EXOTRACE_UNIT_SECRET"] = "unit-secret-value"
-    cfg = parse_config({"tenant": [{"name": "t", "tenant_id": "x", "client_id": "y",
-                                    "client_secret": "env:EXOTRACE_UNIT_SECRET"}]}, base=tmp_path)
-    arch = open_archive(tmp_path / "a.db")
+    runner, ledger, arch = _runner(tmp_path, mode="daemon")
     try:
-        ledger = Ledger(arch.conn)
         aging = Window("t", NOW - timedelta(days=90), NOW - timedelta(days=89) - TICK, next_read=NOW)
         with arch.transaction():
             ledger.add([aging])
-        runner = TenantRunner(cfg.tenants[0], arch, ManualClock(NOW), mode="daemon", since=None,  # type: ignore[arg-type]
-                              stop=asyncio.Event())
         starts = []
         with caplog.at_level("DEBUG", logger="exotrace"):
             for minutes in range(0, 50, 10):
