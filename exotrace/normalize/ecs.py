@@ -166,17 +166,13 @@ class Normalizer:
         if size is not None and (size.__class__ is not int or not _INT64_MIN <= size <= _INT64_MAX):
             size = _int(size)
         parts = self._parts
-        try:  # free in CPython 3.11+ unless raised: names the field for the reject
-            at = "SenderAddress"
+        try:  # free in CPython 3.11+ unless raised
             src = parts.address(sender) if sender else None
-            at = "RecipientAddress"
             dst = parts.address(recipient) if recipient else None
-            at = "FromIP"
             src_ip = parts.ip(from_ip) if from_ip else None
-            at = "ToIP"
             dst_ip = parts.ip(to_ip) if to_ip else None
         except NormalizeError as exc:
-            exc.field = at
+            exc.field = _failing_field(parts, sender, recipient, from_ip, to_ip)
             raise
 
         # email.*, in Elastic's key order
@@ -319,6 +315,18 @@ def _json(value: Any) -> bytes:
         return orjson.dumps(value)
     except orjson.JSONEncodeError as exc:  # an integer beyond 64 bits, a lone surrogate
         raise NormalizeError("json", str(exc), _unencodable_field(value)) from None
+
+
+def _failing_field(parts: FragmentCache, sender: str, recipient: str, from_ip: str, to_ip: str) -> str | None:
+    """Which address or IP the fragment cache refused (the error path only: the first that fails again)."""
+    for name, value, lookup in (("SenderAddress", sender, parts.address), ("RecipientAddress", recipient,
+                                parts.address), ("FromIP", from_ip, parts.ip), ("ToIP", to_ip, parts.ip)):
+        try:
+            if value:
+                lookup(value)
+        except NormalizeError:
+            return name
+    return None
 
 
 def _surrogate_field(fields: Any) -> str | None:
