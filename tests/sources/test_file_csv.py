@@ -279,3 +279,25 @@ def test_a_quote_inside_an_unquoted_field_is_a_literal_quote(tmp_path: Path) -> 
     assert [r.fields["Subject"] for r in records(items)] == ["plain", 'Re: 24" monitor', "after",
                                                                         "quoted, with comma"]
     assert [r.line for r in records(items)] == [2, 3, 4, 5]
+
+
+def test_a_slash_date_in_a_subject_does_not_decide_the_files_date_order(tmp_path: Path) -> None:
+    text = ("Received,SenderAddress,RecipientAddress,Subject,MessageTraceId\n"
+            "5/11/2026 3:04:05 PM,a@f.de,u1@c.com,Rechnung vom 15/03/2026,id-1\n"
+            "5/12/2026 3:04:05 PM,a@f.de,u2@c.com,hello,id-2\n")
+    recs = records(list(read_file(write(tmp_path / "us.csv", text))))
+    assert [r.fields["Received"] for r in recs] == ["2026-05-11T15:04:05", "2026-05-12T15:04:05"]
+
+
+def test_a_file_of_iso_dates_is_not_read_ahead() -> None:
+    from exotrace.sources.file.csv_shapes import CsvRow, _date_order
+
+    consumed = []
+
+    def rows():
+        for n in range(1000):
+            consumed.append(n)
+            yield CsvRow(n + 2, "", [f"2026-11-28T15:04:{n % 60:02d}Z", "a@f.com"])
+
+    ahead, order = _date_order(rows(), "x.csv", [0])
+    assert order is None and len(ahead) == 1 and consumed == [0]

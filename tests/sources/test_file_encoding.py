@@ -212,3 +212,21 @@ def test_utf32_with_bom(tmp_path: Path) -> None:
     path.write_bytes(text.encode("utf-32"))  # with its BOM, as Export-Csv -Encoding UTF32 writes
     (rec,) = records(list(read_file(path)))
     assert rec.fields["Subject"] == "Grüße"
+
+
+def test_an_ansi_column_name(tmp_path: Path) -> None:
+    text = "Received,SenderAddress,RecipientAddress,MessageTraceId,Größe\r\n2026-11-28 15:04:05,a@f.de,u@c.com,x,1\r\n"
+    path = tmp_path / "ansi.csv"
+    path.write_bytes(text.encode("cp1252"))
+    items = list(read_file(path))
+    assert rejects(items) == [] and records(items)[0].fields["Größe"] == "1"
+
+
+def test_utf16_detection_when_the_sample_ends_inside_a_surrogate_pair(tmp_path: Path) -> None:
+    header = "date_time_utc,sender_address,recipient_address,message_subject,status\r\n"
+    row = "2026-11-28 15:04:05,a@fabrikam.jp,u@contoso.com,{},Delivered\r\n"
+    for pad in range(388, 396):  # the emoji's two halves fall on both sides of byte 1024 for pad 392
+        text = header + row.format("会" * pad + "🎉" + "議" * 40)
+        path = tmp_path / f"u16-{pad}.csv"
+        path.write_bytes(text.encode("utf-16-le"))
+        assert detect_encoding(path.read_bytes()[:4096]) == "utf-16-le", pad

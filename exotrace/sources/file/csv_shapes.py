@@ -203,7 +203,7 @@ def csv_rows(src: TextSource, origin: str) -> Iterator[tuple[list[str], str] | C
             continue  # a quoted field continues on the next line (a quote inside an unquoted field does not)
         pending, quotes = [], 0
         if header is None:
-            header = split_header(text)
+            header = split_header(as_cp1252(text) if src.ansi_fallback else text)  # an ANSI column name
             yield header
             continue
         if undecodable(text) and (not src.ansi_fallback or undecodable(text := as_cp1252(text))):
@@ -299,19 +299,32 @@ _TRACE_COLUMNS = frozenset({"MessageTraceId", "RecipientAddress", "SenderAddress
 DATE_ORDER_LOOKAHEAD = 100_000
 
 
-def _date_order(rows: Iterator[Any], origin: str) -> tuple[list[Any], bool | None]:
-    """(the rows read ahead, the slash-date order they prove): rows are read until one proves the order
-    (a day over 12), at most :data:`DATE_ORDER_LOOKAHEAD`. A file whose slash dates prove nothing is read by
-    its clock, with a warning."""
+def _date_columns(names: list[str]) -> list[int]:
+    """Positions of the columns that hold dates (Received, StartDate, EndDate; the reports' date/time ones)."""
+    mapped = map_header(names)
+    return [i for i, (name, legacy) in enumerate(zip(names, mapped, strict=True))
+            if legacy in _DATE_FIELDS or "date" in header_key(name) or "time" in header_key(name)]
+
+
+def _date_order(rows: Iterator[Any], origin: str, columns: list[int]) -> tuple[list[Any], bool | None]:
+    """(the rows read ahead, the slash-date order their date columns prove). Rows are read until one
+    proves the order (a day over 12), at most :data:`DATE_ORDER_LOOKAHEAD`; a file whose first dated row
+    holds no slash date is not read ahead at all. Only the date columns count: a subject such as
+    ``Rechnung vom 15/03/2026`` proves nothing. A file whose slash dates prove nothing is read by its clock,
+    with a warning."""
     ahead: list[Any] = []
     ambiguous = False
     for item in rows:
         ahead.append(item)
-        if isinstance(item, CsvRow) and "/" in item.text:
-            order = slash_order([item.text])
+        if isinstance(item, CsvRow):
+            dates = [item.values[i] for i in columns if i < len(item.values) and item.values[i].strip()]
+            slashed = [d for d in dates if SLASH_DATE.search(d)]
+            if dates and not slashed and not ambiguous:
+                return ahead, None  # ISO or dotted dates: nothing to decide
+            order = slash_order(slashed)
             if order is not None:
                 return ahead, order
-            ambiguous = ambiguous or SLASH_DATE.search(item.text) is not None
+            ambiguous = ambiguous or bool(slashed)
         if len(ahead) >= DATE_ORDER_LOOKAHEAD:
             break
     if ambiguous:
@@ -341,7 +354,7 @@ def read_csv(src: TextSource, origin: str, shape: str | None = None) -> Iterator
             if isinstance(item, CsvRow):
                 yield Reject(origin, item.line, "row of an unrecognised CSV file", raw=item.text)
         return
-    ahead, day_first = _date_order(rows, origin)
+    ahead, day_first = _date_order(rows, origin, _date_columns(names))
     token = DAY_FIRST.set(day_first)
     try:
         items = _variant_items(variant, names, itertools.chain(ahead, rows), origin)

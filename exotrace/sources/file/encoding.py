@@ -135,8 +135,8 @@ def detect_encoding(sample: bytes) -> str:
 
 
 def _utf16_text(data: bytes, codec: str) -> bool:
-    try:
-        text = data.decode(codec)
+    try:  # incremental: a surrogate pair cut at the sample's end is no error
+        text = codecs.getincrementaldecoder(codec)().decode(data, final=False)
     except UnicodeDecodeError:
         return False
     return not looks_binary(text) and "\x00" not in text and any(c in text for c in "\n,;\t{")

@@ -178,14 +178,17 @@ def read_ndjson(src: TextSource, origin: str, shape: str | None = None) -> Itera
         line = raw.rstrip("\r\n")  # one terminator at most: a bare \r ends a line too
         if not line or line.isspace():
             continue
-        text = line[1:] if line[0] == "\ufeff" else line  # a BOM: the file's, or one of files joined by cat
+        text = line
         try:
             value = loads(text)
         except decode_error as exc:
-            # orjson refuses the lone surrogates surrogateescape gives undecodable bytes: an ANSI line?
-            fixed = as_cp1252(text) if src.ansi_fallback and undecodable(text) else text
+            # a BOM (one of files joined by cat), or bytes UTF-8 could not decode (orjson refuses the lone
+            # surrogates surrogateescape gives them): an ANSI line. Both are looked for only here.
+            fixed = text.removeprefix("\ufeff")
+            if src.ansi_fallback and undecodable(fixed):
+                fixed = as_cp1252(fixed)
             try:
-                if undecodable(fixed):
+                if fixed == text or undecodable(fixed):
                     raise exc
                 value = loads(fixed)
             except decode_error as final:
