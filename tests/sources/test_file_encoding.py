@@ -230,3 +230,17 @@ def test_utf16_detection_when_the_sample_ends_inside_a_surrogate_pair(tmp_path: 
         path = tmp_path / f"u16-{pad}.csv"
         path.write_bytes(text.encode("utf-16-le"))
         assert detect_encoding(path.read_bytes()[:4096]) == "utf-16-le", pad
+
+
+def test_a_line_cut_by_gzip_damage_is_not_read_as_whole(tmp_path: Path) -> None:
+    # a CSV cut inside its last column would otherwise parse: a record with a truncated value
+    rows = [f"2026-11-28 15:04:05,a@f.com,u{n}@c.com,<m{n}@x>,id-{n}" for n in range(5000)]
+    text = "Received,SenderAddress,RecipientAddress,MessageId,MessageTraceId\n" + "\n".join(rows) + "\n"
+    data = gzip.compress(text.encode())
+    for cut in range(len(data) // 2, len(data) // 2 + 40, 7):
+        path = tmp_path / f"cut{cut}.csv.gz"
+        path.write_bytes(data[:cut])
+        items = list(read_file(path))
+        got = [(r.fields["MessageId"], r.fields["MessageTraceId"]) for r in records(items)]
+        assert got == [(f"<m{n}@x>", f"id-{n}") for n in range(len(got))] and len(got) > 1000
+        assert "corrupt compressed data" in rejects(items)[-1].reason

@@ -62,12 +62,16 @@ class _Counting(io.RawIOBase):
 
 
 class _GzipMembers(io.RawIOBase):
-    """The decompressed data of a gzip file; damage after good data (trailing bytes that are no gzip
-    member, a failed CRC, a file cut short) ends the data instead of losing what was decompressed before
-    it, and is kept in ``problem`` for the reader to report."""
+    """The decompressed data of a gzip file, handed out a whole line at a time. Damage after good data
+    (trailing bytes that are no gzip member, a failed CRC, a file cut short) ends the data after the last
+    whole line instead of losing what was decompressed before it, and is kept in ``problem`` for the
+    reader to report: a line cut by the damage is never handed out as if it were whole."""
 
     def __init__(self, raw: io.BufferedIOBase) -> None:
         self._gzip = gzip.GzipFile(fileobj=raw, mode="rb")
+        self._ready = memoryview(b"")  # whole lines, not yet handed out
+        self._held = bytearray()  # after the last line break: handed out once its line is complete
+        self._eof = False
         self.delivered = 0
         self.problem: str | None = None
 
@@ -75,22 +79,38 @@ class _GzipMembers(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        if self.problem is not None:
-            return 0
-        try:  # read1: one read of the member data at a time, so what came before damage is handed out
-            data = self._gzip.read1(len(buffer))
-            n = len(data)
-            buffer[:n] = data
-        except (OSError, EOFError) as exc:
-            if not self.delivered:
-                raise
-            self.problem = str(exc) or type(exc).__name__
-            return 0
-        except Exception as exc:  # zlib.error
-            if not self.delivered or type(exc).__module__ != "zlib":
-                raise
-            self.problem = str(exc)
-            return 0
+        while not self._ready:
+            if self.problem is not None:
+                return 0
+            if self._eof:
+                if not self._held:
+                    return 0
+                self._ready, self._held = memoryview(bytes(self._held)), bytearray()  # a last line, whole
+                break
+            try:  # read1: one read of the member data at a time, so what came before damage is handed out
+                data = self._gzip.read1(max(len(buffer), 65536))
+            except (OSError, EOFError) as exc:
+                if not (self.delivered or self._held):
+                    raise
+                self.problem = str(exc) or type(exc).__name__
+                return 0
+            except Exception as exc:  # zlib.error
+                if not (self.delivered or self._held) or type(exc).__module__ != "zlib":
+                    raise
+                self.problem = str(exc)
+                return 0
+            if not data:
+                self._eof = True
+                continue
+            cut = data.rfind(b"\n") + 1
+            if not cut:
+                self._held += data
+                continue
+            self._ready = memoryview(bytes(self._held) + data[:cut] if self._held else data[:cut])
+            self._held = bytearray(data[cut:])
+        n = min(len(buffer), len(self._ready))
+        buffer[:n] = self._ready[:n]
+        self._ready = self._ready[n:]
         self.delivered += n
         return n
 
