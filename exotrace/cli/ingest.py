@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +26,8 @@ from exotrace.sources.file import FORMATS
 
 if TYPE_CHECKING:
     from exotrace.sinks import SyncSinkPipeline
+
+log = logging.getLogger("exotrace.cli.ingest")
 
 MAX_REJECT_LINES = 20
 PROGRESS_MIN_BYTES = 1 << 20
@@ -122,7 +125,7 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
             from exotrace.archive import Archive
 
             archive = stack.enter_context(Archive.open(archive_path))
-        deliver = _sink_delivery(config_path, stack, archive_path)
+        deliver = _sink_delivery(config_path, stack, archive_path, archive)
 
         size = total_bytes(paths)
         show_progress = not quiet and err_console.is_terminal and size >= PROGRESS_MIN_BYTES
@@ -214,11 +217,13 @@ def _note(text: str) -> None:
     err_console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def _sink_delivery(config_path: Path | None, stack: ExitStack, archive_path: str) -> _SinkDelivery | None:
+def _sink_delivery(config_path: Path | None, stack: ExitStack, archive_path: str,
+                   archive: Any = None) -> _SinkDelivery | None:
     """Deliver to the [[sink]] tables of a config file, if one is given.
 
     Sink state (spool, tickets, metrics) lives in ``<archive>.spool``, as for ``collect``, so
-    ``exotrace status`` shows the same sinks' metrics whichever command fed them.
+    ``exotrace status`` shows the same sinks' metrics whichever command fed them. With an archive, the
+    archive's sink cursor is the collector's too (see :class:`_SinkDelivery`).
     """
     if config_path is None:
         return None
@@ -233,22 +238,50 @@ def _sink_delivery(config_path: Path | None, stack: ExitStack, archive_path: str
     spool = Path(f"{archive_path}.spool")
     pipeline = SyncSinkPipeline(load_sinks(tables, config_path.resolve().parent), state_dir=spool)
     pipeline.start()
-    delivery = _SinkDelivery(pipeline)
     stack.callback(pipeline.close)
-    return delivery
+    return _SinkDelivery(pipeline, archive)
 
 
 class _SinkDelivery:
-    """Submits each batch to the sinks and remembers the last ticket, to check delivery at the end."""
+    """Submits each batch to the sinks and remembers the last ticket, to check delivery at the end.
 
-    def __init__(self, pipeline: SyncSinkPipeline) -> None:
+    With an archive, delivery is at-least-once across runs, as the collector's: the archive keeps the change
+    (``seq``) up to which every required sink acknowledged everything. A run first resubmits what came
+    after it (committed by a run that stopped before its sinks acknowledged), and moves it to the archive's
+    last change once its own documents are acknowledged. Without it, a row committed but not delivered
+    would never be sent again: the sinks get only new and updated rows.
+    """
+
+    def __init__(self, pipeline: SyncSinkPipeline, archive: Any = None) -> None:
         self.pipeline = pipeline
+        self.archive = archive
         self.ticket: int | None = None
+        self.replayed = 0
+        if archive is not None:
+            from exotrace.collect.shipper import changes_after, read_cursor
+            from exotrace.state.ledger import MIGRATIONS
+
+            archive.ensure_schema("collector", MIGRATIONS)
+            seq = read_cursor(archive)
+            while True:
+                docs, seq = changes_after(archive, seq)
+                if not docs:
+                    break
+                self.ticket = pipeline.submit(docs)
+                self.replayed += len(docs)
+            if self.replayed:
+                log.warning("Resubmitting %d archived changes the sinks had not acknowledged.", self.replayed)
 
     def __call__(self, docs: list) -> None:  # type: ignore[type-arg]
         self.ticket = self.pipeline.submit(docs)
 
     def finish(self, timeout: float = 60.0) -> bool:
-        """Flush; True when every required sink acknowledged every document."""
+        """Flush; True when every required sink acknowledged every document (the cursor then moves)."""
         self.pipeline.flush(timeout)
-        return self.ticket is None or self.pipeline.acked(self.ticket)
+        done = self.ticket is None or self.pipeline.acked(self.ticket)
+        if done and self.archive is not None:
+            from exotrace.collect.shipper import save_cursor
+
+            last = self.archive.conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
+            save_cursor(self.archive, int(last))
+        return done

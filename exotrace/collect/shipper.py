@@ -20,6 +20,28 @@ from exotrace.model import Document
 log = logging.getLogger("exotrace.collect")
 
 
+def read_cursor(archive: Archive) -> int:
+    """The archive change (``seq``) up to which every required sink acknowledged everything."""
+    row = archive.conn.execute("SELECT acked_seq FROM collector_outbox WHERE name = 'sinks'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def save_cursor(archive: Archive, seq: int) -> None:
+    """Move the cursor forward to ``seq`` (never back: another writer may have moved it further)."""
+    with archive.transaction():
+        archive.conn.execute(
+            "INSERT INTO collector_outbox (name, acked_seq) VALUES ('sinks', ?) "
+            "ON CONFLICT(name) DO UPDATE SET acked_seq = max(acked_seq, excluded.acked_seq)", (seq,))
+
+
+def changes_after(archive: Archive, seq: int, limit: int = 2000) -> tuple[list[Document], int]:
+    """(the archived rows changed after ``seq``, as documents for the sinks; the last one's seq)."""
+    rows = archive.rows_since(seq, limit)
+    docs = [Document(doc=r["doc"], key=r["key"], fingerprint=r.get("fingerprint", ""),
+                     status=r.get("status", ""), observed_at=r.get("observed_at")) for r in rows]
+    return docs, int(rows[-1]["seq"]) if rows else seq
+
+
 class Shipper:
     def __init__(self, pipeline: Any, archive: Archive) -> None:
         self.pipeline = pipeline
@@ -28,32 +50,19 @@ class Shipper:
         self._pending: deque[tuple[int, int]] = deque()  # (max seq, ticket)
         self.acked_seq = 0
 
-    def _read_cursor(self) -> int:
-        row = self.archive.conn.execute(
-            "SELECT acked_seq FROM collector_outbox WHERE name = 'sinks'").fetchone()
-        return int(row[0]) if row else 0
-
-    def _save_cursor(self, seq: int) -> None:
-        with self.archive.transaction():
-            self.archive.conn.execute(
-                "INSERT INTO collector_outbox (name, acked_seq) VALUES ('sinks', ?) "
-                "ON CONFLICT(name) DO UPDATE SET acked_seq = max(acked_seq, excluded.acked_seq)", (seq,))
-
     async def replay(self) -> int:
         """Resubmit changes a previous run committed but did not see acknowledged; return how many."""
-        self.acked_seq = await asyncio.to_thread(self._read_cursor)
+        self.acked_seq = await asyncio.to_thread(read_cursor, self.archive)
         total = 0
         while True:
-            rows = await asyncio.to_thread(self.archive.rows_since, self.acked_seq, 2000)
-            if not rows:
+            docs, last = await asyncio.to_thread(changes_after, self.archive, self.acked_seq)
+            if not docs:
                 break
-            docs = [Document(doc=r["doc"], key=r["key"], fingerprint=r.get("fingerprint", ""),
-                             status=r.get("status", ""), observed_at=r.get("observed_at")) for r in rows]
             ticket = await self.pipeline.submit(docs)
             while not await self.pipeline.wait_acked(ticket, 30.0):
-                log.warning("waiting for sinks to acknowledge replayed changes up to seq=%s", rows[-1]["seq"])
-            self.acked_seq = int(rows[-1]["seq"])
-            await asyncio.to_thread(self._save_cursor, self.acked_seq)
+                log.warning("waiting for sinks to acknowledge replayed changes up to seq=%s", last)
+            self.acked_seq = last
+            await asyncio.to_thread(save_cursor, self.archive, self.acked_seq)
             total += len(docs)
         if total:
             log.info("replayed %d changes not acknowledged by the sinks before the last stop", total)
@@ -77,4 +86,4 @@ class Shipper:
             seq = self._pending.popleft()[0]
         if seq > self.acked_seq:
             self.acked_seq = seq
-            await asyncio.to_thread(self._save_cursor, seq)
+            await asyncio.to_thread(save_cursor, self.archive, seq)

@@ -457,3 +457,23 @@ def test_a_relative_sink_path_is_read_against_the_config_files_folder(tmp_path: 
     assert result.exit_code == 0, result.stderr
     assert (conf_dir / "out" / "docs.ndjson").stat().st_size > 0
     assert not (elsewhere / "out").exists()
+
+
+def test_rows_committed_but_never_delivered_reach_the_sinks_on_the_next_run(tmp_path: Path):
+    # A run that committed rows and stopped before its sinks acknowledged them (here: a run without
+    # sinks) leaves the archive's sink cursor behind; the next run with sinks resubmits those rows once.
+    db = tmp_path / "a.db"
+    assert run("ingest", str(SAMPLE), "--archive", str(db), "--no-geoip").exit_code == 0
+    out_dir = tmp_path / "ship"
+    config = tmp_path / "exotrace.toml"
+    config.write_text(f'[[sink]]\ntype = "file"\npath = "{out_dir / "docs.ndjson"}"\n', encoding="utf-8")
+    count = sqlite3.connect(db).execute("select count(*) from messages").fetchone()[0]
+
+    def shipped() -> list[str]:
+        return [line for f in sorted(out_dir.glob("docs*.ndjson*")) for line in f.read_text().splitlines()]
+
+    second = run("ingest", str(SAMPLE), "--archive", str(db), "--config", str(config), "--no-geoip")
+    assert second.exit_code == 0, second.stderr
+    assert "unchanged" in second.stderr and len(shipped()) == count
+    third = run("ingest", str(SAMPLE), "--archive", str(db), "--config", str(config), "--no-geoip")
+    assert third.exit_code == 0 and len(shipped()) == count  # acknowledged: not again
