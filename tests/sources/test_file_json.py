@@ -219,3 +219,20 @@ def test_a_damaged_object_among_appended_ones_loses_only_itself(tmp_path: Path) 
     items = list(read_file(write(tmp_path / "appended.json", "\n".join(blocks) + "\n")))
     assert [r.fields["Index"] for r in records(items)] == [0, 2, 3]
     assert len(rejects(items)) == 1
+
+
+def test_a_missing_comma_between_two_whole_elements_loses_nothing(tmp_path: Path) -> None:
+    rows, text = _pretty_array(3)
+    text = text.replace("},\n    {", "}\n    {", 1)  # the first element's comma is gone
+    items = list(read_file(write(tmp_path / "nocomma.json", text)))
+    assert rejects(items) == [] and [r.fields["Index"] for r in records(items)] == [0, 1, 2]
+
+
+def test_many_damaged_elements_are_each_rejected_with_their_lines(tmp_path: Path) -> None:
+    rows, text = _pretty_array(200)
+    lines_per = (text.count("\n") - 2) // 200
+    for n in range(0, 200, 2):  # every other element loses a colon
+        text = text.replace(f'"Index": {n}\n', f'"Index" {n}\n', 1)
+    items = list(read_file(write(tmp_path / "many.json", text)))
+    assert [r.fields["Index"] for r in records(items)] == list(range(1, 200, 2))
+    assert [b.line for b in rejects(items)] == [2 + n * lines_per + lines_per - 2 for n in range(0, 200, 2)]

@@ -326,44 +326,53 @@ def _next_sibling(text: str, start: int) -> int:
     indent = text[text.rfind("\n", 0, start) + 1:start]
     if indent.strip():  # not at a line's start (JSON on one line): no sibling to find
         return len(text)
-    found = [i for i in (text.find(f"\n{indent}{{", start + 1), text.find(f"\n{indent}[", start + 1)) if i >= 0]
-    return min(found) + 1 + len(indent) if found else len(text)
+    found = re.compile("\n" + re.escape(indent) + r"[\[{]").search(text, start + 1)  # one scan, to the first
+    return found.start() + 1 + len(indent) if found else len(text)
 
 
-def _damaged(text: str, start: int, end: int, exc: _ParseError, origin: str, first_line: int) -> Reject:
-    """The reject for the damaged value at ``text[start:end]``; it names the line where JSON fails."""
-    lines = _Lines(text, first_line)
-    start_line, where = lines(start), lines(min(exc.pos, len(text)))
+def _damaged(text: str, start: int, end: int, at: int, message: str, origin: str,
+             line_of: Callable[[int], int]) -> Reject:
+    """The reject for the damaged value at ``text[start:end]``, which JSON refuses at offset ``at``."""
+    start_line, where = line_of(start), line_of(min(at, len(text)))
     if end < len(text):
-        last = lines(max(text.rfind("\n", start, end), start))  # the line before the next value's
+        last = line_of(max(text.rfind("\n", start, end), start))  # the line before the next value's
         span = f" (the value of lines {start_line}-{last} was not read)"
     else:
         span = f" (line {start_line} onwards was not read)" if where != start_line else ""
-    return Reject(origin, where, f"invalid JSON: {exc.msg}{span}",
+    return Reject(origin, where, f"invalid JSON: {message}{span}",
                   raw=safe_text(text[start:min(end, start + _MAX_REJECT_RAW)]).rstrip())
 
 
 def _salvage_array(text: str, start: int, origin: str, shape: str | None,
                    first_line: int) -> Generator[Item, None, int]:
     """The elements of the damaged array at ``start``, one by one: a damaged element is rejected and
-    reading goes on at the next one (:func:`_next_sibling`); returns where the array ends."""
+    reading goes on at the next one (:func:`_next_sibling`); returns where the array ends.
+
+    Each element is parsed from its own slice, up to the next one, when there is a next one: an error then
+    costs the element's length, not the file's (the decoder counts lines from its text's start). A
+    missing comma between two whole elements is let pass.
+    """
     line_of = _Lines(text, first_line)
     pos = _skip(text, start + 1)
     while pos < len(text) and text[pos] != "]":
         element = pos
+        nxt = _next_sibling(text, element)
+        base = element if nxt < len(text) else 0
+        chunk = text[element:nxt] if base else text
         positions: dict[int, list[int]] = {}
         try:
-            value, pos = _parse(text, pos, 2, positions)
-            pos = _skip(text, pos)
-            if text[pos:pos + 1] not in (",", "]"):
-                raise _ParseError("expected ',' or ']'", pos)
+            value, end = _parse(chunk, element - base, 2, positions)
+            end = _skip(chunk, end)
+            if chunk[end:end + 1] not in (",", "]") and not (base and end == len(chunk)):
+                raise _ParseError("expected ',' or ']'", end)
         except _ParseError as exc:
-            pos = _next_sibling(text, element)
-            yield _damaged(text, element, pos, exc, origin, first_line)
+            yield _damaged(text, element, nxt, base + exc.pos, exc.msg, origin, line_of)
+            pos = nxt
             continue
-        yield from items_from_value(value, origin=origin, line=line_of(element), shape=shape,
-                                    positions=positions, line_of=line_of)
-        if text[pos] == ",":
+        yield from items_from_value(value, origin=origin, line=line_of(element), shape=shape, positions=positions,
+                                    line_of=(lambda offset, base=base: line_of(base + offset)) if base else line_of)
+        pos = base + end
+        if text[pos:pos + 1] == ",":
             pos = _skip(text, pos + 1)
     return min(pos + 1, len(text))
 
@@ -395,7 +404,7 @@ def read_document(src: TextSource, origin: str, shape: str | None = None) -> Ite
                 pos = yield from _salvage_array(text, start, origin, shape, first_line)
             else:
                 pos = _next_sibling(text, start)
-                yield _damaged(text, start, pos, exc, origin, first_line)
+                yield _damaged(text, start, pos, exc.pos, exc.msg, origin, _Lines(text, first_line))
             pos = _skip(text, pos)
             continue
         yield from items_from_value(value, origin=origin, line=line_of(start), shape=shape,
