@@ -301,3 +301,23 @@ def test_a_file_of_iso_dates_is_not_read_ahead() -> None:
 
     ahead, order = _date_order(rows(), "x.csv", [0])
     assert order is None and len(ahead) == 1 and consumed == [0]
+
+
+def test_a_literal_quote_and_a_quoted_line_break_in_one_record(tmp_path: Path) -> None:
+    header = "Received,SenderAddress,RecipientAddress,Subject,MessageId,MessageTraceId"
+    rows = ['2026-11-28 10:00:00,a@f.com,u0@c.com,plain,<m0>,id-0',
+            '2026-11-28 10:00:01,a@f.com,u1@c.com,"two\nlines",5" disk,id-1',  # even quote count, still open
+            '2026-11-28 10:00:02,a@f.com,u2@c.com,after,<m2>,id-2']
+    items = list(read_file(write(tmp_path / "mixed.csv", header + "\n" + "\n".join(rows) + "\n")))
+    assert rejects(items) == []
+    assert [(r.line, r.fields["Subject"], r.fields["MessageId"]) for r in records(items)] == [
+        (2, "plain", "<m0>"), (3, "two\nlines", '5" disk'), (5, "after", "<m2>")]
+
+
+def test_an_unmatched_quote_loses_its_line_only(tmp_path: Path) -> None:
+    header = "Received,SenderAddress,RecipientAddress,Subject,MessageTraceId"
+    rows = ['2026-11-28 10:00:00,a@f.com,u@c.com,"never closed,id-x'] + [
+        f"2026-11-28 10:00:01,a@f.com,u{n}@c.com,subject {n},id-{n}" for n in range(300)]
+    items = list(read_file(write(tmp_path / "unclosed.csv", header + "\n" + "\n".join(rows) + "\n")))
+    assert [(b.line, "unterminated" in b.reason) for b in rejects(items)] == [(2, True)]
+    assert [r.line for r in records(items)] == list(range(3, 303))

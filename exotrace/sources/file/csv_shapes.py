@@ -13,6 +13,7 @@ import csv
 import itertools
 import logging
 import re
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -154,15 +155,6 @@ def _delimiter(text: str) -> str:
     return max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
 
 
-def _open_quote(text: str, delimiter: str) -> bool:
-    """True when ``text`` ends inside a quoted field (only a quote at a field's start opens one)."""
-    try:
-        next(csv.reader([text], delimiter=delimiter, strict=True), None)
-    except csv.Error as exc:
-        return "unexpected end of data" in str(exc)
-    return False
-
-
 def split_header(line: str) -> tuple[list[str], str]:
     """Parse a header line; returns the column names and the delimiter (``,`` ``;`` or tab)."""
     text = strip_eol(line).lstrip("\ufeff")
@@ -183,40 +175,67 @@ class CsvRow:
     values: list[str]
 
 
+#: A quoted field open for more lines than this is taken as an unmatched quote (subjects are at most 256
+#: characters): its first line is rejected and the lines after it are read again.
+MAX_RECORD_LINES = 100
+
+
 def csv_rows(src: TextSource, origin: str) -> Iterator[tuple[list[str], str] | CsvRow | Reject]:
-    """Yield the header ``(names, delimiter)`` once, then each record (or a reject)."""
+    """Yield the header ``(names, delimiter)`` once, then each record (or a reject).
+
+    A record goes on over the next line while the strict parser says a quoted field is still open (only a
+    quote at a field's start opens one, so ``Re: 24" monitor`` in an unquoted field is a literal quote).
+    """
     header: tuple[list[str], str] | None = None
-    pending: list[str] = []
-    start = 0
-    quotes = 0
-    for n, raw in src.raw_lines():
+    pending: list[tuple[int, str]] = []
+    lines = src.raw_lines()
+    backlog: deque[tuple[int, str]] = deque()
+    while True:
+        if backlog:
+            n, raw = backlog.popleft()
+        else:
+            item = next(lines, None)
+            if item is None:
+                break
+            n, raw = item
         if not pending:
             if not raw.strip():
                 continue
             if header is None and (raw.lstrip("\ufeff").startswith("#") or is_sep_hint(raw)):
                 continue  # "#TYPE Deserialized.…" (Windows PowerShell 5.1), other comments, Excel's "sep=;"
-            start = n
-        pending.append(raw)
-        quotes += raw.count('"')
-        text = strip_eol("".join(pending))
-        if quotes % 2 and _open_quote(text, header[1] if header else _delimiter(text)):
-            continue  # a quoted field continues on the next line (a quote inside an unquoted field does not)
-        pending, quotes = [], 0
+        pending.append((n, raw))
+        start = pending[0][0]
+        text = strip_eol("".join(r for _, r in pending) if len(pending) > 1 else raw)
+        if src.ansi_fallback and undecodable(text):
+            text = as_cp1252(text)  # an ANSI line among UTF-8 ones
+        delimiter = header[1] if header is not None else _delimiter(text)
+        try:
+            values = next(csv.reader([text], delimiter=delimiter, strict=True), [])
+            problem = None
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):  # a quoted field goes on over the next line
+                if len(pending) <= MAX_RECORD_LINES:
+                    continue
+                yield Reject(origin, start, f"unterminated quoted field (no closing quote within "
+                             f"{MAX_RECORD_LINES} lines)", raw=safe_text(strip_eol(pending[0][1])))
+                backlog.extendleft(reversed(pending[1:]))  # the lines after it are read again
+                pending = []
+                continue
+            values, problem = [], exc
+        pending = []
         if header is None:
-            header = split_header(as_cp1252(text) if src.ansi_fallback else text)  # an ANSI column name
+            header = split_header(text)
             yield header
             continue
-        if undecodable(text) and (not src.ansi_fallback or undecodable(text := as_cp1252(text))):
+        if undecodable(text):
             yield Reject(origin, start, f"bytes that are not valid {src.described} text", raw=safe_text(text))
-            continue
-        try:
-            values = next(csv.reader([text], delimiter=header[1], strict=True), [])
-        except csv.Error as exc:
-            yield Reject(origin, start, f"malformed CSV record: {exc}", raw=text)
-            continue
-        yield CsvRow(start, text, values)
+        elif problem is not None:
+            yield Reject(origin, start, f"malformed CSV record: {problem}", raw=text)
+        else:
+            yield CsvRow(start, text, values)
     if pending:
-        yield Reject(origin, start, "unterminated quoted field at end of file", raw="".join(pending))
+        yield Reject(origin, pending[0][0], "unterminated quoted field at end of file",
+                     raw=safe_text("".join(r for _, r in pending)))
 
 
 _INT64 = range(-(2**63), 2**63)
