@@ -204,3 +204,16 @@ def test_a_sink_spool_folder_is_skipped_even_without_its_archive(tmp_path: Path)
     write(tmp_path / "export.ndjson", ps_line(1))
     items = list(read_paths([tmp_path]))
     assert rejects(items) == [] and [r.fields["Index"] for r in records(items)] == [1]
+
+
+def test_a_folder_and_a_link_to_it_inside_the_walk_are_read_under_the_folders_name(tmp_path: Path) -> None:
+    real = tmp_path / "in" / "z-real"
+    real.mkdir(parents=True)
+    write(real / "x.ndjson", ps_line(1))
+    (tmp_path / "in" / "a-alias").symlink_to(real)  # walked first by name, but only an alias
+    hidden = tmp_path / "in" / ".kept"
+    hidden.mkdir()
+    write(hidden / "y.ndjson", ps_line(2))
+    (tmp_path / "in" / "visible").symlink_to(hidden)  # the only way into a hidden folder: followed
+    recs = records(list(read_paths([tmp_path / "in"])))
+    assert sorted((Path(r.origin).parent.name, r.fields["Index"]) for r in recs) == [("visible", 2), ("z-real", 1)]

@@ -84,18 +84,22 @@ def iter_files(paths: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str
             yield os.fspath(given)
             continue
         found: list[tuple[tuple[str, ...], str]] = []
-        walked = {os.path.realpath(path)}
+        top = os.path.realpath(path)
+        walked = {top}
         for root, dirs, files in os.walk(path, followlinks=True):  # linked folders too, each once
             kept = []
-            for d in dirs:
+            for d in sorted(dirs, key=lambda d, root=root: os.path.islink(os.path.join(root, d))):  # real first
                 if d.startswith("."):
                     if notes:
                         log.info("Skipping %s: a hidden folder.", os.path.join(root, d))
                     continue
                 real_dir = os.path.realpath(os.path.join(root, d))
-                if real_dir in walked:
+                # a link into the folder being read is an alias: the folder itself is read under its own name
+                alias = (os.path.islink(os.path.join(root, d)) and os.path.commonpath([top, real_dir]) == top
+                         and not any(part.startswith(".") for part in Path(os.path.relpath(real_dir, top)).parts))
+                if real_dir in walked or alias:
                     if notes:
-                        log.info("Skipping %s: a link to a folder already read.", os.path.join(root, d))
+                        log.info("Skipping %s: a link to a folder that is read anyway.", os.path.join(root, d))
                     continue
                 walked.add(real_dir)
                 if d.endswith(".spool") and (is_sqlite(os.path.join(root, d.removesuffix(".spool")))
