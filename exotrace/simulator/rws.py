@@ -281,7 +281,8 @@ async def message_trace(state: SimState, request: Request, caller: Caller, repor
     data = state.data[caller.tenant.name]
     match = matcher(view, "rws", now_us, True)
     rows, more, i = [], False, 0
-    start_t = max(start_t, start * TICKS_PER_US)  # a start clamped to the oldest day moved
+    if start_t // TICKS_PER_US < start - 1 or not start_t:  # no StartDate, or one clamped to the oldest day
+        start_t = start * TICKS_PER_US
     end_t = end * TICKS_PER_US + TICKS_PER_US - 1 if end_t is None else end_t
     for row in data.iter_desc(start_t, end_t, now_us, state.horizon_us(now_us), match=match):
         if page == 0:  # $top=0: an empty page, and no link that would loop
