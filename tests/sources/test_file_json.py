@@ -236,3 +236,24 @@ def test_many_damaged_elements_are_each_rejected_with_their_lines(tmp_path: Path
     items = list(read_file(write(tmp_path / "many.json", text)))
     assert [r.fields["Index"] for r in records(items)] == list(range(1, 200, 2))
     assert [b.line for b in rejects(items)] == [2 + n * lines_per + lines_per - 2 for n in range(0, 200, 2)]
+
+
+def test_a_damaged_record_of_a_saved_page_loses_only_itself(tmp_path: Path) -> None:
+    rows = [{"id": f"id-{n}", "receivedDateTime": "2026-11-28T15:04:05Z", "recipientAddress": f"u{n}@c.com",
+             "senderAddress": "a@f.com", "status": "delivered"} for n in range(5)]
+    page = json.dumps({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#x", "value": rows}, indent=4)
+    broken = page.replace('"recipientAddress": "u2@c.com",', '"recipientAddress": "u2@c.com"', 1)
+    items = list(read_file(write(tmp_path / "page.json", broken + "\n")))
+    assert [r.fields["id"] for r in records(items)] == ["id-0", "id-1", "id-3", "id-4"]
+    assert {r.shape for r in records(items)} == {"graph"} and len(rejects(items)) == 1
+    # RWS light: the records keep their shape
+    light = json.dumps({"odata.metadata": "https://x/$metadata#MessageTrace", "value": [
+        {"MessageTraceId": f"t{n}", "RecipientAddress": f"u{n}@c.com", "Received": "2026-11-28T15:04:05"}
+        for n in range(3)]}, indent=2).replace('"t1",', '"t1"', 1)
+    items = list(read_file(write(tmp_path / "light.json", light + "\n")))
+    assert [(r.fields["MessageTraceId"], r.shape) for r in records(items)] == [("t0", "rws"), ("t2", "rws")]
+    # damage outside the records (a cut next link): every record is read, and the damage is reported
+    cut = page[:-1].rstrip() + ',\n    "@odata.nextLink": "https://graph.micro\n}\n'  # after the value array
+    items = list(read_file(write(tmp_path / "cut.json", cut)))
+    assert len(records(items)) == 5 and len(rejects(items)) == 1
+    assert "outside the page's records" in rejects(items)[0].reason

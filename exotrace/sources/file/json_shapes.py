@@ -321,6 +321,10 @@ class _Lines:
         return self._line
 
 
+#: Where a page's records start: Graph's and RWS light's ``"value": [``, RWS verbose's ``"results": [``.
+_ENVELOPE_ARRAY = re.compile(r'"(?:value|results)"\s*:\s*\[')
+
+
 def _next_sibling(text: str, start: int) -> int:
     """Where the next value indented as the one at ``start`` begins a line (``len(text)``: nowhere)."""
     indent = text[text.rfind("\n", 0, start) + 1:start]
@@ -400,8 +404,20 @@ def read_document(src: TextSource, origin: str, shape: str | None = None) -> Ite
         try:
             value, pos = _parse(text, pos, 3, positions)
         except _ParseError as exc:
+            envelope = _ENVELOPE_ARRAY.search(text, start, min(len(text), start + 4096))
             if text[start] == "[":
                 pos = yield from _salvage_array(text, start, origin, shape, first_line)
+            elif text[start] == "{" and envelope is not None:  # a damaged page: its records one by one
+                head = text[start:envelope.start()]
+                label = shape or ("rws" if "odata.metadata" in head or '"d"' in head else None)
+                damaged = 0
+                for item in _salvage_array(text, envelope.end() - 1, origin, label, first_line):
+                    damaged += isinstance(item, Reject)
+                    yield item
+                pos = _next_sibling(text, start)
+                if not damaged:  # the damage lies outside the records (a broken next link, say): say so
+                    yield _damaged(text, start, pos, exc.pos, f"{exc.msg} (outside the page's records, "
+                                   "which were read)", origin, _Lines(text, first_line))
             else:
                 pos = _next_sibling(text, start)
                 yield _damaged(text, start, pos, exc.pos, exc.msg, origin, _Lines(text, first_line))
