@@ -119,8 +119,11 @@ class Secret:
     __str__ = __repr__
 
 
-def resolve_secret(value: object, *, key: str, base: Path) -> Secret:
-    """Resolve ``env:NAME`` or ``file:/path``; refuse anything else (a literal secret) with the fix."""
+def resolve_secret(value: object, *, key: str, base: Path, read: bool = True) -> Secret:
+    """Resolve ``env:NAME`` or ``file:/path``; refuse anything else (a literal secret) with the fix.
+
+    ``read=False`` checks the reference's form only and reads no value (for commands that never sign in).
+    """
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{key}: expected \"env:NAME\" or \"file:/path\"", key=key)
     text = value.strip()
@@ -128,6 +131,8 @@ def resolve_secret(value: object, *, key: str, base: Path) -> Secret:
         name = text[4:].strip()
         if not name:
             raise ConfigError(f"{key}: \"env:\" needs a variable name, e.g. env:EXOTRACE_SECRET", key=key)
+        if not read:
+            return Secret("", f"env:{name}")
         if name not in os.environ or not os.environ[name]:
             raise ConfigError(
                 f"{key}: environment variable {name} is not set; export {name}=... before running", key=key
@@ -135,6 +140,8 @@ def resolve_secret(value: object, *, key: str, base: Path) -> Secret:
         return Secret(os.environ[name], f"env:{name}")
     if text.startswith("file:"):
         path = _path(text[5:].strip(), base)
+        if not read:
+            return Secret("", f"file:{path}")
         try:
             content = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
@@ -143,19 +150,11 @@ def resolve_secret(value: object, *, key: str, base: Path) -> Secret:
             raise ConfigError(f"{key}: secret file {path} is empty", key=key)
         return Secret(content, f"file:{path}")
     raise ConfigError(
-        f"{key}: secrets are not accepted inline; put the secret in an environment variable and write "
+        f"{key}: secrets are never inline in the config; put the secret in an environment variable and write "
         f"{key.rsplit('.', 1)[-1]} = \"env:EXOTRACE_SECRET\", or in a file (mode 600) and write "
         f"\"file:/path/to/secret\"",
         key=key,
     )
-
-
-def _reference(value: object, key: str) -> Secret:
-    """A secret reference checked for its form only (``env:NAME``, ``file:/path``); its value is not read."""
-    text = value.strip() if isinstance(value, str) else ""
-    if not (text.startswith("env:") and text[4:].strip()) and not (text.startswith("file:") and text[5:].strip()):
-        raise ConfigError(f"{key}: expected \"env:NAME\" or \"file:/path\" (secrets are never inline)", key=key)
-    return Secret("", text)
 
 
 def _path(text: str, base: Path) -> Path:
@@ -398,8 +397,7 @@ def _tenant(raw: dict[str, Any], i: int, base: Path, settings: CollectorSettings
         raise ConfigError(f"{where}client_secret: give either client_secret or certificate, not both",
                           key=f"{where}client_secret")
     if "client_secret" in raw:
-        secret = resolve_secret(raw["client_secret"], key=f"{where}client_secret", base=base) if secrets \
-            else _reference(raw["client_secret"], f"{where}client_secret")
+        secret = resolve_secret(raw["client_secret"], key=f"{where}client_secret", base=base, read=secrets)
     elif "certificate" in raw and not secrets:
         cert = _path(str(raw["certificate"]), base)  # not opened: it may need its password
     elif "certificate" in raw:

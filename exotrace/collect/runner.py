@@ -358,7 +358,7 @@ class TenantRunner:
         start a second read of it beside the first. Data that aged out uncollected fails the run (exit 4).
         A window still waiting for its read is trimmed again on every pass; that is reported once.
         """
-        limit = now - self.t.horizon + HORIZON_MARGIN
+        limit = self._give_up_at(now)
         warn_at = limit + self.s.horizon_warning
         for w in self.ledger.windows(self.t.name, ("pending", "failed")):
             if w.start >= warn_at or w.next_read is None or w.start in busy:
@@ -431,6 +431,10 @@ class TenantRunner:
                 groups.append([w])
         return groups
 
+    def _give_up_at(self, now: datetime) -> datetime:
+        """Windows starting before this are trimmed or given up: the API horizon, with our margin."""
+        return now - self.t.horizon + HORIZON_MARGIN
+
     def _at_risk(self, group: list[Window], now: datetime) -> bool:
         """The read starts within the horizon warning of aging past the API's horizon."""
         return group[0].start < now - self.t.horizon + self.s.horizon_warning
@@ -454,8 +458,7 @@ class TenantRunner:
         time is estimated from the rows per second of span seen so far (one page per live-tail window before
         any read), each page taking its share of the quota among ``concurrency`` reads.
         """
-        limit = now - self.t.horizon + HORIZON_MARGIN
-        warn_at = now - self.t.horizon + self.s.horizon_warning
+        limit = self._give_up_at(now)
         page_time = self.s.quota_period.total_seconds() * self.s.concurrency / self.s.quota
         if self._seen_span > 0 and self._seen_rows > 0:
             per_second = self._seen_rows / self._seen_span / self.t.page_size
@@ -464,7 +467,7 @@ class TenantRunner:
         cut = 0
         for w in due:
             left = (w.start - limit).total_seconds()
-            if w.start in busy or w.state not in ("pending", "failed") or w.start >= warn_at or left <= 0:
+            if w.start in busy or w.state not in ("pending", "failed") or not self._at_risk([w], now) or left <= 0:
                 continue
             seconds = max(per_second * w.span.total_seconds(), 1.0) * page_time
             if seconds <= left / 2:

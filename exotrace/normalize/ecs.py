@@ -117,7 +117,7 @@ class Normalizer:
         except UnicodeEncodeError:
             return self._error_document(
                 record, "Processor 'json' failed with message 'str is not valid UTF-8: surrogates not allowed'",
-                _surrogate_field(record.fields))
+                _unencodable_field(record.fields))
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             return self._error_document(record, f"Processor 'script' failed with message '{exc}'")
 
@@ -329,25 +329,15 @@ def _failing_field(parts: FragmentCache, sender: str, recipient: str, from_ip: s
     return None
 
 
-def _surrogate_field(fields: Any) -> str | None:
-    """The first text field holding a lone surrogate, by its legacy name (the error path only)."""
+def _unencodable_field(fields: Any) -> str | None:
+    """The first field (by its legacy name) that JSON cannot encode: an integer beyond 64 bits, a lone
+    surrogate (the error path only)."""
     if isinstance(fields, dict):
         for name, value in fields.items():
-            if isinstance(value, str):
-                try:
-                    value.encode()
-                except UnicodeEncodeError:
-                    return _RENAME.get(name, name)
-    return None
-
-
-def _unencodable_field(trace: dict[str, Any]) -> str | None:
-    """The first field of ``trace`` that JSON cannot encode (the error path only)."""
-    for name, value in trace.items():
-        try:
-            orjson.dumps(value)
-        except orjson.JSONEncodeError:
-            return name
+            try:
+                orjson.dumps(value)
+            except orjson.JSONEncodeError:
+                return _RENAME.get(name, name)
     return None
 
 

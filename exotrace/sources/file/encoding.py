@@ -89,15 +89,11 @@ class _GzipMembers(io.RawIOBase):
                 break
             try:  # read1: one read of the member data at a time, so what came before damage is handed out
                 data = self._gzip.read1(max(len(buffer), 65536))
-            except (OSError, EOFError) as exc:
-                if not (self.delivered or self._held):
+            except Exception as exc:  # gzip.BadGzipFile is an OSError; EOFError; zlib.error
+                damage = isinstance(exc, OSError | EOFError) or type(exc).__module__ == "zlib"
+                if not damage or not (self.delivered or self._held):
                     raise
                 self.problem = str(exc) or type(exc).__name__
-                return 0
-            except Exception as exc:  # zlib.error
-                if not (self.delivered or self._held) or type(exc).__module__ != "zlib":
-                    raise
-                self.problem = str(exc)
                 return 0
             if not data:
                 self._eof = True
