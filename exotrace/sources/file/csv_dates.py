@@ -8,22 +8,19 @@ returned unchanged too, so the normalizer reports it instead of this reader gues
 
 Slash dates are day-first or month-first by culture, and a 12-hour clock does not tell (en-AU writes
 ``28/11/2026 3:04:05 PM``). A file holds one culture, so :func:`slash_order` finds the order a file's
-dates prove (a first number over 12: day-first; a second one: month-first) and :data:`DAY_FIRST` carries it
-while the file is read; only a file that proves nothing falls back to the clock (12-hour: month-first).
+dates prove (a first number over 12: day-first; a second one: month-first), and the reader passes it to
+:func:`to_iso`; only a file that proves nothing falls back to the clock (12-hour: month-first).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from contextvars import ContextVar
 from datetime import datetime
 from functools import lru_cache
 
-__all__ = ["DAY_FIRST", "SLASH_DATE", "slash_order", "to_iso"]
+__all__ = ["SLASH_DATE", "slash_order", "to_iso"]
 
-#: The slash-date order of the file being read: True day-first, False month-first, None not proven.
-DAY_FIRST: ContextVar[bool | None] = ContextVar("exotrace_csv_day_first", default=None)
 SLASH_DATE = re.compile(r"(?<![\d/])(\d{1,2})/(\d{1,2})/\d{4}\b")
 
 
@@ -39,6 +36,7 @@ def slash_order(texts: Iterable[str]) -> bool | None:
                 found.add(False)
     return found.pop() if len(found) == 1 else None
 
+
 _TIME = r"(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?P<F>\.\d{1,7})?)?"
 _ISO_SPACE = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)$")
 _US = re.compile(r"^(?P<a>\d{1,2})/(?P<b>\d{1,2})/(?P<y>\d{4}) " + _TIME + r"\s*(?P<ampm>[AaPp][Mm])$")
@@ -47,14 +45,11 @@ _YMD = re.compile(r"^(?P<y>\d{4})/(?P<a>\d{1,2})/(?P<b>\d{1,2}) " + _TIME + r"$"
 _DOTTED = re.compile(r"^(?P<a>\d{1,2})[.-](?P<b>\d{1,2})[.-](?P<y>\d{4}) " + _TIME + r"$")
 
 
-def to_iso(value: str) -> str:
-    """``value`` as ``YYYY-MM-DDTHH:MM:SS[.f]`` when it is a recognised culture format, else unchanged
-    (slash dates in the order :data:`DAY_FIRST` holds)."""
-    return _to_iso(value, DAY_FIRST.get())
-
-
 @lru_cache(maxsize=4096)
-def _to_iso(value: str, day_first: bool | None) -> str:
+def to_iso(value: str, day_first: bool | None = None) -> str:
+    """``value`` as ``YYYY-MM-DDTHH:MM:SS[.f]`` when it is a recognised culture format, else unchanged.
+    Slash dates follow ``day_first`` (the order the file proves: True day/month, False month/day) where
+    the numbers leave it open; None: the clock decides."""
     s = value.strip()
     if not s or s[0] == "/" or "T" in s:
         return value

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exotrace.model import STATUSES, RawRecord, Reject
-from exotrace.sources.file.csv_dates import DAY_FIRST, SLASH_DATE, slash_order, to_iso
+from exotrace.sources.file.csv_dates import SLASH_DATE, slash_order, to_iso
 from exotrace.sources.file.encoding import TextSource, as_cp1252, safe_text, strip_eol, undecodable
 
 log = logging.getLogger("exotrace.sources.file")
@@ -254,10 +254,6 @@ def _to_int(value: str) -> tuple[Any, str | None]:
     return number, None
 
 
-def _to_date(value: str) -> tuple[Any, str | None]:
-    return to_iso(value), None
-
-
 def _to_nullable(value: str) -> tuple[Any, str | None]:
     return (value if value.strip() else None), None
 
@@ -268,7 +264,6 @@ def _to_status(value: str) -> tuple[Any, str | None]:
 
 _CONVERTERS: dict[str, Callable[[str], tuple[Any, str | None]]] = {
     **{name: _to_int for name in _INT_FIELDS},
-    **{name: _to_date for name in _DATE_FIELDS},
     **{name: _to_nullable for name in _NULLABLE},
     "Status": _to_status,
 }
@@ -289,11 +284,12 @@ def canonical_csv_status(value: str) -> str:
     return _STATUS_BY_COMPACT.get(compact, value)
 
 
-def row_fields(names: list[str], row: CsvRow, offsets: dict[str, str] | None = None
-               ) -> tuple[dict[str, Any], Reject | None]:
+def row_fields(names: list[str], row: CsvRow, offsets: dict[str, str] | None = None,
+               day_first: bool | None = None) -> tuple[dict[str, Any], Reject | None]:
     """Map one row to fields; a reject when the column count or a typed value is wrong.
 
-    ``offsets`` (from :func:`date_offsets`) are applied to the date fields whose header announced one.
+    Dates become ISO 8601 (slash dates in the file's ``day_first`` order, see :func:`to_iso`); ``offsets``
+    (from :func:`date_offsets`) are applied to the date fields whose header announced one.
     """
     if len(row.values) != len(names):
         return {}, Reject("", row.line, f"expected {len(names)} columns, found {len(row.values)}",
@@ -304,6 +300,9 @@ def row_fields(names: list[str], row: CsvRow, offsets: dict[str, str] | None = N
         if error:
             return {}, Reject("", row.line, error, raw=row.text, field=name)
         fields[name] = converted
+    for name in _DATE_FIELDS:
+        if name in fields:
+            fields[name] = to_iso(fields[name], day_first)
     if offsets:
         for name, offset in offsets.items():
             fields[name] = with_offset(fields[name], offset)
@@ -374,31 +373,25 @@ def read_csv(src: TextSource, origin: str, shape: str | None = None) -> Iterator
                 yield Reject(origin, item.line, "row of an unrecognised CSV file", raw=item.text)
         return
     ahead, day_first = _date_order(rows, origin, _date_columns(names))
-    token = DAY_FIRST.set(day_first)
-    try:
-        items = _variant_items(variant, names, itertools.chain(ahead, rows), origin)
-        first = next(items, None)
-        if first is not None:
-            yield first
-            yield from items
-    finally:
-        try:
-            DAY_FIRST.reset(token)
-        except ValueError:  # closed from another context
-            DAY_FIRST.set(None)
+    items = _variant_items(variant, names, itertools.chain(ahead, rows), origin, day_first)
+    first = next(items, None)
+    if first is not None:
+        yield first
+        yield from items
     if first is None and shape and not _TRACE_COLUMNS.intersection(map_header(names)):
         # a forced --format on a file that is no CSV at all: the whole text became one "header"
         yield Reject(origin, src.lineno, f"not a {variant} file: no message-trace column in what was read as its "
                      "header and no rows (check --format)", raw=safe_text(",".join(names))[:2000])
 
 
-def _variant_items(variant: str, names: list[str], rows: Iterator[Any], origin: str) -> Iterator[Item]:
+def _variant_items(variant: str, names: list[str], rows: Iterator[Any], origin: str,
+                   day_first: bool | None) -> Iterator[Item]:
     """Records of a CSV file of a known variant, from its header and the rows after it."""
     if variant in ("eac-enhanced", "eac-extended"):
         from exotrace.sources.file import eac
 
         reader = eac.read_enhanced if variant == "eac-enhanced" else eac.read_extended
-        yield from reader(names, rows, origin)
+        yield from reader(names, rows, origin, day_first)
         return
     mapped = map_header(names)
     offsets = date_offsets(names, mapped)
@@ -408,7 +401,7 @@ def _variant_items(variant: str, names: list[str], rows: Iterator[Any], origin: 
             continue
         if not isinstance(item, CsvRow):
             continue
-        fields, reject = row_fields(mapped, item, offsets)
+        fields, reject = row_fields(mapped, item, offsets, day_first)
         if reject is not None:
             yield Reject(origin, reject.line, reject.reason, raw=reject.raw, field=reject.field)
             continue

@@ -71,7 +71,8 @@ def _split_recipient_status(value: str) -> list[tuple[str, str]]:
     return out
 
 
-def read_enhanced(names: list[str], rows: Iterable[Any], origin: str) -> Iterator[Item]:
+def read_enhanced(names: list[str], rows: Iterable[Any], origin: str,
+                  day_first: bool | None = None) -> Iterator[Item]:
     """One record per recipient of each enhanced-summary row."""
     mapped = map_header(names)
     offsets = date_offsets(names, mapped)
@@ -87,7 +88,7 @@ def read_enhanced(names: list[str], rows: Iterable[Any], origin: str) -> Iterato
             continue
         if not isinstance(row, CsvRow):
             continue
-        fields, reject = row_fields(mapped, row, offsets)
+        fields, reject = row_fields(mapped, row, offsets, day_first)
         if reject is not None:
             yield Reject(origin, reject.line, reject.reason, raw=reject.raw, field=reject.field)
             continue
@@ -114,7 +115,8 @@ class _Message:
         self.recipients: list[str] = []
 
 
-def read_extended(names: list[str], rows: Iterable[Any], origin: str) -> Iterator[Item]:
+def read_extended(names: list[str], rows: Iterable[Any], origin: str,
+                  day_first: bool | None = None) -> Iterator[Item]:
     """One record per (message, recipient), built from the message's event rows."""
     keys = [header_key(n) for n in names]
     messages: dict[str, _Message] = {}
@@ -138,11 +140,11 @@ def read_extended(names: list[str], rows: Iterable[Any], origin: str) -> Iterato
             if r.lower() not in (x.lower() for x in msg.recipients):
                 msg.recipients.append(r)
     for msg in messages.values():
-        yield from _message_records(msg, origin)
+        yield from _message_records(msg, origin, day_first)
 
 
-def _message_records(msg: _Message, origin: str) -> Iterator[Item]:
-    rows = sorted(msg.rows, key=lambda r: to_iso(r[1].get("datetime", "")))
+def _message_records(msg: _Message, origin: str, day_first: bool | None) -> Iterator[Item]:
+    rows = sorted(msg.rows, key=lambda r: to_iso(r[1].get("datetime", ""), day_first))
     if not msg.recipients:
         text = "\n".join(r[0].text for r in rows)
         yield Reject(origin, rows[0][0].line, f"message {msg.key}: no recipient in any event row", raw=text)
@@ -170,7 +172,7 @@ def _message_records(msg: _Message, origin: str) -> Iterator[Item]:
         contributing = sorted(own + shared, key=lambda rv: rv[0].line)
         fields: dict[str, Any] = {
             "MessageId": pick("messageid") or None,
-            "Received": to_iso(receive.get("datetime", "") or first.get("datetime", "")),
+            "Received": to_iso(receive.get("datetime", "") or first.get("datetime", ""), day_first),
             "SenderAddress": pick("senderaddress"),
             "RecipientAddress": recipient,
             "Subject": pick("messagesubject"),
