@@ -279,8 +279,12 @@ class TenantRunner:
                 await self._db(self._horizon, now, frozenset(self._busy))
                 due = await self._db(self._schedule, now, frozenset(self._busy), list(self._reading.values()),
                                      len(self._inflight) < self.s.concurrency)
+                live_first = self._live_waited_longest(now, due)
+                if live_first:
+                    self._launch_live(source, now)
                 self._launch(source, now, due)
-                self._launch_live(source, now)
+                if not live_first:
+                    self._launch_live(source, now)
             if self.mode in ("once", "settle") and not self._inflight:
                 if await self._db(self._finished, once_until):
                     log.info("done tenant=%s mode=%s", self.t.name, self.mode)
@@ -523,6 +527,14 @@ class TenantRunner:
         self._live_task = task
         self._busy.add(start)
         task.add_done_callback(self._done)
+
+    def _live_waited_longest(self, now: datetime, due: list[Window]) -> bool:
+        """Whether the live tail has been due longer than every waiting short read (a fresh window or a
+        re-read): the two share the slot the daemon keeps, so the one due first goes first and neither
+        waits for the other more than once in a row when the quota makes every read slow."""
+        waiting = [w.next_read for w in due if w.next_read is not None and w.start not in self._busy
+                   and not self._is_bulk([w], now)]
+        return not waiting or self._live_next <= min(waiting)
 
     def _backfill_slots(self) -> int:
         """Slots backfill and catch-up reads may use: the daemon keeps one for the live tail."""

@@ -439,3 +439,26 @@ def test_a_blocked_tenant_is_tried_again_when_its_backoff_ends_not_at_the_next_p
         assert runner.clock.now() == NOW + timedelta(seconds=12)
     finally:
         arch.close()
+
+
+def test_live_tail_and_short_rereads_take_turns_in_the_kept_slot(tmp_path: Path) -> None:
+    """The daemon's kept slot goes to whichever waited longer: the live tail or the oldest due short read.
+    (It went to short reads first, so under a tight quota a queue of re-reads held the live tail back.)"""
+    runner, ledger, arch = _runner(tmp_path, mode="daemon")
+    try:
+        reread = Window("t", NOW - timedelta(hours=2), NOW - timedelta(hours=2) + timedelta(minutes=15) - TICK,
+                        "complete", next_read=NOW - timedelta(minutes=3))
+        old = Window("t", NOW - timedelta(days=20), NOW - timedelta(days=10) - TICK, next_read=NOW - timedelta(days=1))
+        with arch.transaction():
+            ledger.add([old, reread])
+        due = runner._due(NOW)
+        runner._live_next = NOW - timedelta(minutes=5)  # due before the re-read: it goes first
+        assert runner._live_waited_longest(NOW, due)
+        runner._live_next = NOW - timedelta(minutes=1)  # due after it: the re-read goes first
+        assert not runner._live_waited_longest(NOW, due)
+        runner._busy.add(reread.start)  # the re-read runs: nothing short waits, so the live tail goes
+        assert runner._live_waited_longest(NOW, due)
+        # a bulk backfill window never counts (it has its own slots), however long it has waited
+        assert runner._live_waited_longest(NOW, [old])
+    finally:
+        arch.close()
