@@ -29,3 +29,19 @@ def shared_dir() -> Path:
     if not (SHARED / "peers" / "elastic").is_dir():
         missing_reference(f"reference material not found at {SHARED} (CI places ../shared beside the project)")
     return SHARED
+
+
+_ROOT_BEFORE: set[str] = set()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _ROOT_BEFORE.update(p.name for p in ROOT.iterdir())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Tests write under their tmp_path only: a file left in the project folder (a default path taken
+    relative to the working folder, say) fails the run."""
+    left = sorted(p.name for p in ROOT.iterdir() if p.name not in _ROOT_BEFORE)
+    if left:
+        print(f"\ntests left files in the project folder: {', '.join(left)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

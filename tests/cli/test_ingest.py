@@ -106,7 +106,8 @@ def test_geoip_from_dir(tmp_path: Path, geoip_dir: Path):
     assert doc["source"]["geo"]["city_name"] == "London"
 
 
-def test_sinks_from_config_receive_each_new_or_updated_row_once(tmp_path: Path):
+def test_sinks_from_config_receive_each_new_or_updated_row_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)  # without an archive, sink state goes to ./exotrace.db.spool
     out_dir = tmp_path / "ship"
     config = tmp_path / "exotrace.toml"
     config.write_text(f'[[sink]]\ntype = "file"\nname = "archive-copy"\npath = "{out_dir / "docs.ndjson"}"\n',
@@ -128,6 +129,7 @@ def test_sinks_from_config_receive_each_new_or_updated_row_once(tmp_path: Path):
     assert alone.exit_code == 0, alone.stderr
     resent = [line for f in sorted(out_dir.parent.rglob("docs*.ndjson*")) for line in f.read_text().splitlines()]
     assert len(resent) == 2 * count
+    assert (tmp_path / "exotrace.db.spool" / "pipeline.json").is_file() and not (tmp_path / "exotrace.db").exists()
 
 
 FILES = Path(__file__).resolve().parents[1] / "data" / "files"

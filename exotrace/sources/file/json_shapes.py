@@ -347,10 +347,11 @@ def _damaged(text: str, start: int, end: int, at: int, message: str, origin: str
                   raw=safe_text(text[start:min(end, start + _MAX_REJECT_RAW)]).rstrip())
 
 
-def _salvage_array(text: str, start: int, origin: str, shape: str | None,
+def _array_elements(text: str, start: int, origin: str, shape: str | None,
                    first_line: int) -> Generator[Item, None, int]:
-    """The elements of the damaged array at ``start``, one by one: a damaged element is rejected and
-    reading goes on at the next one (:func:`_next_sibling`); returns where the array ends.
+    """The elements of the array at ``start``, one by one as they are parsed (a big export is never held
+    decoded all at once): a damaged element is rejected and reading goes on at the next one
+    (:func:`_next_sibling`); returns where the array ends.
 
     Each element is parsed from its own slice, up to the next one, when there is a next one: an error then
     costs the element's length, not the file's (the decoder counts lines from its text's start). A
@@ -382,7 +383,8 @@ def _salvage_array(text: str, start: int, origin: str, shape: str | None,
 
 
 def read_document(src: TextSource, origin: str, shape: str | None = None) -> Iterator[Item]:
-    """A whole JSON document (or several concatenated ones), loaded at once.
+    """A whole JSON document (or several concatenated ones), decoded into one string; an array's records
+    are handed out as they are parsed.
 
     Pretty-printed ``ConvertTo-Json`` arrays, pages and back-to-back objects are all accepted. A value that
     is not valid JSON is one reject naming the line where it fails, and reading goes on at the next value
@@ -400,18 +402,20 @@ def read_document(src: TextSource, origin: str, shape: str | None = None) -> Ite
     pos = _skip(text, 0)
     while pos < len(text):
         start = pos
+        if text[start] == "[":  # element by element: a big export is never held decoded all at once
+            pos = yield from _array_elements(text, start, origin, shape, first_line)
+            pos = _skip(text, pos)
+            continue
         positions: dict[int, list[int]] = {}
         try:
             value, pos = _parse(text, pos, 3, positions)
         except _ParseError as exc:
             envelope = _ENVELOPE_ARRAY.search(text, start, min(len(text), start + 4096))
-            if text[start] == "[":
-                pos = yield from _salvage_array(text, start, origin, shape, first_line)
-            elif text[start] == "{" and envelope is not None:  # a damaged page: its records one by one
+            if text[start] == "{" and envelope is not None:  # a damaged page: its records one by one
                 head = text[start:envelope.start()]
                 label = shape or ("rws" if "odata.metadata" in head or '"d"' in head else None)
                 damaged = 0
-                for item in _salvage_array(text, envelope.end() - 1, origin, label, first_line):
+                for item in _array_elements(text, envelope.end() - 1, origin, label, first_line):
                     damaged += isinstance(item, Reject)
                     yield item
                 pos = _next_sibling(text, start)
