@@ -382,6 +382,28 @@ def _array_elements(text: str, start: int, origin: str, shape: str | None,
     return min(pos + 1, len(text))
 
 
+def _parse_value(text: str, start: int, positions: dict[int, list[int]]) -> tuple[Any, int, int]:
+    """The top-level value at ``start``, its end and the offset ``positions`` are relative to.
+
+    It is parsed from its own slice, up to the next value that starts a line as it does, when there is
+    one: the decoder counts lines from its text's start to report an error, so many damaged values
+    appended to one file each cost the whole file before. A value that runs past that slice (an unusual
+    layout) is parsed again from the whole text; errors are raised with offsets into ``text``.
+    """
+    nxt = _next_sibling(text, start)
+    if nxt < len(text):
+        chunk = text[start:nxt]
+        try:
+            value, end = _parse(chunk, 0, 3, positions)
+            return value, start + end, start
+        except _ParseError as exc:
+            if exc.pos < len(chunk.rstrip()):
+                raise _ParseError(exc.msg, start + exc.pos) from exc
+            positions.clear()
+    value, end = _parse(text, start, 3, positions)
+    return value, end, 0
+
+
 def read_document(src: TextSource, origin: str, shape: str | None = None) -> Iterator[Item]:
     """A whole JSON document (or several concatenated ones), decoded into one string; an array's records
     are handed out as they are parsed.
@@ -408,7 +430,7 @@ def read_document(src: TextSource, origin: str, shape: str | None = None) -> Ite
             continue
         positions: dict[int, list[int]] = {}
         try:
-            value, pos = _parse(text, pos, 3, positions)
+            value, pos, base = _parse_value(text, start, positions)
         except _ParseError as exc:
             envelope = _ENVELOPE_ARRAY.search(text, start, min(len(text), start + 4096))
             if text[start] == "{" and envelope is not None:  # a damaged page: its records one by one
@@ -421,14 +443,14 @@ def read_document(src: TextSource, origin: str, shape: str | None = None) -> Ite
                 pos = _next_sibling(text, start)
                 if not damaged:  # the damage lies outside the records (a broken next link, say): say so
                     yield _damaged(text, start, pos, exc.pos, f"{exc.msg} (outside the page's records, "
-                                   "which were read)", origin, _Lines(text, first_line))
+                                   "which were read)", origin, line_of)
             else:
                 pos = _next_sibling(text, start)
-                yield _damaged(text, start, pos, exc.pos, exc.msg, origin, _Lines(text, first_line))
+                yield _damaged(text, start, pos, exc.pos, exc.msg, origin, line_of)
             pos = _skip(text, pos)
             continue
-        yield from items_from_value(value, origin=origin, line=line_of(start), shape=shape,
-                                    positions=positions, line_of=line_of)
+        yield from items_from_value(value, origin=origin, line=line_of(start), shape=shape, positions=positions,
+                                    line_of=(lambda offset, base=base: line_of(base + offset)) if base else line_of)
         pos = _skip(text, pos)
         if text[pos:pos + 1] == ",":  # tolerate "{...},\n{...}" exports
             pos = _skip(text, pos + 1)
