@@ -116,13 +116,13 @@ def _from_us(m: re.Match[str]) -> datetime:
 def format_millis(dt: datetime) -> str:
     """``2022-09-05T18:10:13.490Z``: UTC, millisecond precision (truncated, as Elasticsearch renders)."""
     dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return f"{dt.year:04d}-" + dt.strftime("%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def format_iso(dt: datetime) -> str:
     """Full-precision ISO 8601 UTC with ``Z`` (trailing zeros of the fraction trimmed)."""
     dt = dt.astimezone(UTC)
-    base = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    base = f"{dt.year:04d}-" + dt.strftime("%m-%dT%H:%M:%S")  # %Y does not pad years before 1000
     if dt.microsecond:
         base += "." + f"{dt.microsecond:06d}".rstrip("0")
     return base + "Z"

@@ -1,9 +1,14 @@
-"""Registered domain, top-level domain and subdomain from the public suffix list (ICANN section).
+"""Registered domain, top-level domain and subdomain from the public suffix list, as Elasticsearch's
+``registered_domain`` processor finds them.
 
-Uses the list bundled with the ``publicsuffixlist`` package: no network at run time. Like Elastic's
-``registered_domain`` processor, private-section suffixes are ignored, so ``x.onmicrosoft.com`` has the
-registered domain ``onmicrosoft.com``. ``domain`` and ``subdomain`` keep the input's case; the
-registered domain and the top-level domain are lower-case.
+Uses the list bundled with the ``publicsuffixlist`` package: no network at run time. Like Elasticsearch
+(``PublicSuffixMatcher.getDomainRoot`` with no domain type), rules of both sections apply, ICANN and
+private (``1.www.global.ssl.fastly.net`` has the registered domain ``global.ssl.fastly.net``);
+``onmicrosoft.com`` is in neither, so ``x.onmicrosoft.com`` has the registered domain ``onmicrosoft.com``.
+The registered domain and the top-level domain are lower-case; ``subdomain`` is the part of the domain
+as written before ``.<registered domain>``, so it is absent when the registered part is not written in
+lower case. A domain whose last label is no known suffix (``contoso.local``, ``contoso.com>``) gets no
+field; a domain that is itself a suffix (``co.uk``) only ``top_level_domain``, as written.
 """
 
 from __future__ import annotations
@@ -12,24 +17,23 @@ from functools import lru_cache
 
 from publicsuffixlist import PublicSuffixList
 
-_PSL = PublicSuffixList(only_icann=True)
+_PSL = PublicSuffixList(accept_unknown=False)
 
 
 @lru_cache(maxsize=65536)
 def domain_parts(domain: str) -> dict[str, str]:
     """ECS ``registered_domain``, ``top_level_domain`` and ``subdomain`` (when there is one) for a host."""
-    lower = domain.lower().rstrip(".")
-    if not lower or "." not in lower:
+    if not domain.strip() or domain.endswith("."):
         return {}
-    suffix = _PSL.publicsuffix(lower)
-    registered = _PSL.privatesuffix(lower)
-    parts: dict[str, str] = {}
-    if registered:
-        parts["registered_domain"] = registered
-        if len(lower) > len(registered):
-            parts["subdomain"] = domain[: len(lower) - len(registered) - 1]
-    if suffix:
-        parts["top_level_domain"] = suffix
+    if domain.startswith("."):
+        return {"top_level_domain": domain} if _PSL.is_public(domain[1:].lower()) else {}
+    registered = _PSL.privatesuffix(domain.lower())
+    if registered is None:  # an unknown suffix, or the domain is itself a public suffix
+        return {"top_level_domain": domain} if _PSL.is_public(domain.lower()) else {}
+    parts = {"registered_domain": registered, "top_level_domain": registered.split(".", 1)[1]}
+    cut = domain.rfind("." + registered)
+    if cut > 0:
+        parts["subdomain"] = domain[:cut]
     return parts
 
 

@@ -358,8 +358,13 @@ def _user(direction: str | None, src: AddressParts | None, dst: AddressParts | N
         return ""
     if dst is None or src is None:
         return f',"user":{(dst or src).user}'  # type: ignore[union-attr]
-    return (f',"user":{{"email":[{dst.q_address},{src.q_address}],"id":[{dst.q_address},{src.q_address}],'
-            f'"name":[{dst.q_name},{src.q_name}]}}')
+    emails = _distinct(dst.q_address, src.q_address)
+    return f',"user":{{"email":{emails},"id":{emails},"name":{_distinct(dst.q_name, src.q_name)}}}'
+
+
+def _distinct(first: str, second: str) -> str:
+    """Two JSON values as Elastic's appends leave them (``allow_duplicates: false``, then one value unlisted)."""
+    return first if first == second else f"[{first},{second}]"
 
 
 _ACTIONS: dict[str, str] = {}

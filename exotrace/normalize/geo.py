@@ -114,7 +114,7 @@ def _city_fields(rec: Any) -> dict[str, Any]:
         geo["location"] = {"lat": loc["latitude"], "lon": loc["longitude"]}
     subdivisions = rec.get("subdivisions") or []
     if subdivisions:
-        sub = subdivisions[0]
+        sub = subdivisions[-1]  # the most specific, as Elasticsearch's geoip processor takes it
         if sub.get("iso_code") and country.get("iso_code"):
             geo["region_iso_code"] = f"{country['iso_code']}-{sub['iso_code']}"
         if (region := _name(sub)) is not None:

@@ -140,3 +140,50 @@ def test_fingerprint_matches_elasticsearch_algorithm():
     assert fingerprint(doc) == base64.b64encode(hashlib.sha1(stream).digest()).decode()
     other = norm().normalize(record(Status="GettingStatus")).fingerprint
     assert other != fingerprint(doc)
+
+
+def test_region_is_the_most_specific_subdivision(geoip_dir):
+    """Elasticsearch's geoip processor takes the most specific subdivision (England, then West Berkshire)."""
+    geo = norm(geoip_dir).normalize(record(FromIP="2.125.160.216")).doc["source"]["geo"]
+    assert (geo["region_iso_code"], geo["region_name"]) == ("GB-WBK", "West Berkshire")
+
+
+@pytest.mark.parametrize(
+    ("sender", "recipient", "user"),
+    [
+        ("bob@contoso.com", "bob@contoso.com", {"email": "bob@contoso.com", "id": "bob@contoso.com", "name": "bob"}),
+        ("bob@contoso.com", "bob@CONTOSO.com", {"email": ["bob@CONTOSO.com", "bob@contoso.com"],
+                                                "id": ["bob@CONTOSO.com", "bob@contoso.com"], "name": "bob"}),
+        ("bob@contoso.com", "ann@contoso.com", {"email": ["ann@contoso.com", "bob@contoso.com"],
+                                                "id": ["ann@contoso.com", "bob@contoso.com"], "name": ["ann", "bob"]}),
+    ],
+)
+def test_internal_user_fields_drop_repeats_as_elastic_appends_do(sender, recipient, user):
+    """``allow_duplicates: false``, then a one-element list becomes its value (mail to oneself: scalars)."""
+    assert norm().normalize(record(SenderAddress=sender, RecipientAddress=recipient)).doc["user"] == user
+
+
+@pytest.mark.parametrize(
+    ("domain", "parts"),
+    [
+        ("contoso.local", {}),  # no known suffix: Elasticsearch sets nothing
+        ("foo.invalidtld", {}),
+        ("contoso.com>", {}),  # from "John <john@contoso.com>"
+        ("x.contoso.com.", {}),
+        ("Mail.Contoso.Com", {"registered_domain": "contoso.com", "top_level_domain": "com"}),  # no subdomain
+        ("SubDomain.contoso.com", {"registered_domain": "contoso.com", "top_level_domain": "com",
+                                   "subdomain": "SubDomain"}),
+        ("CO.UK", {"top_level_domain": "CO.UK"}),  # a suffix itself: only the suffix, as written
+        ("1.www.global.ssl.fastly.net", {"registered_domain": "www.global.ssl.fastly.net",  # a private rule
+                                         "top_level_domain": "global.ssl.fastly.net", "subdomain": "1"}),
+        ("www.ck", {"registered_domain": "www.ck", "top_level_domain": "ck"}),  # an exception rule
+        ("foo.ck", {"top_level_domain": "foo.ck"}),  # a wildcard rule
+    ],
+)
+def test_domain_parts_follow_elasticsearch_registered_domain(domain, parts):
+    assert domain_parts(domain) == parts
+
+
+def test_years_before_1000_keep_four_digits():
+    doc = norm().normalize(record(Received="0001-01-01T05:00:00+05:00")).doc
+    assert doc["@timestamp"] == "0001-01-01T00:00:00.000Z"
