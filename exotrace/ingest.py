@@ -164,7 +164,7 @@ def ingest(
     archive: Any | None = None,
     out: IO[bytes] | None = None,
     rejects_file: RejectWriter | None = None,
-    deliver: Callable[[list[Document]], None] | None = None,
+    deliver: Callable[[list[Document], tuple[int, int]], None] | None = None,
     on_reject: Callable[[str], None] | None = None,
     chunk_size: int = CHUNK_SIZE,
     commit_rows: int = COMMIT_ROWS,
@@ -176,9 +176,10 @@ def ingest(
     stored in the archive's rejects table and appended to ``rejects_file``. Documents without an observation
     time are observed at their file's modification time. With an archive, ``deliver`` gets only the rows
     it stored as new or updated (ingesting the same input again sends nothing), as the collector's sinks
-    do; without one, every document. The archive commits every ``commit_rows`` rows and
-    at the end; an interrupted run keeps what was committed. When the reader of ``out`` goes away
-    (``BrokenPipeError``), NDJSON output stops and the rest still goes to the archive and sinks.
+    do, and the range of archive changes (``seq``) the upsert made; without one, every document. The
+    archive commits every ``commit_rows`` rows and at the end; an interrupted run keeps what was
+    committed. When the reader of ``out`` goes away (``BrokenPipeError``), NDJSON output stops and the
+    rest still goes to the archive and sinks.
     """
     stats = IngestStats()
     docs: list[Document] = []
@@ -191,11 +192,12 @@ def ingest(
         nonlocal uncommitted, out
         unwritable: set[int] = set()  # ids of documents that cannot be encoded as JSON
         changed: list[Document] = docs  # what the sinks get: with an archive, only new and updated rows
+        seqs = (0, 0)  # the archive changes the upsert made
         if archive is not None and (docs or rejects):
             if not uncommitted:
                 transaction.enter_context(archive.transaction())
             result = archive.upsert(docs, source="ingest", keep_changed=deliver is not None)
-            changed = result.changed
+            changed, seqs = result.changed, result.seqs
             if rejects:
                 archive.add_rejects(rejects, source="ingest")
             stats.new += result.new
@@ -219,8 +221,8 @@ def ingest(
                 stats.out_closed = True
         elif deliver is not None and archive is None:
             check_encodable(unwritable)
-        if deliver is not None and changed:
-            deliver([d for d in changed if id(d) not in unwritable] if unwritable else changed)
+        if deliver is not None and (changed or archive is not None):
+            deliver([d for d in changed if id(d) not in unwritable] if unwritable else changed, seqs)
         docs.clear()
         rejects.clear()
         if archive is None and (final or stats.read % commit_rows < chunk_size):

@@ -108,6 +108,9 @@ class UpsertResult:
     derived: int = 0
     #: The documents that were new or updated, in input order.
     changed: list[Document] = field(default_factory=list)
+    #: The archive changes this upsert made: ``seq`` values ``seqs[0] < seq <= seqs[1]`` (one transaction
+    #: holds the write lock, so they are contiguous).
+    seqs: tuple[int, int] = (0, 0)
 
     @property
     def total(self) -> int:
@@ -400,6 +403,7 @@ class Archive:
                 counters = [last_id, last_seq]
                 for batch in _batched(documents, BATCH_SIZE):
                     self._apply(_prepare(batch), source, now, counters, result, keep_changed)
+                result.seqs = (last_seq, counters[1])
         except sqlite3.Error as exc:
             raise ArchiveError(f"archive {self.path}: upsert failed: {exc}") from exc
         finally:
@@ -647,7 +651,9 @@ class Archive:
         )
         return self._read(lambda c: [(s, orjson.loads(doc)) for s, doc in c.execute(sql, (seq, limit))])
 
-    def rows_since(self, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
-        """Like :meth:`changes_since` but full rows (key, fingerprint, status, ..., ``doc``)."""
-        sql = f"{_query.SELECT_ROWS} WHERE m.seq > ? ORDER BY m.seq LIMIT ?"
-        return self._read(lambda c: [_query.row_dict(r) for r in c.execute(sql, (seq, limit))])
+    def rows_since(self, seq: int, limit: int = 1000, upto: int | None = None) -> list[dict[str, Any]]:
+        """Like :meth:`changes_since` but full rows (key, fingerprint, status, ..., ``doc``); with ``upto``,
+        only changes up to that ``seq``."""
+        sql = f"{_query.SELECT_ROWS} WHERE m.seq > ? AND m.seq <= ? ORDER BY m.seq LIMIT ?"
+        last = upto if upto is not None else 2**63 - 1
+        return self._read(lambda c: [_query.row_dict(r) for r in c.execute(sql, (seq, last, limit))])

@@ -253,35 +253,49 @@ class _SinkDelivery:
     """
 
     def __init__(self, pipeline: SyncSinkPipeline, archive: Any = None) -> None:
+        from exotrace.collect.shipper import Coverage, changes_after, read_cursor
+
         self.pipeline = pipeline
         self.archive = archive
         self.ticket: int | None = None
         self.replayed = 0
+        self.covered = Coverage()  # the archive changes handed to the sinks by this run
+        self.cursor = 0
         if archive is not None:
-            from exotrace.collect.shipper import changes_after, read_cursor
             from exotrace.state.ledger import MIGRATIONS
 
             archive.ensure_schema("collector", MIGRATIONS)
-            seq = read_cursor(archive)
+            self.cursor = seq = read_cursor(archive)
             while True:
-                docs, seq = changes_after(archive, seq)
+                docs, last = changes_after(archive, seq)
                 if not docs:
                     break
                 self.ticket = pipeline.submit(docs)
+                self.covered.add(seq, last)
                 self.replayed += len(docs)
+                seq = last
             if self.replayed:
                 log.warning("Resubmitting %d archived changes the sinks had not acknowledged.", self.replayed)
 
-    def __call__(self, docs: list) -> None:  # type: ignore[type-arg]
-        self.ticket = self.pipeline.submit(docs)
+    def __call__(self, docs: list, seqs: tuple[int, int] = (0, 0)) -> None:  # type: ignore[type-arg]
+        """Submit the changed documents of one upsert, which wrote the changes ``seqs[0] < seq <= seqs[1]``."""
+        self.covered.add(*seqs)
+        if docs:
+            self.ticket = self.pipeline.submit(docs)
 
     def finish(self, timeout: float = 60.0) -> bool:
-        """Flush; True when every required sink acknowledged every document (the cursor then moves)."""
+        """Flush; True when every required sink acknowledged every document. The archive's cursor then
+        moves to this run's last change, once the changes another process archived between this run's are
+        delivered too (an ``ingest`` without sinks at the same time: they were never sent before)."""
+        from exotrace.collect.shipper import foreign_changes, save_cursor
+
+        if self.archive is not None:
+            upto = self.covered.high()
+            for docs in foreign_changes(self.archive, self.cursor, upto, self.covered):
+                self.ticket = self.pipeline.submit(docs)
+                self.replayed += len(docs)
         self.pipeline.flush(timeout)
         done = self.ticket is None or self.pipeline.acked(self.ticket)
-        if done and self.archive is not None:
-            from exotrace.collect.shipper import save_cursor
-
-            last = self.archive.conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
-            save_cursor(self.archive, int(last))
+        if done and self.archive is not None and self.covered.high() > self.cursor:
+            save_cursor(self.archive, self.covered.high())
         return done

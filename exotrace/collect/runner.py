@@ -706,13 +706,14 @@ class TenantRunner:
             if self.shipper.pipeline.abandoned(ticket):
                 raise TransientError("the sinks lost a batch; the window will be read again")
 
-    def _commit_page(self, page: Page) -> tuple[Any, list[Document], int]:
+    def _commit_page(self, page: Page) -> tuple[Any, list[Document], tuple[int, int]]:
         observed = page.fetched_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
         origin = f"{self.t.api}:{self.t.name}"
         rows = page.rows
         res = UpsertResult()
         changed: list[Document] = []
         with self.archive.transaction():
+            first_seq = self.archive.last_seq()  # the write lock is held: this page's changes follow it
             # normalize and upsert in chunks: a 5000-row page never holds 5000 documents at once
             for lo in range(0, len(rows), CHUNK):
                 docs = [self.normalizer.normalize(RawRecord(
@@ -726,9 +727,9 @@ class TenantRunner:
                 res += part
                 del docs
             self.ledger.tenant_update(self.t.name, requests=0, rows=len(rows))
-            max_seq = int(self.archive.conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0])
+            max_seq = self.archive.last_seq()
         rows.clear()
-        return res, changed, max_seq
+        return res, changed, (first_seq, max_seq)
 
     def _mark_read(self, group: list[Window], counts: list[int], now: datetime, new: int, updated: int) -> None:
         with self.archive.transaction():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from exotrace.archive import Archive
@@ -34,12 +34,72 @@ def save_cursor(archive: Archive, seq: int) -> None:
             "ON CONFLICT(name) DO UPDATE SET acked_seq = max(acked_seq, excluded.acked_seq)", (seq,))
 
 
-def changes_after(archive: Archive, seq: int, limit: int = 2000) -> tuple[list[Document], int]:
-    """(the archived rows changed after ``seq``, as documents for the sinks; the last one's seq)."""
-    rows = archive.rows_since(seq, limit)
+def changes_after(archive: Archive, seq: int, limit: int = 2000,
+                  upto: int | None = None) -> tuple[list[Document], int]:
+    """(the archived rows changed after ``seq`` (and up to ``upto``), as documents for the sinks; the last
+    one's seq)."""
+    rows = archive.rows_since(seq, limit, upto)
     docs = [Document(doc=r["doc"], key=r["key"], fingerprint=r.get("fingerprint", ""),
                      status=r.get("status", ""), observed_at=r.get("observed_at")) for r in rows]
     return docs, int(rows[-1]["seq"]) if rows else seq
+
+
+class Coverage:
+    """The archive changes this process handed to the sinks, as ``(lo, hi]`` ranges of ``seq``.
+
+    Another process may write to the same archive meanwhile (``ingest`` without sinks beside the daemon):
+    its changes fall between this process's own, and the shared cursor must not pass them until they are
+    delivered too (:func:`foreign_changes`)."""
+
+    def __init__(self) -> None:
+        self._ranges: list[tuple[int, int]] = []
+
+    def add(self, lo: int, hi: int) -> None:
+        if hi <= lo:
+            return
+        ranges = sorted([*self._ranges, (lo, hi)])
+        merged = [ranges[0]]
+        for a, b in ranges[1:]:
+            if a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        self._ranges = merged
+
+    def gaps(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """The parts of ``(lo, hi]`` no range covers."""
+        found, at = [], lo
+        for a, b in self._ranges:
+            if b <= at:
+                continue
+            if a >= hi:
+                break
+            if a > at:
+                found.append((at, a))
+            at = max(at, b)
+        if at < hi:
+            found.append((at, hi))
+        return found
+
+    def high(self) -> int:
+        """The last change covered (0: none)."""
+        return self._ranges[-1][1] if self._ranges else 0
+
+    def forget(self, upto: int) -> None:
+        """Drop what lies at or below ``upto`` (the cursor passed it)."""
+        self._ranges = [(max(a, upto), b) for a, b in self._ranges if b > upto]
+
+
+def foreign_changes(archive: Archive, lo: int, hi: int, coverage: Coverage,
+                    limit: int = 2000) -> Iterator[list[Document]]:
+    """The rows changed in ``(lo, hi]`` by another process (outside ``coverage``), in batches."""
+    for a, b in coverage.gaps(lo, hi):
+        seq = a
+        while True:
+            docs, seq = changes_after(archive, seq, limit, upto=b)
+            if not docs:
+                break
+            yield docs
 
 
 class Shipper:
@@ -48,7 +108,10 @@ class Shipper:
         self.archive = archive
         self.lock = asyncio.Lock()
         self._pending: deque[tuple[int, int]] = deque()  # (max seq, ticket)
+        self._own = Coverage()
         self.acked_seq = 0
+        #: Changes of other processes found between this one's and handed to the sinks.
+        self.foreign = 0
 
     async def replay(self) -> int:
         """Resubmit changes a previous run committed but did not see acknowledged; return how many."""
@@ -68,22 +131,40 @@ class Shipper:
             log.info("replayed %d changes not acknowledged by the sinks before the last stop", total)
         return total
 
-    async def commit(self, fn: Callable[[], tuple[Any, list[Document], int]],
+    async def commit(self, fn: Callable[[], tuple[Any, list[Document], tuple[int, int]]],
                      run: Callable[..., Any]) -> tuple[Any, int | None]:
-        """Run ``fn`` (commit a page: result, changed docs, max seq) through ``run`` and submit its
-        changes, in commit order."""
+        """Run ``fn`` (commit a page: result, changed docs, the ``(lo, hi]`` seq range it wrote) through
+        ``run`` and submit its changes, in commit order."""
         async with self.lock:
-            res, changed, max_seq = await run(fn)
+            res, changed, (lo, hi) = await run(fn)
+            self._own.add(lo, hi)
             ticket = await self.pipeline.submit(changed) if changed else None
             if ticket is not None:
-                self._pending.append((max_seq, ticket))
+                self._pending.append((hi, ticket))
             return res, ticket
 
     async def checkpoint(self) -> None:
-        """Advance and persist ``acked_seq`` over the acknowledged prefix."""
+        """Advance and persist ``acked_seq`` over the acknowledged prefix. Changes another process made in
+        between are submitted first, and the cursor passes them once they are acknowledged too."""
         seq = self.acked_seq
         while self._pending and self.pipeline.acked(self._pending[0][1]):
             seq = self._pending.popleft()[0]
-        if seq > self.acked_seq:
-            self.acked_seq = seq
-            await asyncio.to_thread(save_cursor, self.archive, seq)
+        if seq <= self.acked_seq:
+            return
+        async with self.lock:
+            batches = foreign_changes(self.archive, self.acked_seq, seq, self._own)
+            tickets, count = [], 0
+            while (docs := await asyncio.to_thread(next, batches, None)) is not None:
+                tickets.append(await self.pipeline.submit(docs))
+                count += len(docs)
+            self._own.add(self.acked_seq, seq)
+            if tickets:
+                self.foreign += count
+                log.info("submitted %d changes another process archived meanwhile", count)
+                # the cursor moves to seq once the last of them is acknowledged (and stays until then)
+                entries = [(self.acked_seq, t) for t in tickets[:-1]] + [(seq, tickets[-1])]
+                self._pending.extendleft(reversed(entries))
+                return
+        self.acked_seq = seq
+        self._own.forget(seq)
+        await asyncio.to_thread(save_cursor, self.archive, seq)

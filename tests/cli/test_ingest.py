@@ -479,3 +479,39 @@ def test_rows_committed_but_never_delivered_reach_the_sinks_on_the_next_run(tmp_
     assert "unchanged" in second.stderr and len(shipped()) == count
     third = run("ingest", str(SAMPLE), "--archive", str(db), "--config", str(config), "--no-geoip")
     assert third.exit_code == 0 and len(shipped()) == count  # acknowledged: not again
+
+
+def test_sinks_get_the_rows_another_process_archived_between_this_runs_own(tmp_path: Path):
+    """An ``ingest`` without sinks that writes to the same archive meanwhile: its rows fall between this
+    run's, and the shared cursor must not pass them undelivered (it moved to the archive's last change, so
+    those rows never reached the sinks, not even on the next run)."""
+    from exotrace.archive import Archive
+    from exotrace.archive.testing import make_document
+    from exotrace.cli.ingest import _SinkDelivery
+    from exotrace.collect.shipper import read_cursor
+    from exotrace.sinks import SyncSinkPipeline, load_sinks
+
+    out = tmp_path / "ship" / "docs.ndjson"
+    pipeline = SyncSinkPipeline(load_sinks([{"type": "file", "name": "copy", "path": str(out)}], tmp_path),
+                                state_dir=tmp_path / "a.db.spool")
+    pipeline.start()
+
+    def docs(prefix: str) -> list:
+        return [make_document(f"{prefix}-0000-0000-0000-{i:012d}", f"u{i}@contoso.com") for i in range(5)]
+
+    try:
+        with Archive.open(tmp_path / "a.db") as mine, Archive.open(tmp_path / "a.db") as other:
+            deliver = _SinkDelivery(pipeline, mine)
+            first = mine.upsert(docs("aaaaaaaa"))
+            deliver(first.changed, first.seqs)
+            other.upsert(docs("bbbbbbbb"))  # the other process: no sinks
+            last = mine.upsert(docs("cccccccc"))
+            deliver(last.changed, last.seqs)
+            other.upsert(docs("dddddddd"))  # after this run's last change: the next run's
+            assert deliver.finish()
+            assert read_cursor(mine) == last.seqs[1] == 15
+    finally:
+        pipeline.close()
+    shipped = sorted(orjson.loads(line)["email"]["local_id"][:8] for f in out.parent.rglob("docs*.ndjson*")
+                     for line in f.read_text().splitlines())
+    assert shipped == ["aaaaaaaa"] * 5 + ["bbbbbbbb"] * 5 + ["cccccccc"] * 5
