@@ -99,10 +99,17 @@ def split_address(address: str | None) -> tuple[str | None, str | None]:
 
 
 def normalize_ip(value: Any) -> str | None:
-    """An IP as stored: stripped and lower-cased (the search matches the usual IPv6 spellings)."""
+    """An IP as stored: stripped; IPv6 in its compressed form, so every spelling of it is found (the search
+    also tries the usual spellings, for rows stored before)."""
     if not value or not isinstance(value, str):
         return None
-    return value.strip().lower() or None
+    text = value.strip().lower()
+    if ":" in text:
+        try:
+            return ipaddress.ip_address(text).compressed
+        except ValueError:
+            pass
+    return text or None
 
 
 def ip_variants(value: str) -> list[str]:

@@ -259,6 +259,11 @@ class Archive:
         ``create=False`` raises :class:`ArchiveError` when the file does not exist.
         """
         path = str(path)
+        if not create and path != ":memory:" and Path(path).is_file() and Path(path).stat().st_size == 0:
+            raise ArchiveError(f"{path} is an empty file, not an exotrace archive; give another --archive path")
+        if not create and path != ":memory:" and Path(path).is_file() \
+                and not os.access(Path(path).resolve().parent, os.W_OK):
+            return cls._open_read_only(path, busy_timeout)
         if path != ":memory:" and not Path(path).exists():
             if not create:
                 raise ArchiveError(f"no archive at {path} (run exotrace ingest or exotrace collect first)")
@@ -297,6 +302,40 @@ class Archive:
             conn.close()
             raise
         return archive
+
+    @classmethod
+    def _open_read_only(cls, path: str, busy_timeout: float) -> Archive:
+        """An archive in a folder nobody can write to (read-only media): SQLite cannot make the WAL index
+        beside it, so it is opened read-only, and immutable when even that needs one (nobody can be
+        writing it there)."""
+        uri = Path(path).resolve().as_uri()
+        wal = Path(f"{path}-wal")
+        for mode in ("mode=ro", "immutable=1"):
+            try:
+                conn = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=busy_timeout, isolation_level=None,
+                                       check_same_thread=False)
+                tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            except sqlite3.Error as exc:
+                if mode == "immutable=1":
+                    raise ArchiveError(f"cannot open archive {path} (in a read-only folder): {exc}") from exc
+                continue
+            if "_migrations" not in tables:
+                conn.close()
+                raise ArchiveError(f"{path} is not an exotrace archive; give another --archive path")
+            if mode == "immutable=1" and wal.is_file() and wal.stat().st_size > 0:
+                log.warning("Archive %s is in a read-only folder beside a write-ahead log SQLite cannot use "
+                            "there: changes still in %s are not shown (copy both files to a writable folder).",
+                            path, wal.name)
+            conn.create_function("exo_icontains", 2, _icontains, deterministic=True)
+            archive = cls(conn, path)
+            try:
+                archive.ensure_schema(COMPONENT, MIGRATIONS)
+            except (sqlite3.Error, ArchiveError) as exc:
+                conn.close()
+                raise ArchiveError(f"archive {path} is in a read-only folder and its schema needs an upgrade "
+                                   f"({exc}): copy it to a writable folder and open it there once") from exc
+            return archive
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         """Close the connection; a connection that wrote many rows refreshes the planner's statistics first."""
@@ -578,6 +617,15 @@ class Archive:
     def search(self, query: _query.SearchQuery) -> list[dict[str, Any]]:
         """Rows matching ``query``, newest ``received`` first (see :func:`exotrace.archive.query.row_dict`)."""
         return self._read(lambda c: _query.search(c, query))
+
+    def iter_search(self, query: _query.SearchQuery) -> Iterator[dict[str, Any]]:
+        """Like :meth:`search`, one row at a time (the archive stays locked for this object's other users
+        until the iteration ends)."""
+        with self._lock:
+            try:
+                yield from _query.iter_search(self._conn, query)
+            except sqlite3.Error as exc:
+                raise ArchiveError(f"archive {self.path}: {exc}") from exc
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The row with this key (``row_key(trace_id, recipient)``), or ``None``."""

@@ -114,6 +114,8 @@ def address_filter(column: str, pattern: str) -> tuple[str, list[Any]] | DomainS
         return f"{rdomain} IS NULL AND {column} IS NULL", []
     if "@" in text:
         local, _, domain = text.rpartition("@")
+        if not domain:
+            raise ValueError(f"address pattern {pattern.strip()!r} has no domain after '@' (write *@contoso.com)")
         if local in ("", "*") and domain and not _has_wildcard(domain):
             return f"{rdomain} = ?", [reverse_domain(domain)]
         # the domain, when literal, narrows the walk of the (day, rdomain, address) index
@@ -159,7 +161,7 @@ def where_clause(
         params.extend(values)
 
     for column, pattern in (("m.sender", query.sender), ("m.recipient", query.recipient)):
-        if not pattern:
+        if pattern is None:
             continue
         condition = address_filter(column, pattern)
         if isinstance(condition, DomainSuffix):
@@ -300,14 +302,22 @@ def _day_ids(
 
 
 def search(conn: sqlite3.Connection, query: SearchQuery) -> list[dict[str, Any]]:
-    """Rows matching ``query``, newest ``received`` first, as :func:`row_dict` dicts.
+    """Rows matching ``query``, newest ``received`` first, as :func:`row_dict` dicts."""
+    return list(iter_search(conn, query))
+
+
+def iter_search(conn: sqlite3.Connection, query: SearchQuery) -> Iterator[dict[str, Any]]:
+    """Like :func:`search`, one row at a time: a result of a million rows is never held at once.
 
     Address, message-id and IP filters walk the days newest first through the day-partitioned indexes
     and stop at the limit; other searches use :func:`build_search` (the ``received`` index or a scan).
+    A bad filter raises ValueError before the first row.
     """
     if not _uses_day_indexes(query):
         sql, params = build_search(query, conn)
-        return [row_dict(r) for r in conn.execute(sql, params)]
+        for r in conn.execute(sql, params):
+            yield row_dict(r)
+        return
     limit = int(query.limit) if query.limit else None
     _, _, suffix = where_clause(query)  # also validates every filter before the archive is read
     domains = suffix.expand(conn) if suffix is not None else None
@@ -317,13 +327,13 @@ def search(conn: sqlite3.Connection, query: SearchQuery) -> list[dict[str, Any]]
         ids += _day_ids(conn, query, day, limit - len(ids) if limit else None, domains, suffix)
         if limit and len(ids) >= limit:
             break
-    rows: list[tuple[Any, ...]] = []
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        rows += conn.execute(f"{SELECT_ROWS} WHERE m.id IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
-    order = {id_: n for n, id_ in enumerate(ids)}
-    rows.sort(key=lambda r: order[r[-2]])
-    return [row_dict(r) for r in rows]
+        rows = conn.execute(f"{SELECT_ROWS} WHERE m.id IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
+        order = {id_: n for n, id_ in enumerate(chunk)}
+        rows.sort(key=lambda r: order[r[-2]])
+        for r in rows:
+            yield row_dict(r)
 
 
 def _first_address(doc: dict[str, Any], side: str) -> str | None:

@@ -7,6 +7,7 @@ and a command's heavy imports (uvicorn, elasticsearch) load only when it runs.
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import sys
 from typing import Any
@@ -80,4 +81,23 @@ def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point. Files exotrace creates (archive, NDJSON, rejects, spools, state) hold mail
     metadata, so they are private to the user running it: the umask loses its group and other bits."""
     os.umask(os.umask(0o077) | 0o077)
-    return cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="exotrace")
+    # a terminal or file whose encoding cannot show a subject gets "?" for it, never a crash (data
+    # formats are written as UTF-8 bytes anyway)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="replace")
+    try:
+        code = cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="exotrace",
+                        standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort as exc:  # Ctrl-C before a command's own handling (while it loads): exit 130 too
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

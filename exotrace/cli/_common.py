@@ -33,13 +33,16 @@ class OutConsole(Console):
         raise SystemExit(0)
 
 
-#: C0 and C1 control characters (ESC starts terminal sequences: cursor moves, hidden text, clipboard writes)
-_CONTROLS = {code: "\ufffd" for code in (*range(0x20), *range(0x7F, 0xA0))} | {9: " ", 10: " ", 13: " "}
+#: C0 and C1 control characters (ESC starts terminal sequences: cursor moves, hidden text, clipboard writes),
+#: and the bidirectional controls that reorder what follows (``invoice\u202egnp.exe`` shows as "exe.png")
+_CONTROLS = {code: "\ufffd" for code in (*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F),
+                                         *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C)} \
+    | {9: " ", 10: " ", 13: " "}
 
 
 def printable(text: str) -> str:
-    """``text`` safe to print on a terminal: tabs and line breaks as spaces, other control characters as
-    U+FFFD. Subjects and addresses come from whoever sent the mail."""
+    """``text`` safe to print on a terminal: tabs and line breaks as spaces, other control characters and
+    bidirectional controls as U+FFFD. Subjects and addresses come from whoever sent the mail."""
     return text.translate(_CONTROLS)
 
 

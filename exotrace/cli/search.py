@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import csv
+import io
 import ipaddress
 import sys
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from itertools import chain, islice
 from typing import Any
 
 import click
 import orjson
 from rich import box
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
@@ -54,7 +58,8 @@ def _check_ip(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     if value is None:
         return None
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        ipaddress.ip_address(value.strip())
+        return value.strip()  # as typed: the search also tries the other spellings (ip_variants)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not an IPv4 or IPv6 address") from None
 
@@ -64,7 +69,11 @@ def _check_statuses(ctx: click.Context, param: click.Parameter, value: tuple[str
     for item in value:
         for part in item.split(","):
             if part.strip():
-                out.append(canonical_status(part))
+                status = canonical_status(part)
+                if status not in STATUSES:  # event.action's filtered-as-spam, FILTERED_AS_SPAM
+                    joined = canonical_status(part.replace("-", "").replace("_", ""))
+                    status = joined if joined in STATUSES else status
+                out.append(status)
     return tuple(out)
 
 
@@ -148,34 +157,83 @@ def search(archive_path: str, sender: str | None, recipient: str | None, statuse
             message_id=message_id, trace_id=trace_id, subject=subject, ip=ip, direction=direction,
             tenant=tenant, limit=limit + 1 if limit else None,
         )
+        found = arch.iter_search(query)
         try:
-            rows = arch.search(query)
+            first = list(islice(found, 1))  # a bad filter fails here, before anything is written
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-        more = bool(limit) and len(rows) > limit
-        rows = rows[:limit] if limit else rows
+        rows = _Limited(chain(first, found), limit)
         if with_history:
-            histories = arch.histories([row["seq"] for row in rows])
-            for row in rows:
+            rows = _WithHistory(arch, rows)
+        if fmt == "table":
+            _print_table(rows, limit=limit, with_history=with_history)
+        else:
+            _write_data(rows, fmt)
+        if rows.more and fmt != "table":
+            err_console.print(f"Note: showing the newest {limit} matches; more match (--limit 0 for all).")
+
+
+class _Limited:
+    """The first ``limit`` rows of ``rows`` (all with 0); ``more`` tells, once they are used, whether
+    another row followed."""
+
+    def __init__(self, rows: Iterator[dict[str, Any]], limit: int) -> None:
+        self._rows = rows
+        self._limit = limit
+        self.more = False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for n, row in enumerate(self._rows):
+            if self._limit and n == self._limit:
+                self.more = True
+                return
+            yield row
+
+
+class _WithHistory(_Limited):
+    """Rows with their ``history``, read 500 rows at a time."""
+
+    def __init__(self, arch: Any, rows: _Limited) -> None:
+        super().__init__(iter(rows), 0)
+        self._arch = arch
+        self._source = rows
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while chunk := list(islice(self._rows, 500)):
+            histories = self._arch.histories([row["seq"] for row in chunk])
+            for row in chunk:
                 row["history"] = histories[row["seq"]]
-    out = sys.stdout
-    if fmt == "table":
-        _print_table(rows, more=more, limit=limit)
-        if with_history:
-            _print_history(rows)
-        return
-    if fmt == "json":
-        out.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
-    elif fmt == "ndjson":
-        for row in rows:
-            out.write(orjson.dumps(row["doc"]).decode() + "\n")
-    else:
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        for row in rows:
-            writer.writerow([defuse_cell(row.get(col)) for col in CSV_COLUMNS])
-    if more:
-        err_console.print(f"Note: showing the newest {limit} matches; more match (--limit 0 for all).")
+                yield row
+        self.more = self._source.more
+
+
+def _write_data(rows: Iterable[dict[str, Any]], fmt: str) -> None:
+    """json, ndjson or csv on stdout, as UTF-8 whatever the locale (a Windows console's cp1252 could not
+    hold most subjects), written as the rows come."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    sys.stdout.flush()
+    out = io.TextIOWrapper(buffer, encoding="utf-8", errors="replace", newline="", write_through=True) \
+        if buffer is not None else sys.stdout
+    try:
+        if fmt == "json":
+            count = 0  # the layout of orjson's OPT_INDENT_2 for the whole array, one element at a time
+            for row in rows:
+                text = orjson.dumps(row, option=orjson.OPT_INDENT_2).decode().replace("\n", "\n  ")
+                out.write(("[\n  " if not count else ",\n  ") + text)
+                count += 1
+            out.write("\n]\n" if count else "[]\n")
+        elif fmt == "ndjson":
+            for row in rows:
+                out.write(orjson.dumps(row["doc"]).decode() + "\n")
+        else:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(CSV_COLUMNS)
+            for row in rows:
+                writer.writerow([defuse_cell(row.get(col)) for col in CSV_COLUMNS])
+        out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.detach()
 
 
 def _check_range(since: datetime | None, until: datetime | None) -> None:
@@ -201,39 +259,61 @@ def fit_widths(natural: list[int], total: int, shrink: list[tuple[int, int]], ov
     return widths
 
 
-def _print_table(rows: list[dict[str, Any]], *, more: bool, limit: int) -> None:
+#: Table rows laid out together: the column widths come from the first this many rows.
+TABLE_CHUNK = 1000
+
+
+def _print_table(rows: _Limited, *, limit: int, with_history: bool = False) -> None:
+    """The rows as a table that fits the terminal, printed a chunk at a time (``--limit 0`` of a million
+    rows starts at once and holds one chunk); widths come from the first chunk."""
     console = OutConsole()
-    if not rows:
+    it = iter(rows)
+    chunk = list(islice(it, TABLE_CHUNK))
+    if not chunk:
         console.print("No messages match.")
         return
     headers = ["Received (UTC)", "Status", "Direction", "Sender", "Recipient", "Subject"]
-    cells = [
-        [_short_time(r["received"]), printable(r["status"] or ""), r["direction"] or "",
-         printable(r["sender"] or "<>"), printable(r["recipient"] or ""), printable(r["subject"] or "")]
-        for r in rows
-    ]
-    if console.width < WIDE_TABLE:  # narrow terminal: the direction column goes first
+    wide = console.width >= WIDE_TABLE  # narrow terminal: the direction column goes first
+    if not wide:
         headers.pop(2)
-        for cell in cells:
-            cell.pop(2)
-    sender, recipient, subject = len(headers) - 3, len(headers) - 2, len(headers) - 1
-    natural = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    # The subject gives way first, then sender and recipient.
-    shrink = [(subject, 16), (sender, 16), (recipient, 16), (subject, 8), (sender, 10), (recipient, 10)]
-    widths = fit_widths(natural, console.width, shrink, overhead=2 * (len(headers) - 1))
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
-                  header_style="bold")
-    for header, width in zip(headers, widths, strict=True):
-        table.add_column(header, width=width, no_wrap=True, overflow="ellipsis")
-    for cell in cells:  # Text, never markup: subjects and addresses are attacker-controlled
-        status = Text(cell[1], style=_STATUS_STYLE.get(cell[1], ""))
-        table.add_row(Text(cell[0]), status, *(Text(c) for c in cell[2:]))
-    console.print(table)
-    noun = "message" if len(rows) == 1 else "messages"
-    footer = f"{len(rows)} {noun}, newest first"
-    if more:
+    widths: list[int] | None = None
+    count = 0
+    kept: list[dict[str, Any]] = []
+    while chunk:
+        cells = [_table_cells(r, wide) for r in chunk]
+        if widths is None:
+            sender, recipient, subject = len(headers) - 3, len(headers) - 2, len(headers) - 1
+            natural = [max(cell_len(h), *(cell_len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+            # The subject gives way first, then sender and recipient.
+            shrink = [(subject, 16), (sender, 16), (recipient, 16), (subject, 8), (sender, 10), (recipient, 10)]
+            widths = fit_widths(natural, console.width, shrink, overhead=2 * (len(headers) - 1))
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
+                      header_style="bold", show_header=count == 0)
+        for header, width in zip(headers, widths, strict=True):
+            table.add_column(header, width=width, no_wrap=True, overflow="ellipsis")
+        for cell in cells:  # Text, never markup: subjects and addresses are attacker-controlled
+            status = Text(cell[1], style=_STATUS_STYLE.get(cell[1], ""))
+            table.add_row(Text(cell[0]), status, *(Text(c) for c in cell[2:]))
+        console.print(table)
+        count += len(chunk)
+        if with_history:
+            kept += chunk
+        chunk = list(islice(it, TABLE_CHUNK))
+    noun = "message" if count == 1 else "messages"
+    footer = f"{count} {noun}, newest first"
+    if rows.more:
         footer += f"; more match (showing the newest {limit}, --limit 0 for all)"
     console.print(footer, markup=False, soft_wrap=True)
+    if with_history:
+        _print_history(kept)
+
+
+def _table_cells(r: dict[str, Any], wide: bool) -> list[str]:
+    cells = [_short_time(r["received"]), printable(r["status"] or ""), r["direction"] or "",
+             printable(r["sender"] or "<>"), printable(r["recipient"] or ""), printable(r["subject"] or "")]
+    if not wide:
+        cells.pop(2)
+    return cells
 
 
 def _print_history(rows: list[dict[str, Any]]) -> None:

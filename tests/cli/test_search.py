@@ -303,3 +303,129 @@ def test_a_table_piped_into_head_ends_quietly_with_exit_0(tmp_path: Path, comman
     proc.stdout.close()  # `| head -1`
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and err == b""
+
+
+# -- review of this stop: encodings, streaming, odd values ---------------------------------------------
+
+
+@pytest.fixture
+def odd_archive(tmp_path: Path) -> str:
+    path = tmp_path / "odd.db"
+    with Archive.open(path) as arch:
+        arch.upsert([
+            doc("o1", "kenji@contoso.com", subject="会議の議事録を共有します", received="2024-05-01T10:00:00.000Z",
+                from_ip="2001:DB8:0:0::5"),
+            doc("o2", "anna@contoso.com", subject="invoice\u202egnp.exe", received="2024-05-02T10:00:00.000Z",
+                status="FilteredAsSpam"),
+            doc("o3", "ole@contoso.com", subject="Ποσοστά Q3", received="2024-05-03T10:00:00.000Z"),
+        ])
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "ndjson", "table"])
+def test_a_stdout_that_cannot_encode_a_subject_is_no_crash(odd_archive: str, fmt: str) -> None:
+    """A latin-1 (or Windows cp1252) stdout: data formats are written as UTF-8, the table with "?"
+    (every format exited 70, "internal error", with UnicodeEncodeError)."""
+    env = {**os.environ, "PYTHONIOENCODING": "latin-1", "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "exotrace", "search", "--archive", odd_archive, "--format", fmt],
+                          capture_output=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    if fmt != "table":
+        assert "会議の議事録を共有します" in proc.stdout.decode("utf-8")
+
+
+def test_json_is_written_row_by_row_in_the_same_layout(odd_archive: str) -> None:
+    """--format json streams its array (``--limit 0`` held every row: 4.7 GB for 128k rows), byte for byte
+    as one orjson dump of the whole list was."""
+    import orjson
+
+    result = run("search", "--archive", odd_archive, "--format", "json", "--limit", "0")
+    rows = json.loads(result.output)
+    assert result.output == orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n"
+    empty = run("search", "--archive", odd_archive, "--format", "json", "--subject", "nothing like it")
+    assert empty.output == "[]\n"
+
+
+def test_a_long_table_is_printed_in_chunks_with_one_header(tmp_path: Path, monkeypatch) -> None:
+    from exotrace.cli import search as search_module
+
+    monkeypatch.setattr(search_module, "TABLE_CHUNK", 3)
+    path = tmp_path / "a.db"
+    with Archive.open(path) as arch:
+        arch.upsert([doc(f"t{i}", f"u{i}@contoso.com", received=f"2024-05-01T10:{i:02d}:00.000Z") for i in range(8)])
+    lines = run("search", "--archive", str(path), "--limit", "0").output.splitlines()
+    assert sum("Received (UTC)" in line for line in lines) == 1
+    assert [line.split()[1] for line in lines if "@contoso.com" in line] == [f"10:{i:02d}:00" for i in range(7, -1, -1)]
+    assert lines[-1] == "8 messages, newest first"
+
+
+def test_table_widths_count_screen_cells(odd_archive: str) -> None:
+    """A CJK subject takes two cells a character: it was cut although the terminal had room."""
+    out = run("search", "--archive", odd_archive, "--subject", "会議", width=200).output
+    assert "会議の議事録を共有します" in out and "…" not in out
+
+
+def test_bidirectional_controls_are_not_passed_to_the_terminal(odd_archive: str) -> None:
+    out = run("search", "--archive", odd_archive, "--subject", "invoice").output
+    assert "\u202e" not in out and "invoice\ufffdgnp.exe" in out
+
+
+def test_an_ipv6_address_is_found_however_it_was_written(odd_archive: str) -> None:
+    for spelling in ("2001:db8::5", "2001:DB8:0:0::5", "2001:0db8:0000:0000:0000:0000:0000:0005"):
+        result = run("search", "--archive", odd_archive, "--ip", spelling, "--format", "ndjson")
+        assert result.exit_code == 0 and len(result.output.splitlines()) == 1, spelling
+
+
+@pytest.mark.parametrize("spelling", ["filtered-as-spam", "FILTERED_AS_SPAM", "filteredAsSpam"])
+def test_status_accepts_the_event_action_spelling(odd_archive: str, spelling: str) -> None:
+    result = run("search", "--archive", odd_archive, "--status", spelling, "--format", "ndjson")
+    assert result.exit_code == 0 and len(result.output.splitlines()) == 1
+
+
+@pytest.mark.parametrize("pattern", ["", " ", "@", "bob@"])
+def test_an_empty_address_pattern_is_a_usage_error(odd_archive: str, pattern: str) -> None:
+    """``--sender ''`` was ignored (everything matched) and ``--sender @`` matched nothing, silently."""
+    result = CliRunner().invoke(cli, ["search", "--archive", odd_archive, "--sender", pattern])
+    assert result.exit_code == 2, result.output
+
+
+def test_an_empty_file_is_no_archive_and_is_left_alone(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    for command in ("search", "stats"):
+        result = CliRunner().invoke(cli, [command, "--archive", str(empty)])
+        assert result.exit_code == 2 and "empty file" in result.output
+    assert empty.stat().st_size == 0
+
+
+def test_an_archive_on_read_only_media_can_be_searched(archive: str, tmp_path: Path) -> None:
+    """A folder mounted read-only: SQLite cannot make the WAL index beside the file (it was exit 2,
+    "unable to open database file")."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    made = subprocess.run(["mount", "--bind", str(Path(archive).parent), str(ro)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot bind-mount here (needs root and CAP_SYS_ADMIN): {made.stderr.decode().strip()}")
+    try:
+        remount = subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True)
+        assert remount.returncode == 0, remount.stderr
+        copy = ro / Path(archive).name
+        result = run("search", "--archive", str(copy), "--format", "ndjson")
+        assert result.exit_code == 0, result.output
+        assert len(result.output.splitlines()) == 4
+        assert run("stats", "--archive", str(copy)).exit_code == 0
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True)
+
+
+def test_ctrl_c_while_a_command_loads_is_exit_130(monkeypatch) -> None:
+    """An interrupt before the command's own handling (click turned it into "Aborted!", exit 1)."""
+    from exotrace import cli as cli_package
+
+    def interrupted(self, ctx, name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_package.LazyGroup, "get_command", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_package.main(["search"])
+    assert exit_info.value.code == 130
