@@ -95,6 +95,9 @@ def apply_migrations(conn: sqlite3.Connection, component: str, migrations: Seque
     ran = 0
     for version in range(current + 1, len(migrations) + 1):
         migration = migrations[version - 1]
+        # a table rebuilt (copy, drop, rename) must not trip over views users made on it: with the legacy
+        # rule, a rename does not check them, and they name the new table once it has the old name
+        conn.execute("PRAGMA legacy_alter_table = ON")
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Another process may have migrated while we waited for the write lock.
@@ -119,6 +122,8 @@ def apply_migrations(conn: sqlite3.Connection, component: str, migrations: Seque
             if isinstance(exc, sqlite3.Error):
                 raise ArchiveError(f"migration {component} v{version} failed: {exc}") from exc
             raise
+        finally:
+            conn.execute("PRAGMA legacy_alter_table = OFF")
         if done is None:
             log.info("Applied migration component=%s version=%d.", component, version)
     return ran

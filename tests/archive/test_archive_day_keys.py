@@ -67,6 +67,18 @@ def test_v3_archive_is_rebuilt_without_a_global_key_index_and_keeps_its_rows(db_
         assert [h["event"] for h in arch.history("t7|linus@contoso.com")] == ["first_seen", "status_change"]
 
 
+def test_a_user_view_over_the_messages_survives_the_table_rebuild(db_path) -> None:
+    """A view made with sqlite3 or Datasette (the docs invite it) stopped v4's rebuild: "error in view
+    recent: no such table: main.messages", and then no command could open the archive."""
+    _v3_database(db_path)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("CREATE VIEW recent AS SELECT m.key, d.doc FROM messages m JOIN documents d USING (id)")
+    conn.close()
+    with Archive.open(db_path) as arch:
+        arch.upsert([doc("t1")])
+        assert arch.conn.execute("SELECT key FROM recent").fetchall() == [("t1|linus@contoso.com",)]
+
+
 def _plan(arch: Archive, query: SearchQuery) -> str:
     conditions, params, _ = where_clause(query)
     sql = f"SELECT m.id FROM messages m WHERE m.day = ? AND {' AND '.join(conditions)} ORDER BY m.received DESC"
