@@ -168,13 +168,15 @@ def ingest(
     on_reject: Callable[[str], None] | None = None,
     chunk_size: int = CHUNK_SIZE,
     commit_rows: int = COMMIT_ROWS,
+    observed_at: str | None = None,
 ) -> IngestStats:
     """Normalize ``items`` in chunks into the archive, an NDJSON stream and/or sinks.
 
     Rejected input lines, pipeline_error documents and documents the archive cannot store (no recipient,
     values JSON cannot represent) are counted, reported through ``on_reject`` as ``FILE:LINE: reason``,
     stored in the archive's rejects table and appended to ``rejects_file``. Documents without an observation
-    time are observed at their file's modification time. With an archive, ``deliver`` gets only the rows
+    time are observed at their file's modification time (all at ``observed_at`` when it is given, archive
+    form: the time the user says the export was taken). With an archive, ``deliver`` gets only the rows
     it stored as new or updated (ingesting the same input again sends nothing), as the collector's sinks
     do, and the range of archive changes (``seq``) the upsert made; without one, every document. The
     archive commits every ``commit_rows`` rows and at the end; an interrupted run keeps what was
@@ -278,6 +280,8 @@ def ingest(
                     continue
                 if doc.is_error:
                     reject(document_reject(doc))
+                elif observed_at is not None:
+                    doc.observed_at = observed_at
                 elif doc.observed_at is None:
                     doc.observed_at = file_time(doc.origin)
                 else:

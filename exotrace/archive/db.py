@@ -311,11 +311,14 @@ class Archive:
         uri = Path(path).resolve().as_uri()
         wal = Path(f"{path}-wal")
         for mode in ("mode=ro", "immutable=1"):
+            conn = None
             try:
                 conn = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=busy_timeout, isolation_level=None,
                                        check_same_thread=False)
                 tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             except sqlite3.Error as exc:
+                if conn is not None:
+                    conn.close()
                 if mode == "immutable=1":
                     raise ArchiveError(f"cannot open archive {path} (in a read-only folder): {exc}") from exc
                 continue

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import click
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from exotrace.errors import ExotraceError
+from exotrace.timeparse import parse_time
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,6 +46,23 @@ def printable(text: str) -> str:
     """``text`` safe to print on a terminal: tabs and line breaks as spaces, other control characters and
     bidirectional controls as U+FFFD. Subjects and addresses come from whoever sent the mail."""
     return text.translate(_CONTROLS)
+
+
+class TimeType(click.ParamType):
+    """An ISO date/time or a relative time (``30m``, ``2h``, ``7d``, ``2w``), as aware UTC datetime."""
+
+    name = "TIME"
+
+    def __init__(self, *, end: bool = False) -> None:
+        self.end = end
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_time(value, end=self.end)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def _check_archive_path(ctx: click.Context, param: click.Parameter, value: str) -> str:

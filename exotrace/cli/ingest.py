@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from exotrace.cli._common import (
+    TimeType,
     archive_option,
     err_console,
     handle_errors,
@@ -23,6 +25,7 @@ from exotrace.ingest import IngestStats, RejectWriter, naming, open_output
 from exotrace.ingest import ingest as run_ingest
 from exotrace.normalize import NormalizeOptions, Normalizer
 from exotrace.sources.file import FORMATS
+from exotrace.timeparse import format_ts
 
 if TYPE_CHECKING:
     from exotrace.sinks import SyncSinkPipeline
@@ -60,13 +63,16 @@ def _check_domains(ctx: click.Context, param: click.Parameter, value: tuple[str,
               help="Append rejected records (with file, line and reason) to this NDJSON file.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="TOML config: [[sink]] tables receive the documents too.")
+@click.option("--observed-at", "observed_at", type=TimeType(), metavar="TIME",
+              help="When the export was taken (ISO or 2h, 7d): orders its statuses against others of the same "
+                   "rows. Default: its EndDate, at most the file's modification time.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @click.option("-v", "--verbose", count=True, help="More logging (-v, -vv).")
 @handle_errors
 def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: str | None,
            local_domains: tuple[str, ...], geoip_dir: Path | None, no_geoip: bool, preserve_original: bool,
-           tenant: str | None, fmt: str, rejects_path: str | None, config_path: Path | None, quiet: bool,
-           verbose: int) -> None:
+           tenant: str | None, fmt: str, rejects_path: str | None, config_path: Path | None,
+           observed_at: datetime | None, quiet: bool, verbose: int) -> None:
     """Normalize message-trace files or folders into the archive and/or NDJSON.
 
     Reads Graph JSON, Reporting Web Service pages, PowerShell exports (NDJSON, JSON arrays, CSV, any
@@ -141,7 +147,8 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
         else:
             items = read_paths(paths, format=fmt)
         stats = run_ingest(items, normalizer, archive=archive, out=stream, rejects_file=rejects_file,
-                           deliver=deliver, on_reject=on_reject)
+                           deliver=deliver, on_reject=on_reject,
+                           observed_at=format_ts(observed_at) if observed_at is not None else None)
         if stream is not None and not stats.out_closed:
             try:
                 with naming(stream, out):

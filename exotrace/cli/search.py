@@ -18,9 +18,8 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from exotrace.cli._common import OutConsole, archive_option, err_console, handle_errors, printable
+from exotrace.cli._common import OutConsole, TimeType, archive_option, err_console, handle_errors, printable
 from exotrace.model import STATUSES, canonical_status
-from exotrace.timeparse import parse_time
 
 __all__ = ["CSV_COLUMNS", "defuse_cell", "search", "stats"]
 
@@ -35,23 +34,6 @@ _STATUS_STYLE = {"Delivered": "green", "Expanded": "green", "Resolved": "green",
 _DIRECTIONS = ("inbound", "outbound", "internal", "external")
 #: Terminals at least this wide also show the direction column.
 WIDE_TABLE = 120
-
-
-class TimeType(click.ParamType):
-    """An ISO date/time or a relative time (``30m``, ``2h``, ``7d``, ``2w``), as aware UTC datetime."""
-
-    name = "TIME"
-
-    def __init__(self, *, end: bool = False) -> None:
-        self.end = end
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            return parse_time(value, end=self.end)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 def _check_ip(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -159,16 +141,19 @@ def search(archive_path: str, sender: str | None, recipient: str | None, statuse
         )
         found = arch.iter_search(query)
         try:
-            first = list(islice(found, 1))  # a bad filter fails here, before anything is written
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-        rows = _Limited(chain(first, found), limit)
-        if with_history:
-            rows = _WithHistory(arch, rows)
-        if fmt == "table":
-            _print_table(rows, limit=limit, with_history=with_history)
-        else:
-            _write_data(rows, fmt)
+            try:
+                first = list(islice(found, 1))  # a bad filter fails here, before anything is written
+            except ValueError as exc:
+                raise click.UsageError(str(exc)) from None
+            rows = _Limited(chain(first, found), limit)
+            if with_history:
+                rows = _WithHistory(arch, rows)
+            if fmt == "table":
+                _print_table(rows, limit=limit, with_history=with_history)
+            else:
+                _write_data(rows, fmt)
+        finally:
+            found.close()  # its statement ends now, so closing the archive closes the file
         if rows.more and fmt != "table":
             err_console.print(f"Note: showing the newest {limit} matches; more match (--limit 0 for all).")
 

@@ -515,3 +515,21 @@ def test_sinks_get_the_rows_another_process_archived_between_this_runs_own(tmp_p
     shipped = sorted(orjson.loads(line)["email"]["local_id"][:8] for f in out.parent.rglob("docs*.ndjson*")
                      for line in f.read_text().splitlines())
     assert shipped == ["aaaaaaaa"] * 5 + ["bbbbbbbb"] * 5 + ["cccccccc"] * 5
+
+
+@pytest.mark.parametrize("later_first", [False, True])
+def test_observed_at_orders_two_exports_of_the_same_window(tmp_path: Path, later_first: bool):
+    """Two exports of one past window carry the same EndDate, so they tied and the digest chose (the later
+    export's Failed could lose to the earlier Delivered). ``--observed-at`` says when an export was taken."""
+    window = ',"StartDate":"2026-10-31T10:00:00Z","EndDate":"2026-11-02T10:00:00Z"}'
+    early = tmp_path / "early.ndjson"
+    early.write_text(GOOD[:-1] + window + "\n", encoding="utf-8")
+    late = tmp_path / "late.ndjson"
+    late.write_text(GOOD[:-1].replace('"Status":"Delivered"', '"Status":"Failed"') + window + "\n", encoding="utf-8")
+    db = str(tmp_path / "a.db")
+    runs = [["ingest", str(early), "--archive", db, "--no-geoip"],
+            ["ingest", str(late), "--archive", db, "--no-geoip", "--observed-at", "2026-11-09T08:00:00Z"]]
+    for args in reversed(runs) if later_first else runs:
+        assert run(*args).exit_code == 0
+    status = sqlite3.connect(db).execute("SELECT status, observed_at FROM messages").fetchall()
+    assert status == [("Failed", "2026-11-09T08:00:00.000Z")]
