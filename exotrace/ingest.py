@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import IO, Any
 
 import orjson
 
+from exotrace.archive.columns import derived_key
 from exotrace.errors import ConfigError
 from exotrace.model import Document, RawRecord, Reject
 from exotrace.normalize import Normalizer
@@ -148,6 +150,28 @@ class FileTimes:
         return found
 
 
+class _Repeats:
+    """Rows of one file without MessageTraceId that would share a derived key: a report lists each message
+    once per recipient, so the second such row is another message (an alert sent twice in one second), and
+    gets the key of its occurrence (:func:`~exotrace.archive.columns.derived_key`); it was taken for a
+    second observation of the first, and one of the two was lost without a word. Files are read one after
+    another, so only the current file's keys are counted."""
+
+    def __init__(self) -> None:
+        self._origin: str | None = None
+        self._seen: Counter[str] = Counter()
+
+    def key(self, doc: Document) -> None:
+        base = derived_key(doc)
+        if not base:
+            return  # no recipient: the archive refuses it
+        if doc.origin != self._origin:
+            self._origin, self._seen = doc.origin, Counter()
+        self._seen[base] += 1
+        if self._seen[base] > 1:
+            doc.key = derived_key(doc, self._seen[base])
+
+
 def _unencodable(doc: Document) -> str | None:
     """Why ``doc`` cannot be written as JSON, or None when it can."""
     try:
@@ -189,6 +213,7 @@ def ingest(
     transaction = ExitStack()
     uncommitted = 0
     file_time = FileTimes()
+    repeats = _Repeats()
 
     def flush(final: bool = False) -> None:
         nonlocal uncommitted, out
@@ -280,12 +305,15 @@ def ingest(
                     continue
                 if doc.is_error:
                     reject(document_reject(doc))
-                elif observed_at is not None:
-                    doc.observed_at = observed_at
-                elif doc.observed_at is None:
-                    doc.observed_at = file_time(doc.origin)
                 else:
-                    doc.observed_at = file_time.cap(doc.observed_at, doc.origin)
+                    if not doc.key:
+                        repeats.key(doc)
+                    if observed_at is not None:
+                        doc.observed_at = observed_at
+                    elif doc.observed_at is None:
+                        doc.observed_at = file_time(doc.origin)
+                    else:
+                        doc.observed_at = file_time.cap(doc.observed_at, doc.origin)
                 docs.append(doc)
             if len(docs) + len(rejects) >= chunk_size:
                 flush()

@@ -166,12 +166,14 @@ def extract(document: Document) -> tuple[Any, ...]:
     )
 
 
-def derived_key(document: Document) -> str:
+def derived_key(document: Document, occurrence: int = 1) -> str:
     """A stable row key for a document without MessageTraceId (the admin center's summary report has none).
 
     ``derived-<hash>|<recipient>``, the hash taken over the Message-ID and ``@timestamp`` (the received time),
     or, without a Message-ID, over the sender, subject and ``@timestamp``: the same row read again gets the
-    same key, so its status can change in place. Empty when the document has no recipient.
+    same key, so its status can change in place. Empty when the document has no recipient. A report lists
+    each message once per recipient, so a second row of one file with the same values is another message
+    (an alert sent twice in one second): ``occurrence`` 2, 3, ... keys it ``derived-<hash>.2|...``.
     """
     s = document.summary
     if s is not None:  # the normalizer's values, as the document holds them
@@ -190,7 +192,7 @@ def derived_key(document: Document) -> str:
         basis = ("s", sender.lower(), subject or "", timestamp)
     text = "\x00".join(str(part or "") for part in basis)
     digest = blake2b(text.encode("utf-8", "backslashreplace"), digest_size=10).hexdigest()
-    return row_key(DERIVED_PREFIX + digest, recipient)
+    return row_key(DERIVED_PREFIX + digest + (f".{occurrence}" if occurrence > 1 else ""), recipient)
 
 
 def encode(document: Document) -> tuple[bytes, bytes]:

@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 
 from exotrace.archive import query as _query
-from exotrace.archive.columns import SEARCH_COLUMNS, derived_key, encode, extract, observation_digest
+from exotrace.archive.columns import DERIVED_PREFIX, SEARCH_COLUMNS, derived_key, encode, extract, observation_digest
 from exotrace.archive.migrations import Migration, apply_migrations
 from exotrace.archive.schema import COMPONENT, MIGRATIONS
 from exotrace.errors import ArchiveError
@@ -172,6 +172,7 @@ def _prepare(batch: list[Document]) -> _Prepared:
             if not key:
                 refused.append((document, _refusal(document, NO_RECIPIENT, "RecipientAddress")))
                 continue
+        if key.startswith(DERIVED_PREFIX):  # also a repeated row's key, set by ingest
             derived += 1
         try:
             text, digest = encode(document)

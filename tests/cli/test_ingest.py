@@ -135,6 +135,26 @@ def test_sinks_from_config_receive_each_new_or_updated_row_once(tmp_path: Path, 
 FILES = Path(__file__).resolve().parents[1] / "data" / "files"
 
 
+def test_two_alike_rows_of_one_report_are_two_messages(tmp_path: Path):
+    """A summary report without Message ID: an alert sent twice in the same second to the same recipient.
+    The second row was taken for another observation of the first ("new 1, unchanged 1": one was lost)."""
+    header = '"Date (UTC)","Sender","Recipient","Subject","Status","Message ID"\n'
+    row = '"20/11/2025 16:04:05","alerts@fabrikam.com","ops@contoso.com","Alert: disk full","{}",""\n'
+    report = tmp_path / "report.csv"
+    report.write_text(header + row.format("Delivered") + row.format("FilteredAsSpam"), encoding="utf-8")
+    db = tmp_path / "a.db"
+    first = run("ingest", str(report), "--archive", str(db), "--no-geoip")
+    assert "read 2, new 2, updated 0, unchanged 0" in first.stderr, first.stderr
+    assert sorted(r[3] for r in _rows(db)) == ["Delivered", "FilteredAsSpam"]
+    again = run("ingest", str(report), "--archive", str(db), "--no-geoip")  # the same file: the same keys
+    assert "read 2, new 0, updated 0, unchanged 2" in again.stderr, again.stderr
+    later = tmp_path / "later.csv"  # a later download with the first one quarantined meanwhile
+    later.write_text(header + row.format("Quarantined") + row.format("FilteredAsSpam"), encoding="utf-8")
+    third = run("ingest", str(later), "--archive", str(db), "--no-geoip")
+    assert "new 0, updated 1, unchanged 1" in third.stderr, third.stderr
+    assert sorted(r[3] for r in _rows(db)) == ["FilteredAsSpam", "Quarantined"]
+
+
 def _dump(db: Path) -> list:
     with sqlite3.connect(db) as con:
         return [con.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()
