@@ -103,6 +103,17 @@ class DomainSuffix:
             cursor = value + "\x00"
 
 
+def _domain_forms(domain: str) -> list[str]:
+    """``domain`` and its other IDNA spelling (``bücher.de`` and ``xn--bcher-kva.de``): mail carries either."""
+    forms = [domain]
+    try:
+        other = domain.encode("idna").decode("ascii") if not domain.isascii() else \
+            domain.encode("ascii").decode("idna").lower()
+    except UnicodeError:
+        return forms
+    return forms + [other] if other != domain else forms
+
+
 def address_filter(column: str, pattern: str) -> tuple[str, list[Any]] | DomainSuffix:
     """SQL condition (on ``column`` and ``column_rdomain``) for an address pattern (module docstring);
     domain-suffix patterns come back as :class:`DomainSuffix`."""
@@ -117,7 +128,10 @@ def address_filter(column: str, pattern: str) -> tuple[str, list[Any]] | DomainS
         if not domain:
             raise ValueError(f"address pattern {pattern.strip()!r} has no domain after '@' (write *@contoso.com)")
         if local in ("", "*") and domain and not _has_wildcard(domain):
-            return f"{rdomain} = ?", [reverse_domain(domain)]
+            forms = [reverse_domain(d) for d in _domain_forms(domain)]
+            if len(forms) == 1:
+                return f"{rdomain} = ?", forms
+            return f"{rdomain} IN ({', '.join('?' * len(forms))})", forms
         # the domain, when literal, narrows the walk of the (day, rdomain, address) index
         narrow = (f"{rdomain} = ? AND ", [reverse_domain(domain)]) if domain and not _has_wildcard(domain) else ("", [])
         if not _has_wildcard(text):

@@ -433,3 +433,13 @@ def test_ctrl_c_while_a_command_loads_is_exit_130(monkeypatch) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli_package.main(["search"])
     assert exit_info.value.code == 130
+
+
+def test_a_domain_is_found_in_both_its_idna_spellings(tmp_path: Path) -> None:
+    path = tmp_path / "idn.db"
+    with Archive.open(path) as arch:
+        arch.upsert([doc("i1", "ada@contoso.com", sender="hans@Bücher.de"),
+                     doc("i2", "bob@contoso.com", sender="eva@xn--bcher-kva.de")])
+    for pattern in ("*@bücher.de", "*@xn--bcher-kva.de", "*@BÜCHER.DE"):
+        result = run("search", "--archive", str(path), "--sender", pattern, "--format", "ndjson")
+        assert len(result.output.splitlines()) == 2, pattern
