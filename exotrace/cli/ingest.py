@@ -204,6 +204,9 @@ def _summary(stats: IngestStats, archive_path: str | None, rejects_path: str | N
     line = ", ".join(parts)
     where = f" -> {archive_path}" if archive_path else ""
     _note(f"Ingested: {line}{where}")
+    if not stats.read:
+        _note("Warning: no record was read (empty files, or folders without files: hidden files and folders, "
+              "SQLite files and sink spools are skipped; -v names each skip).")
     if stats.out_closed:
         _note("The reader of --out went away; NDJSON output stopped there"
               + (", the archive got every row." if archive_path else "."))

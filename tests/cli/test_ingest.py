@@ -553,3 +553,9 @@ def test_observed_at_orders_two_exports_of_the_same_window(tmp_path: Path, later
         assert run(*args).exit_code == 0
     status = sqlite3.connect(db).execute("SELECT status, observed_at FROM messages").fetchall()
     assert status == [("Failed", "2026-11-09T08:00:00.000Z")]
+
+
+def test_a_folder_without_files_is_said_so(tmp_path: Path):
+    (tmp_path / "in").mkdir()
+    result = run("ingest", str(tmp_path / "in"), "--archive", str(tmp_path / "a.db"), "--no-geoip")
+    assert result.exit_code == 0 and "Warning: no record was read" in result.stderr
