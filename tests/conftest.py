@@ -41,7 +41,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Tests write under their tmp_path only: a file left in the project folder (a default path taken
     relative to the working folder, say) fails the run."""
-    left = sorted(p.name for p in ROOT.iterdir() if p.name not in _ROOT_BEFORE)
+    left = sorted(p.name for p in ROOT.iterdir()  # pytest's own cache and bytecode are no test's doing
+                  if p.name not in _ROOT_BEFORE and not p.name.startswith(".") and p.name != "__pycache__")
     if left:
         print(f"\ntests left files in the project folder: {', '.join(left)}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
