@@ -257,9 +257,10 @@ class _SinkDelivery:
 
     With an archive, delivery is at-least-once across runs, as the collector's: the archive keeps the change
     (``seq``) up to which every required sink acknowledged everything. A run first resubmits what came
-    after it (committed by a run that stopped before its sinks acknowledged), and moves it to the archive's
-    last change once its own documents are acknowledged. Without it, a row committed but not delivered
-    would never be sent again: the sinks get only new and updated rows.
+    after it (committed by a run that stopped before its sinks acknowledged), and moves it to its own last
+    change once its documents, and those another process archived in between, are acknowledged. Without
+    it, a row committed but not delivered would never be sent again: the sinks get only new and updated
+    rows.
     """
 
     def __init__(self, pipeline: SyncSinkPipeline, archive: Any = None) -> None:
@@ -301,7 +302,7 @@ class _SinkDelivery:
 
         if self.archive is not None:
             upto = self.covered.high()
-            for docs in foreign_changes(self.archive, self.cursor, upto, self.covered):
+            for docs, _ in foreign_changes(self.archive, self.cursor, upto, self.covered):
                 self.ticket = self.pipeline.submit(docs)
                 self.replayed += len(docs)
         self.pipeline.flush(timeout)

@@ -90,16 +90,22 @@ class Coverage:
         self._ranges = [(max(a, upto), b) for a, b in self._ranges if b > upto]
 
 
+#: Batches of another process's changes one checkpoint submits (the rest waits for the next).
+FOREIGN_BATCHES = 5
+
+
 def foreign_changes(archive: Archive, lo: int, hi: int, coverage: Coverage,
-                    limit: int = 2000) -> Iterator[list[Document]]:
-    """The rows changed in ``(lo, hi]`` by another process (outside ``coverage``), in batches."""
+                    limit: int = 2000) -> Iterator[tuple[list[Document], int]]:
+    """The rows changed in ``(lo, hi]`` by another process (outside ``coverage``), in batches, each with
+    the last change it reaches."""
     for a, b in coverage.gaps(lo, hi):
         seq = a
         while True:
-            docs, seq = changes_after(archive, seq, limit, upto=b)
+            docs, last = changes_after(archive, seq, limit, upto=b)
             if not docs:
                 break
-            yield docs
+            yield docs, last if len(docs) == limit else b
+            seq = last
 
 
 class Shipper:
@@ -145,26 +151,38 @@ class Shipper:
 
     async def checkpoint(self) -> None:
         """Advance and persist ``acked_seq`` over the acknowledged prefix. Changes another process made in
-        between are submitted first, and the cursor passes them once they are acknowledged too."""
-        seq = self.acked_seq
-        while self._pending and self.pipeline.acked(self._pending[0][1]):
-            seq = self._pending.popleft()[0]
-        if seq <= self.acked_seq:
-            return
+        between are submitted first (at most ``FOREIGN_BATCHES`` batches a call, so page commits never wait
+        long), and the cursor passes them once they are acknowledged too.
+
+        All of it runs under the commit lock: two reads checkpointing at once would otherwise both pass the
+        other process's changes, one of them before they were acknowledged."""
         async with self.lock:
+            seq = self.acked_seq
+            while self._pending and self.pipeline.acked(self._pending[0][1]):
+                seq = self._pending.popleft()[0]
+            if seq <= self.acked_seq:
+                return
             batches = foreign_changes(self.archive, self.acked_seq, seq, self._own)
-            tickets, count = [], 0
-            while (docs := await asyncio.to_thread(next, batches, None)) is not None:
+            tickets: list[int] = []
+            count, reached = 0, self.acked_seq
+            while len(tickets) < FOREIGN_BATCHES:
+                found = await asyncio.to_thread(next, batches, None)
+                if found is None:
+                    reached = seq  # every change up to seq was the collector's or is submitted now
+                    break
+                docs, last = found
                 tickets.append(await self.pipeline.submit(docs))
                 count += len(docs)
-            self._own.add(self.acked_seq, seq)
+                reached = last
+            self._own.add(self.acked_seq, reached)
             if tickets:
                 self.foreign += count
                 log.info("submitted %d changes another process archived meanwhile", count)
-                # the cursor moves to seq once the last of them is acknowledged (and stays until then)
-                entries = [(self.acked_seq, t) for t in tickets[:-1]] + [(seq, tickets[-1])]
+                # the cursor moves to `reached` once the last of them is acknowledged, and on to seq (past
+                # what is left of the other process's changes, if anything) on a later checkpoint
+                entries = [(self.acked_seq, t) for t in tickets[:-1]] + [(reached, tickets[-1]), (seq, tickets[-1])]
                 self._pending.extendleft(reversed(entries))
                 return
-        self.acked_seq = seq
-        self._own.forget(seq)
-        await asyncio.to_thread(save_cursor, self.archive, seq)
+            self.acked_seq = seq
+            self._own.forget(seq)
+            await asyncio.to_thread(save_cursor, self.archive, seq)
