@@ -106,16 +106,21 @@ def normalize_ip(value: Any) -> str | None:
     text = value.strip().lower()
     if ":" in text:
         try:
-            return ipaddress.ip_address(text).compressed
+            ip = ipaddress.IPv6Address(text)
         except ValueError:
-            pass
+            return text or None
+        # an IPv4-mapped address keeps its dotted tail (Python writes ::ffff:cb00:7107)
+        return f"::ffff:{ip.ipv4_mapped}" if ip.ipv4_mapped else ip.compressed
     return text or None
 
 
 def ip_variants(value: str) -> list[str]:
     """Spellings an IP may be stored under: as typed, compressed and exploded (IPv6). Raises ValueError."""
     ip = ipaddress.ip_address(value.strip())
-    return sorted({value.strip().lower(), ip.compressed, ip.exploded})
+    forms = {value.strip().lower(), ip.compressed, ip.exploded}
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        forms.add(f"::ffff:{ip.ipv4_mapped}")
+    return sorted(forms)
 
 
 def _first(values: Any) -> str | None:

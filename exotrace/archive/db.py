@@ -125,6 +125,9 @@ class UpsertResult:
         self.refused.extend(other.refused)
         self.derived += other.derived
         self.changed.extend(other.changed)
+        if other.seqs[1] > other.seqs[0]:  # the span of both (contiguous when one transaction held both)
+            self.seqs = (min(self.seqs[0], other.seqs[0]) if self.seqs[1] > self.seqs[0] else other.seqs[0],
+                         max(self.seqs[1], other.seqs[1]))
         return self
 
 

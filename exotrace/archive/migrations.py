@@ -98,8 +98,8 @@ def apply_migrations(conn: sqlite3.Connection, component: str, migrations: Seque
         # a table rebuilt (copy, drop, rename) must not trip over views users made on it: with the legacy
         # rule, a rename does not check them, and they name the new table once it has the old name
         conn.execute("PRAGMA legacy_alter_table = ON")
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.execute("BEGIN IMMEDIATE")
             # Another process may have migrated while we waited for the write lock.
             done = conn.execute(
                 "SELECT 1 FROM _migrations WHERE component = ? AND version = ?", (component, version)

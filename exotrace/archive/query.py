@@ -104,14 +104,16 @@ class DomainSuffix:
 
 
 def _domain_forms(domain: str) -> list[str]:
-    """``domain`` and its other IDNA spelling (``bücher.de`` and ``xn--bcher-kva.de``): mail carries either."""
-    forms = [domain]
+    """``domain`` and its other IDNA 2008 spelling (``bücher.de`` and ``xn--bcher-kva.de``; ``straße.de`` is
+    ``xn--strae-oqa.de``, not ``strasse.de``): mail carries either."""
+    import idna
+
     try:
-        other = domain.encode("idna").decode("ascii") if not domain.isascii() else \
-            domain.encode("ascii").decode("idna").lower()
-    except UnicodeError:
-        return forms
-    return forms + [other] if other != domain else forms
+        other = idna.encode(domain, uts46=True).decode("ascii") if not domain.isascii() else idna.decode(domain)
+    except (idna.IDNAError, UnicodeError):
+        return [domain]
+    other = other.lower()
+    return [domain, other] if other != domain else [domain]
 
 
 def address_filter(column: str, pattern: str) -> tuple[str, list[Any]] | DomainSuffix:

@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point. Files exotrace creates (archive, NDJSON, rejects, spools, state) hold mail
     metadata, so they are private to the user running it: the umask loses its group and other bits."""
     os.umask(os.umask(0o077) | 0o077)
-    # a terminal or file whose encoding cannot show a subject gets "?" for it, never a crash (data
-    # formats are written as UTF-8 bytes anyway)
+    # a terminal or file whose encoding cannot show a subject gets "?" for it, never a crash (data, the
+    # JSON and CSV of search, stats and status, is written as UTF-8 bytes: write_stdout)
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="replace")
     try:

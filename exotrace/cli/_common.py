@@ -108,6 +108,18 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def write_stdout(data: bytes) -> None:
+    """Data (JSON) on stdout as UTF-8 bytes, whatever the locale's encoding (a latin-1 or cp1252 stdout
+    would turn every other character into "?")."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a text stream (tests' captured output)
+        sys.stdout.write(data.decode("utf-8"))
+        return
+    sys.stdout.flush()
+    buffer.write(data)
+    buffer.flush()
+
+
 def silence_stdout() -> None:
     """After the reader of stdout went away, point stdout at /dev/null so the exit flush cannot fail."""
     try:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 import orjson
 
-from exotrace.cli._common import err_console, fail, handle_errors
+from exotrace.cli._common import err_console, fail, handle_errors, write_stdout
 from exotrace.config import TEMPLATE, AppConfig, CollectorSettings, load_config, parse_duration
 from exotrace.errors import ConfigError
 
@@ -187,7 +187,7 @@ def status(config_path: str, as_json: bool) -> None:
     finally:
         archive.close()
     if as_json:
-        click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2, default=str).decode())
+        write_stdout(orjson.dumps(out, option=orjson.OPT_INDENT_2, default=str) + b"\n")
         return
     _print_status(out)
 

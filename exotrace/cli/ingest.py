@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from contextlib import ExitStack
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -96,6 +96,9 @@ def ingest(paths: tuple[Path, ...], archive_path: str, no_archive: bool, out: st
         if target and target != "-":
             _check_not_an_input(option, Path(target), paths)
     _check_outputs_apart(out, rejects_path, None if no_archive else archive_path)
+    if observed_at is not None and observed_at > datetime.now(UTC) + timedelta(minutes=5):
+        raise click.BadParameter(f"{observed_at.isoformat()} is in the future: no export was taken then (its "
+                                 "statuses would outrank every later one)", param_hint="'--observed-at'")
 
     normalizer = Normalizer(
         NormalizeOptions(

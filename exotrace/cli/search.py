@@ -18,7 +18,15 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from exotrace.cli._common import OutConsole, TimeType, archive_option, err_console, handle_errors, printable
+from exotrace.cli._common import (
+    OutConsole,
+    TimeType,
+    archive_option,
+    err_console,
+    handle_errors,
+    printable,
+    write_stdout,
+)
 from exotrace.model import STATUSES, canonical_status
 
 __all__ = ["CSV_COLUMNS", "defuse_cell", "search", "stats"]
@@ -344,7 +352,7 @@ def stats(archive_path: str, since: datetime | None, until: datetime | None, top
     with _open_archive(archive_path) as arch:
         result = arch.stats(since=since, until=until, top=top)
     if fmt == "json":
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        write_stdout(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
         return
     _print_stats(result)
 

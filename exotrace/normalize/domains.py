@@ -3,7 +3,7 @@
 
 Uses the list bundled with the ``publicsuffixlist`` package: no network at run time. Like Elasticsearch
 (``PublicSuffixMatcher.getDomainRoot`` with no domain type), rules of both sections apply, ICANN and
-private (``1.www.global.ssl.fastly.net`` has the registered domain ``global.ssl.fastly.net``);
+private (``1.www.global.ssl.fastly.net`` has the registered domain ``www.global.ssl.fastly.net``);
 ``onmicrosoft.com`` is in neither, so ``x.onmicrosoft.com`` has the registered domain ``onmicrosoft.com``.
 The registered domain and the top-level domain are lower-case; ``subdomain`` is the part of the domain
 as written before ``.<registered domain>``, so it is absent when the registered part is not written in

@@ -559,3 +559,13 @@ def test_a_folder_without_files_is_said_so(tmp_path: Path):
     (tmp_path / "in").mkdir()
     result = run("ingest", str(tmp_path / "in"), "--archive", str(tmp_path / "a.db"), "--no-geoip")
     assert result.exit_code == 0 and "Warning: no record was read" in result.stderr
+
+
+def test_observed_at_in_the_future_is_refused(tmp_path: Path):
+    """A typo in the year would pin the rows' statuses for good: every later observation would be older."""
+    path = tmp_path / "one.ndjson"
+    path.write_text(GOOD + "\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["ingest", str(path), "--archive", str(tmp_path / "a.db"), "--no-geoip",
+                                      "--observed-at", "2099-01-01"])
+    assert result.exit_code == 2 and "in the future" in result.output
+    assert not (tmp_path / "a.db").exists()

@@ -443,3 +443,36 @@ def test_a_domain_is_found_in_both_its_idna_spellings(tmp_path: Path) -> None:
     for pattern in ("*@bücher.de", "*@xn--bcher-kva.de", "*@BÜCHER.DE"):
         result = run("search", "--archive", str(path), "--sender", pattern, "--format", "ndjson")
         assert len(result.output.splitlines()) == 2, pattern
+
+
+def test_idna_spellings_follow_idna_2008(tmp_path: Path) -> None:
+    """``straße.de`` is ``xn--strae-oqa.de``; IDNA 2003 (Python's codec) made it ``strasse.de``, another domain."""
+    path = tmp_path / "idn2008.db"
+    with Archive.open(path) as arch:
+        arch.upsert([doc("s1", "ada@contoso.com", sender="a@straße.de"),
+                     doc("s2", "bob@contoso.com", sender="b@xn--strae-oqa.de"),
+                     doc("s3", "eve@contoso.com", sender="c@strasse.de")])
+    result = run("search", "--archive", str(path), "--sender", "*@straße.de", "--format", "ndjson")
+    senders = sorted(json.loads(line)["email"]["from"]["address"][0] for line in result.output.splitlines())
+    assert senders == ["a@straße.de", "b@xn--strae-oqa.de"]
+
+
+def test_stats_json_is_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Archive.open(path) as arch:
+        arch.upsert([doc("u1", "ada@contoso.com", sender="кирилл@почта.рф")])
+    env = {**os.environ, "PYTHONIOENCODING": "latin-1"}
+    proc = subprocess.run([sys.executable, "-m", "exotrace", "stats", "--archive", str(path), "--format", "json"],
+                          capture_output=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "кирилл@почта.рф" in proc.stdout.decode("utf-8")
+
+
+def test_an_ipv4_mapped_address_is_stored_dotted_and_found(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    with Archive.open(path) as arch:
+        arch.upsert([doc("m1", "ada@contoso.com", from_ip="::FFFF:203.0.113.7")])
+        assert arch.conn.execute("SELECT from_ip FROM messages").fetchone()[0] == "::ffff:203.0.113.7"
+    for spelling in ("::ffff:203.0.113.7", "::ffff:cb00:7107"):
+        result = run("search", "--archive", str(path), "--ip", spelling, "--format", "ndjson")
+        assert len(result.output.splitlines()) == 1, spelling

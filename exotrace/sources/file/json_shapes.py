@@ -325,9 +325,19 @@ class _Lines:
 _ENVELOPE_ARRAY = re.compile(r'"(?:value|results)"\s*:\s*\[')
 
 
+#: The widest indentation looked for before a value (more: the value does not start a line).
+_MAX_INDENT = 256
+
+
 def _next_sibling(text: str, start: int) -> int:
-    """Where the next value indented as the one at ``start`` begins a line (``len(text)``: nowhere)."""
-    indent = text[text.rfind("\n", 0, start) + 1:start]
+    """Where the next value indented as the one at ``start`` begins a line (``len(text)``: nowhere).
+
+    Only the ``_MAX_INDENT`` characters before ``start`` are looked at: in JSON on one line (``-Compress``)
+    each element would otherwise scan the whole line before it."""
+    line = text.rfind("\n", max(0, start - _MAX_INDENT), start) + 1
+    if line == 0 and start > _MAX_INDENT:
+        return len(text)
+    indent = text[line:start]
     if indent.strip():  # not at a line's start (JSON on one line): no sibling to find
         return len(text)
     found = re.compile("\n" + re.escape(indent) + r"[\[{]").search(text, start + 1)  # one scan, to the first
