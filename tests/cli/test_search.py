@@ -19,21 +19,25 @@ from exotrace.cli import cli
 from exotrace.cli.search import CSV_COLUMNS, defuse_cell, fit_widths
 
 
+def _archive(path: Path, docs: list) -> str:
+    """An archive at ``path`` holding ``docs``; its path as text."""
+    with Archive.open(path) as arch:
+        arch.upsert(docs)
+    return str(path)
+
+
 @pytest.fixture
 def archive(tmp_path: Path) -> str:
-    path = tmp_path / "exotrace.db"
-    with Archive.open(path) as arch:
-        arch.upsert([
-            doc("t1", "linus@contoso.com", sender="alice@example.com", received="2024-05-01T10:00:00.000Z",
-                subject="Quarterly report for the whole team, with a very long subject line that goes on"),
-            doc("t2", "bob@contoso.com", sender="=HYPERLINK(\"http://x\")@evil.example",
-                received="2024-05-02T10:00:00.000Z", subject="=cmd|' /C calc'!A0", status="failed"),
-            doc("t3", "carol@fabrikam.com", sender=None, received="2024-05-03T10:00:00.000Z",
-                subject="@SUM(1+1)", status="GettingStatus", direction="outbound"),
-            doc("t4", "dave@contoso.com", sender="bob@contoso.com", received="2024-05-04T10:00:00.000Z",
-                subject="\tTabbed", direction="internal"),
-        ])
-    return str(path)
+    return _archive(tmp_path / "exotrace.db", [
+        doc("t1", "linus@contoso.com", sender="alice@example.com", received="2024-05-01T10:00:00.000Z",
+            subject="Quarterly report for the whole team, with a very long subject line that goes on"),
+        doc("t2", "bob@contoso.com", sender="=HYPERLINK(\"http://x\")@evil.example",
+            received="2024-05-02T10:00:00.000Z", subject="=cmd|' /C calc'!A0", status="failed"),
+        doc("t3", "carol@fabrikam.com", sender=None, received="2024-05-03T10:00:00.000Z",
+            subject="@SUM(1+1)", status="GettingStatus", direction="outbound"),
+        doc("t4", "dave@contoso.com", sender="bob@contoso.com", received="2024-05-04T10:00:00.000Z",
+            subject="\tTabbed", direction="internal"),
+    ])
 
 
 def run(*args: str, width: int = 200) -> object:
@@ -310,16 +314,13 @@ def test_a_table_piped_into_head_ends_quietly_with_exit_0(tmp_path: Path, comman
 
 @pytest.fixture
 def odd_archive(tmp_path: Path) -> str:
-    path = tmp_path / "odd.db"
-    with Archive.open(path) as arch:
-        arch.upsert([
-            doc("o1", "kenji@contoso.com", subject="会議の議事録を共有します", received="2024-05-01T10:00:00.000Z",
-                from_ip="2001:DB8:0:0::5"),
-            doc("o2", "anna@contoso.com", subject="invoice\u202egnp.exe", received="2024-05-02T10:00:00.000Z",
-                status="FilteredAsSpam"),
-            doc("o3", "ole@contoso.com", subject="Ποσοστά Q3", received="2024-05-03T10:00:00.000Z"),
-        ])
-    return str(path)
+    return _archive(tmp_path / "odd.db", [
+        doc("o1", "kenji@contoso.com", subject="会議の議事録を共有します", received="2024-05-01T10:00:00.000Z",
+            from_ip="2001:DB8:0:0::5"),
+        doc("o2", "anna@contoso.com", subject="invoice\u202egnp.exe", received="2024-05-02T10:00:00.000Z",
+            status="FilteredAsSpam"),
+        doc("o3", "ole@contoso.com", subject="Ποσοστά Q3", received="2024-05-03T10:00:00.000Z"),
+    ])
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "ndjson", "table"])
@@ -436,10 +437,8 @@ def test_ctrl_c_while_a_command_loads_is_exit_130(monkeypatch) -> None:
 
 
 def test_a_domain_is_found_in_both_its_idna_spellings(tmp_path: Path) -> None:
-    path = tmp_path / "idn.db"
-    with Archive.open(path) as arch:
-        arch.upsert([doc("i1", "ada@contoso.com", sender="hans@Bücher.de"),
-                     doc("i2", "bob@contoso.com", sender="eva@xn--bcher-kva.de")])
+    path = _archive(tmp_path / "idn.db", [doc("i1", "ada@contoso.com", sender="hans@Bücher.de"),
+                 doc("i2", "bob@contoso.com", sender="eva@xn--bcher-kva.de")])
     for pattern in ("*@bücher.de", "*@xn--bcher-kva.de", "*@BÜCHER.DE"):
         result = run("search", "--archive", str(path), "--sender", pattern, "--format", "ndjson")
         assert len(result.output.splitlines()) == 2, pattern
@@ -447,20 +446,16 @@ def test_a_domain_is_found_in_both_its_idna_spellings(tmp_path: Path) -> None:
 
 def test_idna_spellings_follow_idna_2008(tmp_path: Path) -> None:
     """``straße.de`` is ``xn--strae-oqa.de``; IDNA 2003 (Python's codec) made it ``strasse.de``, another domain."""
-    path = tmp_path / "idn2008.db"
-    with Archive.open(path) as arch:
-        arch.upsert([doc("s1", "ada@contoso.com", sender="a@straße.de"),
-                     doc("s2", "bob@contoso.com", sender="b@xn--strae-oqa.de"),
-                     doc("s3", "eve@contoso.com", sender="c@strasse.de")])
+    path = _archive(tmp_path / "idn2008.db", [doc("s1", "ada@contoso.com", sender="a@straße.de"),
+                 doc("s2", "bob@contoso.com", sender="b@xn--strae-oqa.de"),
+                 doc("s3", "eve@contoso.com", sender="c@strasse.de")])
     result = run("search", "--archive", str(path), "--sender", "*@straße.de", "--format", "ndjson")
     senders = sorted(json.loads(line)["email"]["from"]["address"][0] for line in result.output.splitlines())
     assert senders == ["a@straße.de", "b@xn--strae-oqa.de"]
 
 
 def test_stats_json_is_utf8_whatever_the_locale(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    with Archive.open(path) as arch:
-        arch.upsert([doc("u1", "ada@contoso.com", sender="кирилл@почта.рф")])
+    path = _archive(tmp_path / "s.db", [doc("u1", "ada@contoso.com", sender="кирилл@почта.рф")])
     env = {**os.environ, "PYTHONIOENCODING": "latin-1"}
     proc = subprocess.run([sys.executable, "-m", "exotrace", "stats", "--archive", str(path), "--format", "json"],
                           capture_output=True, env=env, timeout=60)
