@@ -301,3 +301,23 @@ def test_a_big_array_is_handed_out_element_by_element(tmp_path: Path) -> None:
     assert count == 20_000 and records([first])[0].fields["Index"] == 0
     assert held < 1.5 * size, (held, size)  # the text, not the records
     assert peak < 3.5 * size, (peak, size)  # what decoding the file costs (3x in CPython), no more
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_an_export_on_one_line_is_read_element_by_element(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          damaged: bool) -> None:
+    """``ConvertTo-Json -Compress`` of a whole export is one NDJSON line: it was decoded at once (to tell
+    its shape, then to read it: 18x the file in memory); a line this long is now read element by element,
+    and damage loses only the elements from the damaged one on."""
+    from exotrace.sources.file import json_shapes
+
+    monkeypatch.setattr(json_shapes, "BIG_ARRAY_LINE", 1000)
+    rows = [json.loads(ps_line(i)) for i in range(50)]
+    text = json.dumps(rows, separators=(",", ":"))
+    if damaged:
+        text = text.replace('"Index":30', '"Index" 30', 1)
+    items = list(read_file(write(tmp_path / "compressed.json", text + "\n")))
+    kept = [r.fields["Index"] for r in records(items)]
+    assert kept == (list(range(30)) if damaged else list(range(50)))
+    assert all(r.line == 1 for r in records(items))
+    assert len(rejects(items)) == (1 if damaged else 0)

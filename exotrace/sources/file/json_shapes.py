@@ -169,6 +169,10 @@ def _type_name(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------- NDJSON
 
 
+#: A line longer than this that holds an array is read element by element (:func:`_array_elements`).
+BIG_ARRAY_LINE = 1 << 20
+
+
 def read_ndjson(src: TextSource, origin: str, shape: str | None = None) -> Iterator[Item]:
     """One JSON value per line, streamed; a bad line is rejected and reading goes on."""
     loads = orjson.loads
@@ -179,6 +183,10 @@ def read_ndjson(src: TextSource, origin: str, shape: str | None = None) -> Itera
         if not line or line.isspace():
             continue
         text = line
+        if len(text) > BIG_ARRAY_LINE and text.lstrip().startswith("["):
+            # a whole export on one line (ConvertTo-Json -Compress): element by element, never all decoded
+            yield from _array_elements(text, len(text) - len(text.lstrip()), origin, shape, n)
+            continue
         try:
             value = loads(text)
         except decode_error as exc:
@@ -214,6 +222,8 @@ def parses_standalone(line: str) -> bool:
     text = line.strip().lstrip("\ufeff")
     if not text or text[0] not in "{[":
         return False
+    if len(text) > BIG_ARRAY_LINE and text[0] == "[":
+        return text[-1] == "]"  # a whole export on one line: not decoded just to tell its shape
     try:
         orjson.loads(text)
     except orjson.JSONDecodeError:
