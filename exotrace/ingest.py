@@ -168,8 +168,8 @@ class _Repeats:
         if doc.origin != self._origin:
             self._origin, self._seen = doc.origin, Counter()
         self._seen[base] += 1
-        if self._seen[base] > 1:
-            doc.key = derived_key(doc, self._seen[base])
+        n = self._seen[base]
+        doc.key = base if n == 1 else derived_key(doc, n)  # set: the archive does not derive it again
 
 
 def _unencodable(doc: Document) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import date
+from functools import lru_cache
 from hashlib import blake2b, sha1
 from typing import Any
 
@@ -104,23 +105,26 @@ def normalize_ip(value: Any) -> str | None:
     if not value or not isinstance(value, str):
         return None
     text = value.strip().lower()
-    if ":" in text:
-        try:
-            ip = ipaddress.IPv6Address(text)
-        except ValueError:
-            return text or None
-        # an IPv4-mapped address keeps its dotted tail (Python writes ::ffff:cb00:7107)
-        return f"::ffff:{ip.ipv4_mapped}" if ip.ipv4_mapped else ip.compressed
-    return text or None
+    return _ipv6_stored(text) if ":" in text else text or None
+
+
+@lru_cache(maxsize=65536)
+def _ipv6_stored(text: str) -> str:
+    """An IPv6 address compressed (cached: the same addresses come again and again, and parsing is the
+    costly part of a row's columns); an IPv4-mapped one keeps its dotted tail (Python writes
+    ::ffff:cb00:7107); what does not parse, as it is."""
+    try:
+        ip = ipaddress.IPv6Address(text)
+    except ValueError:
+        return text
+    return f"::ffff:{ip.ipv4_mapped}" if ip.ipv4_mapped else ip.compressed
 
 
 def ip_variants(value: str) -> list[str]:
-    """Spellings an IP may be stored under: as typed, compressed and exploded (IPv6). Raises ValueError."""
+    """Spellings an IP may be stored under: as stored now (:func:`normalize_ip`), and as typed, compressed
+    and exploded (IPv6), for rows stored before. Raises ValueError."""
     ip = ipaddress.ip_address(value.strip())
-    forms = {value.strip().lower(), ip.compressed, ip.exploded}
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        forms.add(f"::ffff:{ip.ipv4_mapped}")
-    return sorted(forms)
+    return sorted({value.strip().lower(), ip.compressed, ip.exploded, normalize_ip(value) or ""} - {""})
 
 
 def _first(values: Any) -> str | None:

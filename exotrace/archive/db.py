@@ -126,8 +126,8 @@ class UpsertResult:
         self.derived += other.derived
         self.changed.extend(other.changed)
         if other.seqs[1] > other.seqs[0]:  # the span of both (contiguous when one transaction held both)
-            self.seqs = (min(self.seqs[0], other.seqs[0]) if self.seqs[1] > self.seqs[0] else other.seqs[0],
-                         max(self.seqs[1], other.seqs[1]))
+            mine = self.seqs if self.seqs[1] > self.seqs[0] else other.seqs
+            self.seqs = (min(mine[0], other.seqs[0]), max(mine[1], other.seqs[1]))
         return self
 
 
@@ -263,11 +263,11 @@ class Archive:
         ``create=False`` raises :class:`ArchiveError` when the file does not exist.
         """
         path = str(path)
-        if not create and path != ":memory:" and Path(path).is_file() and Path(path).stat().st_size == 0:
-            raise ArchiveError(f"{path} is an empty file, not an exotrace archive; give another --archive path")
-        if not create and path != ":memory:" and Path(path).is_file() \
-                and not os.access(Path(path).resolve().parent, os.W_OK):
-            return cls._open_read_only(path, busy_timeout)
+        if not create and path != ":memory:" and Path(path).is_file():
+            if Path(path).stat().st_size == 0:
+                raise ArchiveError(f"{path} is an empty file, not an exotrace archive; give another --archive path")
+            if not os.access(Path(path).resolve().parent, os.W_OK):
+                return cls._open_read_only(path, busy_timeout)
         if path != ":memory:" and not Path(path).exists():
             if not create:
                 raise ArchiveError(f"no archive at {path} (run exotrace ingest or exotrace collect first)")

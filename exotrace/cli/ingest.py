@@ -267,7 +267,7 @@ class _SinkDelivery:
     """
 
     def __init__(self, pipeline: SyncSinkPipeline, archive: Any = None) -> None:
-        from exotrace.collect.shipper import Coverage, changes_after, read_cursor
+        from exotrace.collect.shipper import Coverage, foreign_changes, read_cursor
 
         self.pipeline = pipeline
         self.archive = archive
@@ -279,15 +279,11 @@ class _SinkDelivery:
             from exotrace.state.ledger import MIGRATIONS
 
             archive.ensure_schema("collector", MIGRATIONS)
-            self.cursor = seq = read_cursor(archive)
-            while True:
-                docs, last = changes_after(archive, seq)
-                if not docs:
-                    break
+            self.cursor, upto = read_cursor(archive), archive.last_seq()
+            for docs, _ in foreign_changes(archive, self.cursor, upto, Coverage()):  # all after the cursor
                 self.ticket = pipeline.submit(docs)
-                self.covered.add(seq, last)
                 self.replayed += len(docs)
-                seq = last
+            self.covered.add(self.cursor, upto)
             if self.replayed:
                 log.warning("Resubmitting %d archived changes the sinks had not acknowledged.", self.replayed)
 

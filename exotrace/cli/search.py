@@ -153,9 +153,7 @@ def search(archive_path: str, sender: str | None, recipient: str | None, statuse
                 first = list(islice(found, 1))  # a bad filter fails here, before anything is written
             except ValueError as exc:
                 raise click.UsageError(str(exc)) from None
-            rows = _Limited(chain(first, found), limit)
-            if with_history:
-                rows = _WithHistory(arch, rows)
+            rows = _Rows(chain(first, found), limit, arch if with_history else None)
             if fmt == "table":
                 _print_table(rows, limit=limit, with_history=with_history)
             else:
@@ -166,38 +164,33 @@ def search(archive_path: str, sender: str | None, recipient: str | None, statuse
             err_console.print(f"Note: showing the newest {limit} matches; more match (--limit 0 for all).")
 
 
-class _Limited:
-    """The first ``limit`` rows of ``rows`` (all with 0); ``more`` tells, once they are used, whether
-    another row followed."""
+class _Rows:
+    """The rows to show: the first ``limit`` of ``rows`` (all with 0), with their ``history`` when ``arch``
+    is given (read 500 rows at a time); ``more`` tells, once they are used, whether another row followed."""
 
-    def __init__(self, rows: Iterator[dict[str, Any]], limit: int) -> None:
+    def __init__(self, rows: Iterator[dict[str, Any]], limit: int, arch: Any = None) -> None:
         self._rows = rows
         self._limit = limit
+        self._arch = arch
         self.more = False
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        rows = self._first()
+        if self._arch is None:
+            yield from rows
+            return
+        while chunk := list(islice(rows, 500)):
+            histories = self._arch.histories([row["seq"] for row in chunk])
+            for row in chunk:
+                row["history"] = histories[row["seq"]]
+                yield row
+
+    def _first(self) -> Iterator[dict[str, Any]]:
         for n, row in enumerate(self._rows):
             if self._limit and n == self._limit:
                 self.more = True
                 return
             yield row
-
-
-class _WithHistory(_Limited):
-    """Rows with their ``history``, read 500 rows at a time."""
-
-    def __init__(self, arch: Any, rows: _Limited) -> None:
-        super().__init__(iter(rows), 0)
-        self._arch = arch
-        self._source = rows
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        while chunk := list(islice(self._rows, 500)):
-            histories = self._arch.histories([row["seq"] for row in chunk])
-            for row in chunk:
-                row["history"] = histories[row["seq"]]
-                yield row
-        self.more = self._source.more
 
 
 def _write_data(rows: Iterable[dict[str, Any]], fmt: str) -> None:
@@ -256,7 +249,7 @@ def fit_widths(natural: list[int], total: int, shrink: list[tuple[int, int]], ov
 TABLE_CHUNK = 1000
 
 
-def _print_table(rows: _Limited, *, limit: int, with_history: bool = False) -> None:
+def _print_table(rows: _Rows, *, limit: int, with_history: bool = False) -> None:
     """The rows as a table that fits the terminal, printed a chunk at a time (``--limit 0`` of a million
     rows starts at once and holds one chunk); widths come from the first chunk."""
     console = OutConsole()

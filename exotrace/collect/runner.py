@@ -713,7 +713,6 @@ class TenantRunner:
         res = UpsertResult()
         changed: list[Document] = []
         with self.archive.transaction():
-            first_seq = self.archive.last_seq()  # the write lock is held: this page's changes follow it
             # normalize and upsert in chunks: a 5000-row page never holds 5000 documents at once
             for lo in range(0, len(rows), CHUNK):
                 docs = [self.normalizer.normalize(RawRecord(
@@ -727,9 +726,8 @@ class TenantRunner:
                 res += part
                 del docs
             self.ledger.tenant_update(self.t.name, requests=0, rows=len(rows))
-            max_seq = self.archive.last_seq()
         rows.clear()
-        return res, changed, (first_seq, max_seq)
+        return res, changed, res.seqs  # one transaction: the chunks' changes are contiguous
 
     def _mark_read(self, group: list[Window], counts: list[int], now: datetime, new: int, updated: int) -> None:
         with self.archive.transaction():

@@ -62,22 +62,13 @@ class _Counting(io.RawIOBase):
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         n = self._raw.readinto(buffer) or 0
-        self._advance(n)
-        return n
-
-    def readall(self) -> bytes:
-        """The rest in one read (a file's is sized once; the default joins 8 KiB pieces, twice the memory)."""
-        data = self._raw.read()
-        self._advance(len(data))
-        return data
-
-    def _advance(self, n: int) -> None:
         self._pos += n
         new = self._pos - self.consumed
         if new > 0:
             self.consumed += new
             if self._on_progress is not None:
                 self._on_progress(new)
+        return n
 
     def close(self) -> None:
         self._raw.close()

@@ -354,6 +354,19 @@ def _next_sibling(text: str, start: int) -> int:
     return found.start() + 1 + len(indent) if found else len(text)
 
 
+def _own_slice(text: str, start: int) -> tuple[str, int, int]:
+    """(the text to parse the value at ``start`` from, that text's offset in ``text``, the next sibling's
+    start): the value's own slice when a sibling follows (an error then costs the value's length, not the
+    file's: the decoder counts lines from its text's start), else the whole text."""
+    nxt = _next_sibling(text, start)
+    return (text[start:nxt], start, nxt) if nxt < len(text) else (text, 0, nxt)
+
+
+def _shifted(line_of: Callable[[int], int], base: int) -> Callable[[int], int]:
+    """``line_of`` for offsets into a slice that starts at ``base``."""
+    return (lambda offset: line_of(base + offset)) if base else line_of
+
+
 def _damaged(text: str, start: int, end: int, at: int, message: str, origin: str,
              line_of: Callable[[int], int]) -> Reject:
     """The reject for the damaged value at ``text[start:end]``, which JSON refuses at offset ``at``."""
@@ -373,17 +386,14 @@ def _array_elements(text: str, start: int, origin: str, shape: str | None,
     decoded all at once): a damaged element is rejected and reading goes on at the next one
     (:func:`_next_sibling`); returns where the array ends.
 
-    Each element is parsed from its own slice, up to the next one, when there is a next one: an error then
-    costs the element's length, not the file's (the decoder counts lines from its text's start). A
-    missing comma between two whole elements is let pass.
+    Each element is parsed from its own slice (:func:`_own_slice`). A missing comma between two whole
+    elements is let pass.
     """
     line_of = _Lines(text, first_line)
     pos = _skip(text, start + 1)
     while pos < len(text) and text[pos] != "]":
         element = pos
-        nxt = _next_sibling(text, element)
-        base = element if nxt < len(text) else 0
-        chunk = text[element:nxt] if base else text
+        chunk, base, nxt = _own_slice(text, element)
         positions: dict[int, list[int]] = {}
         try:
             value, end = _parse(chunk, element - base, 2, positions)
@@ -395,7 +405,7 @@ def _array_elements(text: str, start: int, origin: str, shape: str | None,
             pos = nxt
             continue
         yield from items_from_value(value, origin=origin, line=line_of(element), shape=shape, positions=positions,
-                                    line_of=(lambda offset, base=base: line_of(base + offset)) if base else line_of)
+                                    line_of=_shifted(line_of, base))
         pos = base + end
         if text[pos:pos + 1] == ",":
             pos = _skip(text, pos + 1)
@@ -405,14 +415,12 @@ def _array_elements(text: str, start: int, origin: str, shape: str | None,
 def _parse_value(text: str, start: int, positions: dict[int, list[int]]) -> tuple[Any, int, int]:
     """The top-level value at ``start``, its end and the offset ``positions`` are relative to.
 
-    It is parsed from its own slice, up to the next value that starts a line as it does, when there is
-    one: the decoder counts lines from its text's start to report an error, so many damaged values
-    appended to one file each cost the whole file before. A value that runs past that slice (an unusual
-    layout) is parsed again from the whole text; errors are raised with offsets into ``text``.
+    It is parsed from its own slice (:func:`_own_slice`: many damaged values appended to one file each
+    cost the whole file before). A value that runs past that slice (an unusual layout) is parsed again
+    from the whole text; errors are raised with offsets into ``text``.
     """
-    nxt = _next_sibling(text, start)
-    if nxt < len(text):
-        chunk = text[start:nxt]
+    chunk, base, _ = _own_slice(text, start)
+    if base:
         try:
             value, end = _parse(chunk, 0, 3, positions)
             return value, start + end, start
@@ -470,7 +478,7 @@ def read_document(src: TextSource, origin: str, shape: str | None = None) -> Ite
             pos = _skip(text, pos)
             continue
         yield from items_from_value(value, origin=origin, line=line_of(start), shape=shape, positions=positions,
-                                    line_of=(lambda offset, base=base: line_of(base + offset)) if base else line_of)
+                                    line_of=_shifted(line_of, base))
         pos = _skip(text, pos)
         if text[pos:pos + 1] == ",":  # tolerate "{...},\n{...}" exports
             pos = _skip(text, pos + 1)
